@@ -1,0 +1,56 @@
+#!/bin/sh
+# dom0 /init: bring up the Xen toolstack, run the scenario named on the kernel command line
+# (xenpvrs.scenario=NAME), print its verdict and the collected logs to the console, power off.
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs tmpfs /run
+mkdir -p /dev/pts /run/xen /run/xenstored /sys/kernel/debug
+mount -t devpts devpts /dev/pts
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t xenfs xenfs /proc/xen
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin:/usr/lib/xen-4.17/bin
+export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
+. /lib/xen-pv-rs.sh
+S=$(scenario_name)
+log "DOM0-ALIVE scenario=$S kernel=$(uname -r)"
+
+toolstack_up() {
+    xenstored -N --pid-file=/run/xenstored.pid > /tmp/xenstored.log 2>&1 &
+    wait_for_socket=20
+    while [ ! -S /run/xenstored/socket ] && [ $wait_for_socket -gt 0 ]; do
+        sleep 1; wait_for_socket=$((wait_for_socket - 1))
+    done
+    check xen-init-dom0 xen-init-dom0 || return 1
+    xenconsoled --log=guest --log-dir="$CONSOLE_DIR" || { fail "xenconsoled"; return 1; }
+    brctl addbr xenbr0 && ip addr add 10.0.0.1/24 dev xenbr0 && ip link set xenbr0 up ||
+        { fail "bridge xenbr0"; return 1; }
+    log "TOOLSTACK-UP"
+}
+
+if [ ! -f "/scenarios/$S.sh" ]; then
+    fail "no such scenario '$S'"
+elif toolstack_up; then
+    . "/scenarios/$S.sh"
+    dom0_main
+    for d in $(xl list 2>/dev/null | awk 'NR > 1 && $2 != 0 {print $1}'); do
+        xl destroy "$d" 2>/dev/null
+    done
+fi
+kernel_log_clean || fail "dom0 kernel log has warnings"
+
+for f in "$CONSOLE_DIR"/guest-*.log; do
+    [ -f "$f" ] || continue
+    echo "=== BEGIN $(basename "$f")"
+    tr -d '\r' < "$f"
+    echo "=== END $(basename "$f")"
+done
+echo "=== BEGIN xen-dmesg.log"; xl dmesg 2>&1; echo "=== END xen-dmesg.log"
+echo "=== BEGIN dom0-dmesg.log"; dmesg; echo "=== END dom0-dmesg.log"
+if [ -z "$FAILED" ]; then
+    echo "XEN-PV-RS-RESULT $S PASS"
+else
+    echo "XEN-PV-RS-RESULT $S FAIL: $FAILED"
+fi
+sync
+poweroff -f

@@ -1,0 +1,107 @@
+# Test helpers shared by the dom0 and domU init scripts and the scenarios (sourced, busybox sh).
+# A check records its failure in $FAILED and the scenario goes on, so one run reports them all.
+# shellcheck shell=sh
+
+FAILED=""
+CONSOLE_DIR=/var/log/xen/console
+
+log() { echo "[$(cut -d' ' -f1 /proc/uptime)] $*"; }
+
+# fail REASON: record a failed check.
+fail() {
+    FAILED="${FAILED:+$FAILED; }$*"
+    log "CHECK FAIL: $*"
+}
+
+# check NAME CMD...: run CMD; record "NAME (exit N)" if it fails. Returns CMD's status.
+check() {
+    _name=$1
+    shift
+    if "$@"; then
+        log "CHECK $_name ok"
+        return 0
+    else
+        _rc=$?
+        fail "$_name (exit $_rc)"
+        return "$_rc"
+    fi
+}
+
+# check_eq NAME WANT GOT: record a failure unless the two strings are equal and non-empty.
+check_eq() {
+    if [ -n "$2" ] && [ "$2" = "$3" ]; then
+        log "CHECK $1 ok ($2)"
+    else
+        fail "$1: want '$2' got '$3'"
+    fi
+}
+
+# wait_for FILE PATTERN SECS: wait until FILE has a line matching PATTERN (grep -E).
+wait_for() {
+    _n=$3
+    while [ "$_n" -gt 0 ]; do
+        grep -aqE -- "$2" "$1" 2>/dev/null && return 0
+        sleep 1
+        _n=$((_n - 1))
+    done
+    return 1
+}
+
+# kernel_log_clean: the kernel log has no warning, oops or BUG.
+kernel_log_clean() {
+    if dmesg | grep -E 'WARNING:|BUG:|Oops|Call Trace|general protection|Kernel panic'; then
+        return 1
+    fi
+    return 0
+}
+
+# scenario_name: the scenario this boot runs, from the kernel command line.
+scenario_name() { sed -n 's/.*xenpvrs\.scenario=\([^ ]*\).*/\1/p' /proc/cmdline; }
+
+# --- dom0 side ---------------------------------------------------------------------------------
+
+# write_domu_cfg NAME MEMORY_MB EXTRA_CFG_LINES: a PV guest running this scenario's domu_main.
+write_domu_cfg() {
+    cat > "/etc/xen/$1.cfg" <<CFG
+name = "$1"
+type = "pv"
+kernel = "/boot/bzImage"
+ramdisk = "/boot/domu.cpio.gz"
+extra = "console=hvc0 xenpvrs.scenario=$(scenario_name) xenpvrs.domu=$1"
+memory = $2
+vcpus = 1
+on_poweroff = "destroy"
+$3
+CFG
+}
+
+# guest_log NAME: path of the guest's console log in dom0.
+guest_log() { echo "$CONSOLE_DIR/guest-$1.log"; }
+
+# domu_result NAME SECS: wait for the guest's verdict line and fold it into ours.
+domu_result() {
+    _log=$(guest_log "$1")
+    if ! wait_for "$_log" '^DOMU-RESULT ' "$2"; then
+        fail "$1: no result from the guest within $2 s"
+        return 1
+    fi
+    _line=$(grep -a '^DOMU-RESULT ' "$_log" | tail -1 | tr -d '\r')
+    case "$_line" in
+    "DOMU-RESULT PASS") log "CHECK $1 result ok" ;;
+    *) fail "$1: ${_line#DOMU-RESULT }" ;;
+    esac
+}
+
+# guest_value NAME KEY: the value the guest printed on a "KEY value" line.
+guest_value() {
+    grep -a "^$2 " "$(guest_log "$1")" | tail -1 | tr -d '\r' | cut -d' ' -f2
+}
+
+# --- domU side ---------------------------------------------------------------------------------
+
+# wait_for_dev PATH SECS: wait for a device node to appear.
+wait_for_dev() {
+    _n=$2
+    while [ ! -e "$1" ] && [ "$_n" -gt 0 ]; do sleep 1; _n=$((_n - 1)); done
+    [ -e "$1" ]
+}

@@ -1,0 +1,81 @@
+#!/bin/sh
+# Build the dom0 and domU initramfs images from the host's Debian packages (busybox-static, the Xen
+# 4.17 tools and their libraries, fio and e2fsprogs), the cached kernel's modules, our modules and
+# the scenario scripts. Output: target/qemu/{dom0,domu}.cpio.gz. Takes seconds; not cached.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+
+t0=$(now)
+kdir=$(kernel_dir)
+[ -f "$kdir/.xen-pv-rs-built" ] || { echo "image: no kernel build at $kdir: run 'cargo xtask kernel' first" >&2; exit 1; }
+kver=$(cat "$kdir/include/config/kernel.release")
+out=$ROOT/target/qemu
+mkdir -p "$out"
+
+# copy_bin ROOTFS FILE...: copy executables and every shared library they load (and the loader).
+copy_bin() {
+    r=$1; shift
+    for f in "$@"; do
+        [ -e "$f" ] || { echo "image: missing $f (run 'cargo xtask setup')" >&2; exit 1; }
+        mkdir -p "$r$(dirname "$f")"
+        cp -L "$f" "$r$f"
+        ldd "$f" 2>/dev/null | awk '/=> \// {print $3} /^[ \t]*\/lib/ {print $1}' | while read -r lib; do
+            [ -e "$r$lib" ] && continue
+            mkdir -p "$r$(dirname "$lib")"
+            cp -L "$lib" "$r$lib"
+        done
+    done
+}
+
+# common_root DIR: busybox, kernel modules (C and ours), scenario scripts and the test library.
+common_root() {
+    r=$1
+    rm -rf "$r"
+    mkdir -p "$r"/bin "$r"/sbin "$r"/usr/bin "$r"/usr/sbin "$r"/proc "$r"/sys "$r"/dev "$r"/tmp \
+        "$r"/run "$r"/var/log "$r"/var/run "$r"/lib/x86_64-linux-gnu "$r"/lib64 "$r"/etc "$r"/mnt
+    cp /bin/busybox "$r/bin/busybox"
+    for a in $(/bin/busybox --list); do
+        [ -e "$r/bin/$a" ] || ln -s busybox "$r/bin/$a"
+    done
+    make -s -C "$kdir" $(kmake_args) INSTALL_MOD_PATH="$r" INSTALL_MOD_STRIP=1 modules_install >/dev/null
+    if ls "$ROOT"/target/kmod/*.ko >/dev/null 2>&1; then
+        mkdir -p "$r/lib/modules/$kver/extra"
+        cp "$ROOT"/target/kmod/*.ko "$r/lib/modules/$kver/extra/"
+    fi
+    depmod -b "$r" "$kver"
+    copy_bin "$r" /usr/bin/fio /sbin/mke2fs /sbin/e2fsck
+    ln -sf mke2fs "$r/sbin/mkfs.ext4"
+    mkdir -p "$r/scenarios"
+    cp "$here"/scenarios/*.sh "$r/scenarios/"
+    cp "$here/guest-lib.sh" "$r/lib/xen-pv-rs.sh"
+}
+
+t1=$(now)
+common_root "$out/domu-root"
+cp "$here/domu-init.sh" "$out/domu-root/init"
+(cd "$out/domu-root" && find . | cpio -o -H newc --quiet | gzip -1 > "$out/domu.cpio.gz")
+stage "image: domU ($(du -h "$out/domu.cpio.gz" | cut -f1))" "$t1"
+
+t2=$(now)
+r=$out/dom0-root
+common_root "$r"
+X=/usr/lib/xen-4.17/bin
+copy_bin "$r" $X/xl $X/xenstored $X/xenconsoled $X/xen-init-dom0 $X/libxl-save-helper \
+    /usr/bin/xenstore /usr/lib/x86_64-linux-gnu/libgcc_s.so.1
+for t in read write rm ls list exists chmod watch control; do ln -sf xenstore "$r/usr/bin/xenstore-$t"; done
+# xl and xenstored look for these.
+mkdir -p "$r"/var/lib/xen "$r"/var/lib/xenstored "$r"/var/log/xen/console "$r"/run/xen "$r"/boot \
+    "$r"/etc/xen/scripts
+: > "$r/etc/xen/xl.conf"
+cp "$here"/rootfs/etc/xen/scripts/* "$r/etc/xen/scripts/"
+chmod +x "$r"/etc/xen/scripts/*
+cp "$kdir/arch/x86/boot/bzImage" "$r/boot/bzImage"
+cp "$out/domu.cpio.gz" "$r/boot/domu.cpio.gz"
+cp "$here/dom0-init.sh" "$r/init"
+chmod +x "$r/init" "$out/domu-root/init"
+(cd "$r" && find . | cpio -o -H newc --quiet | gzip -1 > "$out/dom0.cpio.gz")
+cp "$kdir/arch/x86/boot/bzImage" "$out/bzImage"
+zcat /boot/xen-4.17-amd64.gz > "$out/xen"
+stage "image: dom0 ($(du -h "$out/dom0.cpio.gz" | cut -f1))" "$t2"
+stage "image: total" "$t0"

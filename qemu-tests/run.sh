@@ -1,0 +1,87 @@
+#!/bin/sh
+# cargo xtask qemu [--list | --all | NAME...]: boot Xen 4.17 under QEMU (TCG) once per scenario
+# with the dom0 image, let dom0 run the scenario, collect the logs into results/NAME/ and print
+# `SCENARIO NAME PASS` or `SCENARIO NAME FAIL: reason`. Exits non-zero if any scenario failed.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+
+list() { for f in "$here"/scenarios/*.sh; do basename "$f" .sh; done; }
+
+case "${1:-}" in
+--list) list; exit 0 ;;
+--all) set -- $(list) ;;
+""|-h|--help) echo "usage: cargo xtask qemu [--list | --all | NAME...]" >&2; exit 2 ;;
+esac
+for s in "$@"; do
+    [ -f "$here/scenarios/$s.sh" ] || { echo "qemu: no scenario '$s' (see --list)" >&2; exit 2; }
+done
+
+if [ -z "${XEN_PV_RS_NO_BUILD:-}" ]; then
+    sh "$here/kernel.sh" && sh "$here/modules.sh" && sh "$here/image.sh" || {
+        for s in "$@"; do echo "SCENARIO $s FAIL: build failed"; done
+        exit 1
+    }
+fi
+img=$ROOT/target/qemu
+
+# split_logs DIR: cut the "=== BEGIN name" ... "=== END name" sections of serial.log into files.
+split_logs() {
+    awk -v dir="$1" '
+        /^=== BEGIN / { f = dir "/" $3; next }
+        /^=== END / { close(f); f = ""; next }
+        f != "" { print > f }' "$1/serial.log"
+}
+
+# warnings FILE...: kernel warnings, oopses and BUGs in guest kernel logs (not Xen's own lines).
+warnings() {
+    cat "$@" 2>/dev/null | grep -v '(XEN)' | grep -E 'WARNING:|BUG:|Oops|Call Trace|general protection|Kernel panic' | head -5
+}
+
+run_one() {
+    s=$1
+    dir=$RESULTS/$s
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    limit=$(sed -n 's/^TIMEOUT=\([0-9]*\).*/\1/p' "$here/scenarios/$s.sh")
+    limit=${limit:-600}
+    t0=$(now)
+    echo "qemu: $s: booting Xen (timeout ${limit} s, logs in $dir)"
+    timeout -k 10 "$limit" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 \
+        -display none -monitor none -no-reboot -serial "file:$dir/serial.log" \
+        -kernel "$img/xen" \
+        -append "console=com1 com1=115200 dom0_mem=768M,max:768M noreboot loglvl=all guest_loglvl=all" \
+        -initrd "$img/bzImage console=hvc0 earlyprintk=xen xenpvrs.scenario=$s,$img/dom0.cpio.gz" \
+        > "$dir/qemu.log" 2>&1 < /dev/null
+    rc=$?
+    secs=$(( $(now) - t0 ))
+    split_logs "$dir"
+    verdict=$(grep -a "^XEN-PV-RS-RESULT $s " "$dir/serial.log" | tail -1 | tr -d '\r')
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+        reason="timeout after ${limit} s"
+    elif [ -z "$verdict" ]; then
+        reason="no verdict from dom0 (qemu exit status $rc)"
+    elif [ "$verdict" != "XEN-PV-RS-RESULT $s PASS" ]; then
+        reason=${verdict#XEN-PV-RS-RESULT $s FAIL: }
+    elif [ -n "$(warnings "$dir/serial.log" "$dir"/guest-*.log)" ]; then
+        reason="kernel warnings: $(warnings "$dir/serial.log" "$dir"/guest-*.log | head -1)"
+    else
+        reason=""
+    fi
+    echo "qemu: $s: ${secs} s"
+    if [ -z "$reason" ]; then echo "SCENARIO $s PASS"; else echo "SCENARIO $s FAIL: $reason"; fi > "$dir/verdict"
+    if [ -z "$reason" ]; then
+        echo "SCENARIO $s PASS"
+        return 0
+    fi
+    echo "--- last lines of $dir/serial.log:"
+    tail -n 40 "$dir/serial.log" | grep -av '^=== '
+    echo "SCENARIO $s FAIL: $reason"
+    return 1
+}
+
+failed=0
+for s in "$@"; do
+    run_one "$s" || failed=$((failed + 1))
+done
+[ "$failed" -eq 0 ]
