@@ -1,0 +1,282 @@
+//! The front end of a shared ring: it produces requests and consumes responses.
+
+use crate::error::{RingError, Violation};
+use crate::index::{Notify, RingIndex};
+use crate::mem::{full_barrier, SharedMemory, Slot};
+use crate::sring::{
+    check_producer, Geometry, SharedRing, REQ_EVENT, REQ_PROD, RSP_EVENT, RSP_PROD,
+};
+
+/// The front end of an `io/ring.h` ring (the guest driver side: blkfront, netfront, ...).
+///
+/// The front owns two shared indices and writes nothing else in the header:
+///
+/// | index | owner | meaning |
+/// |---|---|---|
+/// | `req_prod` | **front** | requests published |
+/// | `rsp_event` | **front** | "send me an event when `rsp_prod` passes this" |
+/// | `rsp_prod` | back | responses published |
+/// | `req_event` | back | "send me an event when `req_prod` passes this" |
+///
+/// It also keeps private state the back cannot touch: `req_prod_pvt` (requests queued, not
+/// necessarily published), `rsp_cons` (responses consumed), and copies of the last `req_prod`
+/// it published and the last `rsp_prod` it validated, so nothing it relies on lives only in the
+/// shared page.
+///
+/// # Invariants
+///
+/// `rsp_cons <= rsp_prod_seen <= req_prod_pushed <= req_prod_pvt` and
+/// `req_prod_pvt - rsp_cons <= entries`, all in wrapping distance from `rsp_cons`.
+pub struct FrontRing<M, Req, Rsp> {
+    ring: SharedRing<M, Req, Rsp>,
+    req_prod_pvt: RingIndex,
+    req_prod_pushed: RingIndex,
+    rsp_cons: RingIndex,
+    rsp_prod_seen: RingIndex,
+    broken: Option<Violation>,
+}
+
+impl<M: SharedMemory, Req: Slot, Rsp: Slot> FrontRing<M, Req, Rsp> {
+    /// Sets up a fresh ring in `mem` (`SHARED_RING_INIT` + `FRONT_RING_INIT`).
+    ///
+    /// Every byte of the shared area is zeroed first, slots included, so the pages carry
+    /// nothing but what the front writes on purpose; then both producer indices are 0 and both
+    /// event indices 1. Share the pages with the back only after this returns.
+    pub fn init(mem: M) -> Result<Self, RingError> {
+        Self::init_at(mem, RingIndex::new(0))
+    }
+
+    /// Like [`init`](Self::init), but with every index starting at `start` instead of 0
+    /// (`FRONT_RING_ATTACH` with index `start`). Tests use it to cross the 2^32 wrap quickly.
+    pub fn init_at(mem: M, start: RingIndex) -> Result<Self, RingError> {
+        let ring = SharedRing::new(mem)?;
+        ring.zero_all()?;
+        ring.store(REQ_PROD, start);
+        ring.store(RSP_PROD, start);
+        ring.store(REQ_EVENT, start.add(1));
+        ring.store(RSP_EVENT, start.add(1));
+        // INVARIANT: every private index is `start`.
+        Ok(FrontRing {
+            ring,
+            req_prod_pvt: start,
+            req_prod_pushed: start,
+            rsp_cons: start,
+            rsp_prod_seen: start,
+            broken: None,
+        })
+    }
+
+    /// The ring's geometry.
+    pub fn geometry(&self) -> &Geometry {
+        self.ring.geometry()
+    }
+
+    /// The number of slots (`RING_SIZE`).
+    pub fn entries(&self) -> u32 {
+        self.ring.geometry().entries()
+    }
+
+    /// The shared memory.
+    pub fn memory(&self) -> &M {
+        self.ring.memory()
+    }
+
+    /// Gives the shared memory back (to revoke the grant and free the pages).
+    pub fn into_memory(self) -> M {
+        self.ring.into_memory()
+    }
+
+    /// The violation that broke this ring, if any.
+    pub fn broken(&self) -> Option<Violation> {
+        self.broken
+    }
+
+    fn check(&self) -> Result<(), RingError> {
+        match self.broken {
+            Some(v) => Err(RingError::Broken(v)),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&mut self, violation: Violation) -> RingError {
+        self.broken = Some(violation);
+        RingError::Broken(violation)
+    }
+
+    /// Requests that can still be queued before the ring is full (`RING_FREE_REQUESTS`): slots
+    /// whose response has not been consumed yet count as used.
+    pub fn free_requests(&self) -> u32 {
+        self.entries() - self.req_prod_pvt.since(self.rsp_cons)
+    }
+
+    /// Whether no request can be queued (`RING_FULL`).
+    pub fn is_full(&self) -> bool {
+        self.free_requests() == 0
+    }
+
+    /// Requests queued but not yet published by [`push_requests`](Self::push_requests).
+    pub fn unpushed_requests(&self) -> u32 {
+        self.req_prod_pvt.since(self.req_prod_pushed)
+    }
+
+    /// Copies `req` into the next free slot; the back sees it after the next push.
+    ///
+    /// Returns [`RingError::Full`] (and changes nothing) when every slot is in use.
+    pub fn queue_request(&mut self, req: &Req) -> Result<(), RingError> {
+        self.check()?;
+        if self.is_full() {
+            return Err(RingError::Full);
+        }
+        if let Err(v) = self.ring.write_request(self.req_prod_pvt, req) {
+            return Err(self.fail(v));
+        }
+        // INVARIANT: the ring was not full, so `req_prod_pvt - rsp_cons` stays `<= entries`.
+        self.req_prod_pvt = self.req_prod_pvt.add(1);
+        Ok(())
+    }
+
+    /// Publishes every queued request and says whether the back needs an event
+    /// (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`).
+    ///
+    /// One call covers a whole batch: queue many requests, push once, send at most one event.
+    /// The old producer value is our private copy, not the page's (which the back could have
+    /// scribbled on).
+    pub fn push_requests(&mut self) -> Result<Notify, RingError> {
+        self.check()?;
+        let old = self.req_prod_pushed;
+        let new = self.req_prod_pvt;
+        // Release: the back sees the slots before it sees the new producer index.
+        self.ring.store(REQ_PROD, new);
+        // The back must see the new index before we read its event index, or we could both
+        // decide the other one will act (the back sleeps, we don't notify).
+        full_barrier();
+        let event = self.ring.load(REQ_EVENT);
+        // INVARIANT: `req_prod_pushed` moves up to `req_prod_pvt`, which is ahead of it.
+        self.req_prod_pushed = new;
+        Ok(Notify::decide(old, new, event))
+    }
+
+    /// Loads `rsp_prod` once, validates it, and returns how many responses are ready.
+    fn refresh(&mut self) -> Result<u32, RingError> {
+        let prod = self.ring.load(RSP_PROD);
+        let limit = self.req_prod_pushed.since(self.rsp_cons);
+        match check_producer(prod, self.rsp_cons, self.rsp_cons, limit, self.entries()) {
+            Ok(ready) => {
+                // INVARIANT: `rsp_cons <= prod <= req_prod_pushed`, as just checked.
+                self.rsp_prod_seen = prod;
+                Ok(ready)
+            }
+            Err(v) => Err(self.fail(v)),
+        }
+    }
+
+    /// Responses ready to consume, loading `rsp_prod` only if the last batch is used up.
+    fn ready(&mut self) -> Result<u32, RingError> {
+        self.check()?;
+        match self.rsp_prod_seen.since(self.rsp_cons) {
+            0 => self.refresh(),
+            ready => Ok(ready),
+        }
+    }
+
+    /// Copies out the response at `rsp_cons` if it is below `rsp_prod_seen`, without loading
+    /// `rsp_prod`.
+    fn take(&mut self) -> Result<Option<Rsp>, RingError> {
+        self.check()?;
+        if self.rsp_prod_seen.since(self.rsp_cons) == 0 {
+            return Ok(None);
+        }
+        match self.ring.read_response(self.rsp_cons) {
+            Ok(rsp) => {
+                // INVARIANT: `rsp_cons` was below `rsp_prod_seen`.
+                self.rsp_cons = self.rsp_cons.add(1);
+                Ok(Some(rsp))
+            }
+            Err(v) => Err(self.fail(v)),
+        }
+    }
+
+    /// Copies the next response out of the ring, or returns `None` if there is none.
+    ///
+    /// The slot is copied exactly once and its slot is free for a new request afterwards;
+    /// nothing can read it again. `rsp_prod` is loaded (and checked) only when the responses
+    /// seen at the last load are all consumed.
+    pub fn next_response(&mut self) -> Result<Option<Rsp>, RingError> {
+        if self.ready()? == 0 {
+            return Ok(None);
+        }
+        self.take()
+    }
+
+    /// Starts a batch: loads `rsp_prod` once, checks it, and yields at most `budget` of the
+    /// responses it covers, each copied out once.
+    ///
+    /// The batch never loads `rsp_prod` again, so its length is fixed up front and bounded by
+    /// both `budget` and the ring size, whatever the back does meanwhile.
+    pub fn responses(&mut self, budget: u32) -> Result<Responses<'_, M, Req, Rsp>, RingError> {
+        self.check()?;
+        let ready = self.refresh()?;
+        Ok(Responses {
+            left: ready.min(budget),
+            ring: self,
+        })
+    }
+
+    /// Checks for responses one last time before the front goes idle
+    /// (`RING_FINAL_CHECK_FOR_RESPONSES`).
+    ///
+    /// Returns `true` if responses are pending (keep going). Otherwise sets `rsp_event` so that
+    /// the very next response raises an event, then checks again to close the race with a
+    /// response published in between.
+    pub fn final_check_for_responses(&mut self) -> Result<bool, RingError> {
+        if self.ready()? > 0 {
+            return Ok(true);
+        }
+        self.ring.store(RSP_EVENT, self.rsp_cons.add(1));
+        // The back must see the new event index before we look at its producer again.
+        full_barrier();
+        Ok(self.refresh()? > 0)
+    }
+}
+
+/// A batch of responses, see [`FrontRing::responses`].
+///
+/// If the ring breaks mid-batch (only possible through an internal bug), the batch ends and
+/// the next call on the ring returns the error.
+pub struct Responses<'a, M, Req, Rsp> {
+    ring: &'a mut FrontRing<M, Req, Rsp>,
+    left: u32,
+}
+
+impl<M: SharedMemory, Req: Slot, Rsp: Slot> Responses<'_, M, Req, Rsp> {
+    /// Queues a request, as [`FrontRing::queue_request`], without ending the batch (e.g. to
+    /// refill a receive ring while draining it).
+    pub fn queue_request(&mut self, req: &Req) -> Result<(), RingError> {
+        self.ring.queue_request(req)
+    }
+}
+
+impl<M: SharedMemory, Req: Slot, Rsp: Slot> Iterator for Responses<'_, M, Req, Rsp> {
+    type Item = Rsp;
+
+    fn next(&mut self) -> Option<Rsp> {
+        if self.left == 0 {
+            return None;
+        }
+        match self.ring.take() {
+            Ok(Some(rsp)) => {
+                self.left -= 1;
+                Some(rsp)
+            }
+            Ok(None) | Err(_) => {
+                self.left = 0;
+                None
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = usize::try_from(self.left).unwrap_or(usize::MAX);
+        (0, Some(left))
+    }
+}
