@@ -1,4 +1,4 @@
-//! Newtypes for the ids every Xen interface passes around: domains, grants, event channels.
+//! Newtypes for the ids every Xen interface passes around: domains, grants, ports, frames.
 
 use core::fmt;
 
@@ -148,6 +148,44 @@ impl From<Port> for u32 {
 impl fmt::Display for Port {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "port {}", self.0)
+    }
+}
+
+/// A guest frame number: what Xen calls a frame in grant entries and memory hypercalls.
+///
+/// For a PV guest this is the machine frame, for an HVM or PVH guest the guest physical
+/// frame (Linux's `xen_page_to_gfn`); either way a 4 KiB page number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(transparent)]
+pub struct Gfn(u64);
+
+impl Gfn {
+    /// Wraps a raw frame number.
+    pub const fn new(raw: u64) -> Gfn {
+        Gfn(raw)
+    }
+
+    /// The raw frame number.
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+}
+
+impl From<u64> for Gfn {
+    fn from(raw: u64) -> Gfn {
+        Gfn(raw)
+    }
+}
+
+impl From<Gfn> for u64 {
+    fn from(g: Gfn) -> u64 {
+        g.0
+    }
+}
+
+impl fmt::Display for Gfn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "gfn {:#x}", self.0)
     }
 }
 

@@ -8,7 +8,7 @@
 //! - [`wire`]: our own `#[repr(C)]` images of everything that crosses a shared ring or page,
 //!   with explicit padding, a safe byte codec and layout assertions against [`bindings`]
 //!   (and, in `tests/layout.rs`, against the C compiler).
-//! - Newtypes and enums with Rust names: [`DomId`], [`GrantRef`], [`Port`],
+//! - Newtypes and enums with Rust names: [`DomId`], [`GrantRef`], [`Port`], [`Gfn`],
 //!   [`XenbusState`], the `bitflags` flag sets and op codes in the [`wire`] modules.
 //!
 //! Everything here is `no_std`, allocation-free and free of `unsafe`.
@@ -30,7 +30,7 @@ mod ids;
 pub mod wire;
 pub mod xenbus;
 
-pub use ids::{DomId, GrantRef, Port};
+pub use ids::{DomId, Gfn, GrantRef, Port};
 pub use xenbus::XenbusState;
 
 /// A raw value the ABI does not define (the error of the `TryFrom` conversions).
