@@ -1,3 +1,14 @@
 //! XenStore wire protocol and client, the XenBus state machine, feature negotiation, and the traits kernel glue implements.
-#![cfg_attr(not(test), no_std)]
+//!
+//! Everything here is `no_std`, free of `unsafe` and of allocation, so the same source builds
+//! into kernel modules (by Kbuild) and into host tests. Input from a peer — xenstored, or the
+//! other end of a split driver writing into XenStore — is parsed into validated types before it
+//! is acted on; malformed input yields a typed error, never a panic.
+//!
+//! * [`xs`]: XenStore messages, decoder, client, and the [`xs::XenStore`] trait.
+//! * [`num`]: strict decimal parsing and formatting.
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![forbid(unsafe_code)]
+
+pub mod num;
+pub mod xs;
