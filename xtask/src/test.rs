@@ -27,6 +27,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     run_cmd(cargo().args(["test", "--workspace", "--release"]))?;
+    loom()?;
     fuzz_smoke(&[])?;
     if !host_only {
         run_cmd(
@@ -37,6 +38,19 @@ pub fn run(args: &[String]) -> Result<(), String> {
         )?;
     }
     Ok(())
+}
+
+/// Model-checks xen-ring's notification protocol with loom.
+///
+/// `--cfg loom` changes every crate's build, so it gets its own target directory and does not
+/// invalidate the main one.
+fn loom() -> Result<(), String> {
+    run_cmd(
+        cargo()
+            .args(["test", "-p", "xen-ring", "--test", "loom", "--release"])
+            .env("RUSTFLAGS", "--cfg loom")
+            .env("CARGO_TARGET_DIR", root().join("target/loom")),
+    )
 }
 
 /// Runs each fuzz target for a bounded time.
