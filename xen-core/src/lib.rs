@@ -6,9 +6,11 @@
 //! is acted on; malformed input yields a typed error, never a panic.
 //!
 //! * [`xs`]: XenStore messages, decoder, client, and the [`xs::XenStore`] trait.
+//! * [`xenbus`]: the XenBus state machine as a pure function for frontends and backends.
 //! * [`num`]: strict decimal parsing and formatting.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![forbid(unsafe_code)]
 
 pub mod num;
+pub mod xenbus;
 pub mod xs;
