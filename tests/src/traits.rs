@@ -1,0 +1,237 @@
+//! The traits of the protocol crates, implemented for a simulated [`Domain`].
+//!
+//! - xen-grant's [`GrantOps`]: pages are [`Pages`] (a page is granted by its first frame),
+//!   mappings are [`Mapping`]s. Frees the granter could not do yet because the peer still
+//!   maps the page wait in a bounded per-domain [`DeferredQueue`], retried on every later
+//!   grant operation of that domain and by [`Domain::retry_deferred`].
+//! - xen-evtchn's [`EvtchnOps`](xen_evtchn::EvtchnOps).
+//! - xen-core's `XsTransport` is implemented by [`crate::XsConnection`] and
+//!   [`crate::XsRing`] themselves.
+
+use crate::gnttab::{self, Mapping};
+use crate::mem::Pages;
+use crate::Domain;
+use xen_grant::{
+    Access, AccessError, BatchError, CopyOp, CopyPtr, DeferredQueue, EndAccess, GrantError,
+    GrantOps, MapRequest, MapResult, Retry, UnmapResult,
+};
+use xen_sys::{DomId, GrantRef, Port};
+
+/// Pages a domain may hold for deferred freeing before it leaks them.
+pub const DEFERRED_MAX: usize = 64;
+
+/// Per-domain state of the trait implementations.
+#[derive(Default)]
+pub(crate) struct GuestState {
+    deferred: DeferredQueue<Pages, DEFERRED_MAX>,
+}
+
+/// Converts a simulator grant error to the `GNTST_*` code a real hypervisor would return.
+pub fn gntst(e: gnttab::GrantError) -> GrantError {
+    use gnttab::GrantError as S;
+    match e {
+        S::BadRef => GrantError::BadGntref,
+        S::BadDomain => GrantError::BadDomain,
+        S::PermissionDenied | S::ReadOnly => GrantError::PermissionDenied,
+        S::StillMapped | S::NotContiguous | S::Injected => GrantError::GeneralError,
+        S::BadRange => GrantError::BadCopyArg,
+        S::BadFrame => GrantError::BadPage,
+        S::TableFull => GrantError::NoSpace,
+    }
+}
+
+impl Domain {
+    /// Retries the deferred frees of this domain's [`GrantOps`] implementation.
+    pub fn retry_deferred(&self) -> Retry {
+        let mut guests = self.hv.guests.lock().unwrap();
+        let state = guests.entry(self.id).or_default();
+        state
+            .deferred
+            .retry(|gref| match self.hv.gnttab.end_access(self.id, gref) {
+                Ok(()) | Err(gnttab::GrantError::BadRef) => EndAccess::Ended,
+                Err(_) => EndAccess::StillMapped,
+            })
+    }
+
+    /// Pages waiting for a deferred free.
+    pub fn deferred_frees(&self) -> usize {
+        let guests = self.hv.guests.lock().unwrap();
+        guests.get(&self.id).map_or(0, |s| s.deferred.len())
+    }
+}
+
+impl GrantOps for Domain {
+    type Page = Pages;
+    type Mapping = Mapping;
+
+    fn zero_page(&self, page: &mut Pages) {
+        let zeros = vec![0u8; page.pages() * xen_ring::PAGE_SIZE];
+        page.write(0, &zeros);
+    }
+
+    fn grant_access(
+        &self,
+        domid: DomId,
+        page: &Pages,
+        access: Access,
+    ) -> Result<GrantRef, AccessError> {
+        self.retry_deferred();
+        let frame = page.frame(0).ok_or(AccessError::FrameTooLarge)?;
+        let readonly = access == Access::ReadOnly;
+        match self
+            .hv
+            .gnttab
+            .grant(&self.hv, self.id, domid, frame, readonly)
+        {
+            Ok(gref) => Ok(gref),
+            Err(gnttab::GrantError::TableFull) => Err(AccessError::NoFreeRefs),
+            // Granting a page we do not own is a caller bug; a real kernel would have no
+            // such page. Report it as a frame the table cannot hold.
+            Err(_) => Err(AccessError::FrameTooLarge),
+        }
+    }
+
+    fn end_access(&self, gref: GrantRef) -> EndAccess {
+        match self.hv.gnttab.end_access(self.id, gref) {
+            Ok(()) | Err(gnttab::GrantError::BadRef) => EndAccess::Ended,
+            Err(_) => EndAccess::StillMapped,
+        }
+    }
+
+    fn defer_free(&self, gref: GrantRef, page: Pages) {
+        let mut guests = self.hv.guests.lock().unwrap();
+        let state = guests.entry(self.id).or_default();
+        let _ = state.deferred.push(gref, page);
+    }
+
+    fn map_batch(
+        &self,
+        requests: &[MapRequest],
+        results: &mut [MapResult<Mapping>],
+    ) -> Result<(), BatchError> {
+        if requests.len() != results.len() {
+            return Err(BatchError::LengthMismatch);
+        }
+        if results.iter().any(|r| !matches!(r, MapResult::Pending)) {
+            return Err(BatchError::ResultNotPending);
+        }
+        let ops: Vec<gnttab::MapOp> = requests
+            .iter()
+            .map(|r| gnttab::MapOp {
+                granter: r.domid,
+                gref: r.gref,
+                writable: r.access == Access::ReadWrite,
+            })
+            .collect();
+        let mapped = self.hv.gnttab.map_batch(&self.hv, self.id, &ops);
+        for (slot, result) in results.iter_mut().zip(mapped) {
+            *slot = match result {
+                Ok(m) => MapResult::Mapped(m),
+                Err(e) => MapResult::Failed(gntst(e)),
+            };
+        }
+        Ok(())
+    }
+
+    fn unmap_batch(
+        &self,
+        mappings: &mut [Option<Mapping>],
+        results: &mut [UnmapResult],
+    ) -> Result<(), BatchError> {
+        if mappings.len() != results.len() {
+            return Err(BatchError::LengthMismatch);
+        }
+        for (slot, result) in mappings.iter_mut().zip(results.iter_mut()) {
+            *result = match slot.take() {
+                Some(m) => {
+                    m.unmap();
+                    UnmapResult::Unmapped
+                }
+                None => UnmapResult::Skipped,
+            };
+        }
+        Ok(())
+    }
+
+    fn copy_batch(
+        &self,
+        ops: &[CopyOp<'_, Pages>],
+        results: &mut [Result<(), GrantError>],
+    ) -> Result<(), BatchError> {
+        if ops.len() != results.len() {
+            return Err(BatchError::LengthMismatch);
+        }
+        let convert = |ptr: &CopyPtr<'_, Pages>| -> Option<gnttab::CopyPtr> {
+            Some(match ptr {
+                CopyPtr::Foreign {
+                    domid,
+                    gref,
+                    offset,
+                } => gnttab::CopyPtr::Gref {
+                    granter: *domid,
+                    gref: *gref,
+                    offset: *offset,
+                },
+                CopyPtr::Local { page, offset } => gnttab::CopyPtr::Local {
+                    frame: page.frame(0)?,
+                    offset: *offset,
+                },
+            })
+        };
+        for (op, result) in ops.iter().zip(results.iter_mut()) {
+            *result = match (op.check(), convert(&op.source), convert(&op.dest)) {
+                (Err(e), _, _) => Err(e),
+                (Ok(()), Some(src), Some(dst)) => {
+                    let one = gnttab::CopyOp {
+                        src,
+                        dst,
+                        len: op.len,
+                    };
+                    self.hv.gnttab.copy(&self.hv, self.id, &[one])[0].map_err(gntst)
+                }
+                _ => Err(GrantError::BadPage),
+            };
+        }
+        Ok(())
+    }
+}
+
+/// Converts a simulator event-channel error to the errno-based one.
+pub fn evtchn_error(e: crate::EvtchnError) -> xen_evtchn::EvtchnError {
+    use crate::EvtchnError as S;
+    match e {
+        S::BadPort | S::BadState => xen_evtchn::EvtchnError::InvalidPort,
+        S::BadDomain => xen_evtchn::EvtchnError::NoSuchDomain,
+        S::NoFreePort => xen_evtchn::EvtchnError::NoFreePorts,
+    }
+}
+
+impl xen_evtchn::EvtchnOps for Domain {
+    fn alloc_unbound(&self, remote: DomId) -> Result<Port, xen_evtchn::EvtchnError> {
+        Domain::alloc_unbound(self, remote).map_err(evtchn_error)
+    }
+
+    fn bind_interdomain(
+        &self,
+        remote: DomId,
+        remote_port: Port,
+    ) -> Result<Port, xen_evtchn::EvtchnError> {
+        Domain::bind_interdomain(self, remote, remote_port).map_err(evtchn_error)
+    }
+
+    fn notify(&self, port: Port) -> Result<(), xen_evtchn::EvtchnError> {
+        Domain::notify(self, port).map_err(evtchn_error)
+    }
+
+    fn mask(&self, port: Port) -> Result<(), xen_evtchn::EvtchnError> {
+        Domain::mask(self, port).map_err(evtchn_error)
+    }
+
+    fn unmask(&self, port: Port) -> Result<(), xen_evtchn::EvtchnError> {
+        Domain::unmask(self, port).map_err(evtchn_error)
+    }
+
+    fn close(&self, port: Port) -> Result<(), xen_evtchn::EvtchnError> {
+        Domain::close_port(self, port).map_err(evtchn_error)
+    }
+}
