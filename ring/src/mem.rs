@@ -253,10 +253,15 @@ impl<M: SharedMemory> Region<M> {
     }
 
     /// Returns a pointer to `len` bytes at `offset`, or `None` unless they lie inside the region
-    /// and `offset` is a multiple of `align` (itself at most [`PAGE_SIZE`]).
+    /// and `offset` is a multiple of `align` (a power of two, at most [`PAGE_SIZE`]). No division:
+    /// a kernel build must not carry a divide-by-zero panic path here.
     fn span(&self, offset: usize, len: usize, align: usize) -> Option<*mut u8> {
         let end = offset.checked_add(len)?;
-        if end > self.mem.len() || align > PAGE_SIZE || offset % align != 0 {
+        if end > self.mem.len()
+            || !align.is_power_of_two()
+            || align > PAGE_SIZE
+            || offset & (align - 1) != 0
+        {
             return None;
         }
         // The result is only a pointer; it is not dereferenced here, so `wrapping_add` keeps this
