@@ -9,6 +9,8 @@
 //! * [`Decoder`]: reassembles messages from arbitrary chunks, never allocating or panicking;
 //! * [`watch`]: the bounded per-watch event queue (XSA-349);
 //! * [`client`]: a synchronous [`Client`] generic over an [`XsTransport`];
+//! * [`ring`]: the transport over the shared-page byte ring (guests, the kernel); with the
+//!   `std` feature, `unix` is the transport over xenstored's Unix socket (dom0 userspace);
 //! * [`store`]: the [`XenStore`] trait protocol engines are written against, and
 //!   [`with_transaction`], the bounded `EAGAIN` retry loop.
 //!
@@ -19,6 +21,7 @@ pub mod client;
 mod decode;
 pub mod msg;
 pub mod path;
+pub mod ring;
 pub mod store;
 pub mod transport;
 pub mod watch;
@@ -31,6 +34,7 @@ pub use client::Client;
 pub use decode::Decoder;
 pub use msg::{Access, Perm, PermList, Reply, Request};
 pub use path::{Path, PathBuf};
+pub use ring::{RingEvents, RingTransport};
 pub use store::{with_transaction, WatchEvent, WatchId, XenStore};
 pub use transport::XsTransport;
 pub use wire::{Errno, Error, Header, Message, MsgType, ReqId, Strings, TxId};
