@@ -40,6 +40,7 @@
 
 pub mod evtchn;
 pub mod gnttab;
+pub mod harness;
 pub mod mem;
 pub mod toolstack;
 pub mod traits;

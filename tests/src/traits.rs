@@ -5,12 +5,16 @@
 //!   maps the page wait in a bounded per-domain [`DeferredQueue`], retried on every later
 //!   grant operation of that domain and by [`Domain::retry_deferred`].
 //! - xen-evtchn's [`EvtchnOps`](xen_evtchn::EvtchnOps).
+//! - xen-echo's [`env`](xen_echo::env) traits: [`PageBytes`] for [`Pages`] and
+//!   [`Mapping`], [`PageAlloc`] and [`RingMemory`] for [`Domain`] (a ring whose grants the
+//!   peer still maps waits in the same per-domain deferral list).
 //! - xen-core's `XsTransport` is implemented by [`crate::XsConnection`] and
 //!   [`crate::XsRing`] themselves.
 
 use crate::gnttab::{self, Mapping};
 use crate::mem::Pages;
 use crate::Domain;
+use xen_echo::env::{PageAlloc, PageBytes, RingMemory};
 use xen_grant::{
     Access, AccessError, BatchError, CopyOp, CopyPtr, DeferredQueue, EndAccess, GrantError,
     GrantOps, MapRequest, MapResult, Retry, UnmapResult,
@@ -24,6 +28,8 @@ pub const DEFERRED_MAX: usize = 64;
 #[derive(Default)]
 pub(crate) struct GuestState {
     deferred: DeferredQueue<Pages, DEFERRED_MAX>,
+    /// Rings with the grants still to revoke.
+    rings: Vec<(Pages, Vec<GrantRef>)>,
 }
 
 /// Converts a simulator grant error to the `GNTST_*` code a real hypervisor would return.
@@ -41,10 +47,15 @@ pub fn gntst(e: gnttab::GrantError) -> GrantError {
 }
 
 impl Domain {
-    /// Retries the deferred frees of this domain's [`GrantOps`] implementation.
+    /// Retries the deferred frees of this domain's [`GrantOps`] and [`RingMemory`]
+    /// implementations (pages and rings whose grants the peer still mapped).
     pub fn retry_deferred(&self) -> Retry {
         let mut guests = self.hv.guests.lock().unwrap();
         let state = guests.entry(self.id).or_default();
+        for (_, grefs) in state.rings.iter_mut() {
+            grefs.retain(|g| self.hv.gnttab.end_access(self.id, *g).is_err());
+        }
+        state.rings.retain(|(_, grefs)| !grefs.is_empty());
         state
             .deferred
             .retry(|gref| match self.hv.gnttab.end_access(self.id, gref) {
@@ -56,7 +67,9 @@ impl Domain {
     /// Pages waiting for a deferred free.
     pub fn deferred_frees(&self) -> usize {
         let guests = self.hv.guests.lock().unwrap();
-        guests.get(&self.id).map_or(0, |s| s.deferred.len())
+        guests
+            .get(&self.id)
+            .map_or(0, |s| s.deferred.len() + s.rings.len())
     }
 }
 
@@ -233,5 +246,81 @@ impl xen_evtchn::EvtchnOps for Domain {
 
     fn close(&self, port: Port) -> Result<(), xen_evtchn::EvtchnError> {
         Domain::close_port(self, port).map_err(evtchn_error)
+    }
+}
+
+impl PageBytes for Pages {
+    fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> bool {
+        let fits = offset
+            .checked_add(dst.len())
+            .is_some_and(|end| end <= self.pages() * xen_ring::PAGE_SIZE);
+        if fits {
+            self.read(offset, dst);
+        }
+        fits
+    }
+
+    fn write_bytes(&self, offset: usize, src: &[u8]) -> bool {
+        let fits = offset
+            .checked_add(src.len())
+            .is_some_and(|end| end <= self.pages() * xen_ring::PAGE_SIZE);
+        if fits {
+            self.write(offset, src);
+        }
+        fits
+    }
+}
+
+impl PageBytes for Mapping {
+    fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> bool {
+        self.read(offset, dst)
+    }
+
+    fn write_bytes(&self, offset: usize, src: &[u8]) -> bool {
+        self.write(offset, src)
+    }
+}
+
+impl PageAlloc for Domain {
+    type Page = Pages;
+
+    fn alloc_page(&self) -> Option<Pages> {
+        Some(self.alloc_pages(1))
+    }
+}
+
+impl RingMemory for Domain {
+    type Front = Pages;
+    type Back = Mapping;
+
+    fn alloc_ring(&self, pages: usize) -> Option<Pages> {
+        (1..=16).contains(&pages).then(|| self.alloc_pages(pages))
+    }
+
+    fn grant_ring_page(
+        &self,
+        domid: DomId,
+        ring: &Pages,
+        index: usize,
+    ) -> Result<GrantRef, AccessError> {
+        let frame = ring.frame(index).ok_or(AccessError::FrameTooLarge)?;
+        self.hv
+            .gnttab
+            .grant(&self.hv, self.id, domid, frame, false)
+            .map_err(|_| AccessError::NoFreeRefs)
+    }
+
+    fn end_ring_access(&self, gref: GrantRef) -> EndAccess {
+        GrantOps::end_access(self, gref)
+    }
+
+    fn defer_free_ring(&self, ring: Pages, grefs: &[GrantRef]) {
+        let mut guests = self.hv.guests.lock().unwrap();
+        let state = guests.entry(self.id).or_default();
+        state.rings.push((ring, grefs.to_vec()));
+    }
+
+    fn map_ring(&self, domid: DomId, grefs: &[GrantRef]) -> Result<Mapping, GrantError> {
+        Domain::map_ring(self, domid, grefs).map_err(gntst)
     }
 }
