@@ -205,6 +205,11 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> BackRing<M, Req, Rsp> {
         self.check()?;
         let old = self.rsp_prod_pushed;
         let new = self.rsp_prod_pvt;
+        if new == old {
+            // Nothing new: `ring.h` would store the same index and find `new - old == 0`, so
+            // no event either; skip the store and the barrier.
+            return Ok(Notify::No);
+        }
         // Release: the front sees the slots before it sees the new producer index.
         self.ring.store(RSP_PROD, new);
         // The front must see the new index before we read its event index.

@@ -106,7 +106,10 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> FrontRing<M, Req, Rsp> {
     /// Requests that can still be queued before the ring is full (`RING_FREE_REQUESTS`): slots
     /// whose response has not been consumed yet count as used.
     pub fn free_requests(&self) -> u32 {
-        self.entries() - self.req_prod_pvt.since(self.rsp_cons)
+        // Never below zero by the type invariant; saturating keeps an overflow panic path out
+        // of the kernel build.
+        self.entries()
+            .saturating_sub(self.req_prod_pvt.since(self.rsp_cons))
     }
 
     /// Whether no request can be queued (`RING_FULL`).
@@ -145,6 +148,11 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> FrontRing<M, Req, Rsp> {
         self.check()?;
         let old = self.req_prod_pushed;
         let new = self.req_prod_pvt;
+        if new == old {
+            // Nothing new: `ring.h` would store the same index and find `new - old == 0`, so
+            // no event either; skip the store and the barrier.
+            return Ok(Notify::No);
+        }
         // Release: the back sees the slots before it sees the new producer index.
         self.ring.store(REQ_PROD, new);
         // The back must see the new index before we read its event index, or we could both

@@ -69,6 +69,7 @@ impl Notify {
     /// Applies `ring.h`'s hold-off rule: having moved our producer index from `old` to `new`, the
     /// peer wants an event iff its event index lies in `(old, new]`, which in wrapping
     /// arithmetic is `new - event < new - old`.
+    #[inline]
     pub const fn decide(old: RingIndex, new: RingIndex, event: RingIndex) -> Self {
         if new.since(event) < new.since(old) {
             Notify::Yes

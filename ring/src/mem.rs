@@ -372,6 +372,7 @@ impl<M: SharedMemory> Region<M> {
 
 /// A full memory barrier (`xen_mb()`): our earlier index store is visible to the peer before
 /// our next load of the peer's index, and vice versa for a peer that does the same.
+#[inline]
 pub(crate) fn full_barrier() {
     #[cfg(not(loom))]
     core::sync::atomic::fence(Ordering::SeqCst);
