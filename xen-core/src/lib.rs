@@ -7,10 +7,12 @@
 //!
 //! * [`xs`]: XenStore messages, decoder, client, and the [`xs::XenStore`] trait.
 //! * [`xenbus`]: the XenBus state machine as a pure function for frontends and backends.
+//! * [`feature`]: typed feature negotiation for blkif, netif and vscsiif.
 //! * [`num`]: strict decimal parsing and formatting.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod feature;
 pub mod num;
 pub mod xenbus;
 pub mod xs;

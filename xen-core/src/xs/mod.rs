@@ -35,6 +35,6 @@ pub use decode::Decoder;
 pub use msg::{Access, Perm, PermList, Reply, Request};
 pub use path::{Path, PathBuf};
 pub use ring::{RingEvents, RingTransport};
-pub use store::{with_transaction, WatchEvent, WatchId, XenStore};
+pub use store::{with_transaction, TransactionError, WatchEvent, WatchId, XenStore};
 pub use transport::XsTransport;
 pub use wire::{Errno, Error, Header, Message, MsgType, ReqId, Strings, TxId};

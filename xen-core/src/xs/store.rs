@@ -118,37 +118,52 @@ pub trait XenStore {
     }
 }
 
+/// An error type [`with_transaction`] can retry on: it can hold a XenStore error and say
+/// whether it is xenstored's `EAGAIN`.
+pub trait TransactionError: From<Error> {
+    /// Whether this is `Error::Daemon(Errno::Eagain)`.
+    fn is_eagain(&self) -> bool;
+}
+
+impl TransactionError for Error {
+    fn is_eagain(&self) -> bool {
+        *self == Error::Daemon(Errno::Eagain)
+    }
+}
+
 /// Runs `body` in a transaction, retrying the whole body while xenstored answers `EAGAIN`
 /// (on start, inside the body, or on commit), at most `max_attempts` times; after that,
 /// [`Error::TooManyRetries`]. Any other error aborts the transaction and is returned as is.
 ///
-/// `body` may run several times, so it must only have effects through `tx`.
-pub fn with_transaction<S, R, F>(store: &mut S, max_attempts: u32, mut body: F) -> Result<R, Error>
+/// `body` may run several times, so it must only have effects through `tx`. Its error type
+/// can be anything that wraps a XenStore [`Error`] (e.g. `feature::FeatureError`).
+pub fn with_transaction<S, R, E, F>(store: &mut S, max_attempts: u32, mut body: F) -> Result<R, E>
 where
     S: XenStore + ?Sized,
-    F: FnMut(&mut S, TxId) -> Result<R, Error>,
+    E: TransactionError,
+    F: FnMut(&mut S, TxId) -> Result<R, E>,
 {
     const EAGAIN: Error = Error::Daemon(Errno::Eagain);
     for _ in 0..max_attempts {
         let tx = match store.transaction_start() {
             Ok(tx) => tx,
             Err(EAGAIN) => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         match body(store, tx) {
             Ok(result) => match store.transaction_end(tx, true) {
                 Ok(()) => return Ok(result),
                 Err(EAGAIN) => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             },
             Err(e) => {
                 // Best effort: the transaction may already be gone (e.g. the connection broke).
                 let _ = store.transaction_end(tx, false);
-                if e != EAGAIN {
+                if !e.is_eagain() {
                     return Err(e);
                 }
             }
         }
     }
-    Err(Error::TooManyRetries)
+    Err(Error::TooManyRetries.into())
 }

@@ -1,0 +1,208 @@
+//! Feature negotiation end to end through XenStore, and properties of the negotiation.
+
+mod common;
+
+use common::FakeXenstored;
+use proptest::prelude::*;
+use xen_core::feature::{blkif, netif, FeatureError, StoreDir};
+use xen_core::xs::{with_transaction, Client, Path, TxId};
+use xen_sys::{GrantRef, Port};
+
+#[test]
+fn blkif_handshake_through_xenstore() {
+    let mut xs: Client<FakeXenstored> = Client::new(FakeXenstored::new());
+    let back_dir = Path::new("/local/domain/0/backend/vbd/1/768").unwrap();
+    let front_dir = Path::new("/local/domain/1/device/vbd/768").unwrap();
+    let offer = blkif::BackOffer {
+        max_ring_page_order: 5,
+        max_queues: 2,
+        persistent: true,
+    };
+
+    // Backend publishes its offer in one transaction.
+    with_transaction(&mut xs, 4, |s, tx| {
+        offer.write(&mut StoreDir::new(s, back_dir, tx))
+    })
+    .unwrap();
+
+    // Frontend reads it, negotiates, publishes its request and rings.
+    let seen = blkif::BackOffer::read(&mut StoreDir::new(&mut xs, back_dir, TxId::NONE)).unwrap();
+    assert_eq!(seen, offer);
+    let req = blkif::FrontRequest::negotiate(&blkif::FrontLimits::default(), &seen);
+    assert_eq!(
+        (req.ring_page_order, req.num_queues, req.persistent),
+        (4, 2, true)
+    );
+    {
+        let mut dir = StoreDir::new(&mut xs, front_dir, TxId::NONE);
+        req.write(&mut dir).unwrap();
+        for q in 0..2 {
+            let refs: Vec<GrantRef> = (0..16).map(|i| GrantRef::new(8 + 16 * q + i)).collect();
+            blkif::write_queue(&mut dir, &req, q, &refs, Port::new(10 + q)).unwrap();
+        }
+    }
+
+    // Backend validates the request against its offer and reads the rings.
+    let mut dir = StoreDir::new(&mut xs, front_dir, TxId::NONE);
+    let got = blkif::FrontRequest::read(&mut dir, &offer).unwrap();
+    assert_eq!(got, req);
+    let q1 = blkif::read_queue(&mut dir, &got, 1).unwrap();
+    assert_eq!(q1.refs().len(), 16);
+    assert_eq!(q1.refs()[15], GrantRef::new(8 + 16 + 15));
+    assert_eq!(q1.port, Port::new(11));
+}
+
+#[test]
+fn feature_writes_retry_on_eagain() {
+    let mut xs: Client<FakeXenstored> = Client::new(FakeXenstored::new());
+    xs.transport_mut().eagain_commits = 2;
+    let dir = Path::new("/be").unwrap();
+    let offer = netif::BackOffer::default();
+    with_transaction(&mut xs, 4, |s, tx| {
+        offer.write(&mut StoreDir::new(s, dir, tx))
+    })
+    .unwrap();
+    assert_eq!(
+        netif::BackOffer::read(&mut StoreDir::new(&mut xs, dir, TxId::NONE)),
+        Ok(offer)
+    );
+    xs.transport_mut().eagain_commits = 100;
+    let r = with_transaction(&mut xs, 3, |s, tx| {
+        offer.write(&mut StoreDir::new(s, dir, tx))
+    });
+    assert_eq!(
+        r,
+        Err(FeatureError::Store(xen_core::xs::Error::TooManyRetries))
+    );
+}
+
+#[test]
+fn overlong_peer_value_is_malformed() {
+    let mut xs: Client<FakeXenstored> = Client::new(FakeXenstored::new());
+    let dir = Path::new("/be").unwrap();
+    xs.write(
+        TxId::NONE,
+        Path::new("/be/max-ring-page-order").unwrap(),
+        &[b'1'; 3000],
+    )
+    .unwrap();
+    assert_eq!(
+        blkif::BackOffer::read(&mut StoreDir::new(&mut xs, dir, TxId::NONE)),
+        Err(FeatureError::Malformed("max-ring-page-order"))
+    );
+}
+
+fn arb_blk_offer() -> impl Strategy<Value = blkif::BackOffer> {
+    (0u32..40, 0u32..100, any::<bool>()).prop_map(|(o, q, p)| blkif::BackOffer {
+        max_ring_page_order: if o > 30 { u32::MAX - o } else { o },
+        max_queues: q,
+        persistent: p,
+    })
+}
+
+fn arb_net_offload() -> impl Strategy<Value = netif::Offload> {
+    any::<[bool; 5]>().prop_map(|b| netif::Offload {
+        sg: b[0],
+        gso_tcpv4: b[1],
+        gso_tcpv6: b[2],
+        ipv4_csum: b[3],
+        ipv6_csum: b[4],
+    })
+}
+
+proptest! {
+    /// Whatever the backend offers and we allow, the request is within bounds and the backend
+    /// accepts exactly it.
+    #[test]
+    fn blkif_request_always_acceptable(offer in arb_blk_offer(), lo in 0u32..10, lq in 0u32..100, lp in any::<bool>()) {
+        let mut k = StoreMap::default();
+        offer.write(&mut k).unwrap();
+        let seen = blkif::BackOffer::read(&mut k).unwrap();
+        let limits = blkif::FrontLimits { max_ring_page_order: lo, max_queues: lq, persistent: lp, max_indirect_segments: 32 };
+        let req = blkif::FrontRequest::negotiate(&limits, &seen);
+        prop_assert!(req.ring_page_order <= blkif::MAX_RING_PAGE_ORDER.min(lo).min(offer.max_ring_page_order));
+        prop_assert!(req.num_queues >= 1 && req.num_queues <= lq.max(1).min(offer.max_queues.max(1)).max(1));
+        prop_assert_eq!(req.persistent, lp && offer.persistent);
+        let mut front = StoreMap::default();
+        req.write(&mut front).unwrap();
+        prop_assert_eq!(blkif::FrontRequest::read(&mut front, &seen), Ok(req));
+    }
+
+    #[test]
+    fn netif_request_always_acceptable(
+        ours in arb_net_offload(), theirs in arb_net_offload(),
+        split in any::<[bool; 2]>(), mq in 0u32..100, lq in 0u32..100,
+    ) {
+        let offer = netif::BackOffer { offload: theirs, split_event_channels: split[0], max_queues: mq, ..netif::BackOffer::default() };
+        let mut k = StoreMap::default();
+        offer.write(&mut k).unwrap();
+        let seen = netif::BackOffer::read(&mut k).unwrap();
+        let limits = netif::FrontLimits { max_queues: lq, split_event_channels: split[1], offload: ours, ..netif::FrontLimits::default() };
+        let (req, front_tx) = netif::FrontRequest::negotiate(&limits, &seen).unwrap();
+        prop_assert!(req.num_queues >= 1);
+        prop_assert_eq!(req.split_event_channels, split[0] && split[1]);
+        let mut front = StoreMap::default();
+        req.write(&mut front).unwrap();
+        for q in 0..req.num_queues {
+            let channels = if req.split_event_channels {
+                netif::Channels::Split { tx: Port::new(1 + q), rx: Port::new(100 + q) }
+            } else {
+                netif::Channels::Shared(Port::new(1 + q))
+            };
+            let rings = netif::QueueRings { tx_ref: GrantRef::new(8), rx_ref: GrantRef::new(9), channels };
+            netif::write_queue(&mut front, &req, q, &rings).unwrap();
+        }
+        let (got, back_tx) = netif::FrontRequest::read(&mut front, &seen).unwrap();
+        prop_assert_eq!(got.num_queues, req.num_queues);
+        prop_assert_eq!(got.offload, ours);
+        // Each side only sends what the other said it can receive.
+        prop_assert_eq!(front_tx, netif::Offload::both(ours, theirs));
+        prop_assert_eq!(back_tx, netif::Offload::both(theirs, ours));
+        for q in 0..req.num_queues {
+            prop_assert!(netif::read_queue(&mut front, &got, q).is_ok());
+        }
+    }
+
+    /// Reading any bytes as any key never panics and never yields a value out of bounds.
+    #[test]
+    fn arbitrary_peer_values_are_bounded(key in 0usize..6, value in proptest::collection::vec(any::<u8>(), 0..80)) {
+        let keys = ["max-ring-page-order", "multi-queue-max-queues", "feature-persistent",
+                    "ring-page-order", "multi-queue-num-queues", "feature-max-indirect-segments"];
+        let mut k = StoreMap::default();
+        k.0.insert(keys[key].to_string(), value);
+        if let Ok(o) = blkif::BackOffer::read(&mut k) {
+            prop_assert!(blkif::FrontRequest::negotiate(&blkif::FrontLimits::default(), &o).ring_page_order <= 4);
+        }
+        if let Ok(r) = blkif::FrontRequest::read(&mut k, &blkif::BackOffer::default()) {
+            prop_assert!(r.ring_page_order <= 4 && r.num_queues == 1);
+        }
+    }
+}
+
+/// Keys in a map (the crate's own test helper is private to its unit tests).
+#[derive(Default)]
+struct StoreMap(std::collections::BTreeMap<String, Vec<u8>>);
+
+impl xen_core::feature::Keys for StoreMap {
+    fn read<'b>(
+        &mut self,
+        key: &str,
+        buf: &'b mut [u8],
+    ) -> Result<Option<&'b [u8]>, xen_core::xs::Error> {
+        match self.0.get(key) {
+            None => Ok(None),
+            Some(v) => {
+                let dst = buf.get_mut(..v.len()).ok_or(xen_core::xs::Error::NoSpace)?;
+                dst.copy_from_slice(v);
+                Ok(Some(dst))
+            }
+        }
+    }
+}
+
+impl xen_core::feature::KeysMut for StoreMap {
+    fn write(&mut self, key: &str, value: &[u8]) -> Result<(), xen_core::xs::Error> {
+        self.0.insert(key.to_string(), value.to_vec());
+        Ok(())
+    }
+}
