@@ -8,11 +8,15 @@
 //! * [`xs`]: XenStore messages, decoder, client, and the [`xs::XenStore`] trait.
 //! * [`xenbus`]: the XenBus state machine as a pure function for frontends and backends.
 //! * [`feature`]: typed feature negotiation for blkif, netif and vscsiif.
+//! * [`hypercall`]: the [`hypercall::Hypercalls`] trait (memory reservation for the balloon).
+//! * [`glue`]: every trait the kernel glue implements, re-exported in one place.
 //! * [`num`]: strict decimal parsing and formatting.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![forbid(unsafe_code)]
 
 pub mod feature;
+pub mod glue;
+pub mod hypercall;
 pub mod num;
 pub mod xenbus;
 pub mod xs;

@@ -1,0 +1,18 @@
+//! Every trait the kernel glue (and the host simulator) implements, gathered in one place.
+//!
+//! Protocol engines are generic over these; none is defined twice in the project:
+//!
+//! | trait | defined in | what it abstracts |
+//! |---|---|---|
+//! | [`XenStore`] | [`crate::xs`] | reads, writes, directories, transactions, watches |
+//! | [`XsTransport`], [`RingEvents`] | [`crate::xs`] | the byte stream to xenstored (for [`crate::xs::Client`]) |
+//! | [`Hypercalls`] | [`crate::hypercall`] | memory reservation (balloon) |
+//! | [`GrantOps`] | `xen-grant` | grant, revoke, map, unmap, copy |
+//! | [`EvtchnOps`] | `xen-evtchn` | allocate, bind, notify, mask, unmask, close ports |
+//! | [`SharedMemory`] | `xen-ring` | the accessor for pages shared with a peer |
+
+pub use crate::hypercall::Hypercalls;
+pub use crate::xs::{RingEvents, XenStore, XsTransport};
+pub use xen_evtchn::EvtchnOps;
+pub use xen_grant::GrantOps;
+pub use xen_ring::SharedMemory;
