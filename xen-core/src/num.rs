@@ -73,10 +73,13 @@ impl Decimal {
         let mut value: u64 = value.into();
         let mut digits = [0u8; 20];
         let mut start = digits.len();
-        loop {
-            // u64::MAX has 20 digits, so `start` never underflows.
-            start -= 1;
-            digits[start] = b'0' + (value % 10) as u8;
+        // u64::MAX has 20 digits, so the loop ends before `start` reaches 0.
+        while let Some(next) = start.checked_sub(1) {
+            start = next;
+            let digit = u8::try_from(value % 10).unwrap_or(0);
+            if let Some(slot) = digits.get_mut(start) {
+                *slot = b'0' + digit;
+            }
             value /= 10;
             if value == 0 {
                 break;

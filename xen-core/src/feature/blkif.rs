@@ -37,6 +37,17 @@ pub const MAX_RING_PAGES: usize = 1 << MAX_RING_PAGE_ORDER;
 /// Most segments an indirect request can carry (8 pages of 512 segments).
 pub const MAX_INDIRECT_SEGMENTS: u32 =
     (MAX_INDIRECT_PAGES_PER_REQUEST * SEGMENTS_PER_INDIRECT_FRAME) as u32;
+/// Segments a direct request carries.
+const DIRECT_SEGMENTS: u32 = MAX_SEGMENTS_PER_REQUEST as u32;
+/// Segment descriptors per indirect page.
+const SEGMENTS_PER_PAGE: u32 = SEGMENTS_PER_INDIRECT_FRAME as u32;
+// The `as` conversions above are of small compile-time constants; check they were lossless.
+const _: () = assert!(DIRECT_SEGMENTS as usize == MAX_SEGMENTS_PER_REQUEST);
+const _: () = assert!(SEGMENTS_PER_PAGE as usize == SEGMENTS_PER_INDIRECT_FRAME);
+const _: () = assert!(
+    MAX_INDIRECT_SEGMENTS as usize == MAX_INDIRECT_PAGES_PER_REQUEST * SEGMENTS_PER_INDIRECT_FRAME
+);
+
 /// Most queues we accept on either side (Linux caps at the CPU count; this bounds loops).
 pub const MAX_QUEUES: u32 = 64;
 /// The native ABI string for `protocol` (`XEN_IO_PROTO_ABI_X86_64`).
@@ -450,11 +461,10 @@ impl DiskParams {
         let mut indirect_segments = offered
             .min(limits.max_indirect_segments)
             .min(MAX_INDIRECT_SEGMENTS);
-        if indirect_segments <= MAX_SEGMENTS_PER_REQUEST as u32 {
+        if indirect_segments <= DIRECT_SEGMENTS {
             indirect_segments = 0;
         }
-        let per_page = SEGMENTS_PER_INDIRECT_FRAME as u32;
-        let indirect_pages = indirect_segments.div_ceil(per_page);
+        let indirect_pages = indirect_segments.div_ceil(SEGMENTS_PER_PAGE);
         Self {
             indirect_segments,
             indirect_pages,

@@ -19,6 +19,10 @@ use xen_sys::{GrantRef, Port};
 pub const SG_TABLESIZE: u32 = xen_sys::wire::vscsiif::SG_TABLESIZE as u32;
 /// Segment descriptors per granted page (`VSCSIIF_SG_PER_PAGE`).
 pub const SG_PER_PAGE: u32 = xen_sys::wire::vscsiif::SG_PER_PAGE as u32;
+// The `as` conversions above are of small compile-time constants; check they were lossless.
+const _: () = assert!(SG_TABLESIZE as usize == xen_sys::wire::vscsiif::SG_TABLESIZE);
+const _: () = assert!(SG_PER_PAGE as usize == xen_sys::wire::vscsiif::SG_PER_PAGE);
+
 /// Largest `feature-sg-grant` the protocol allows.
 pub const MAX_SG_GRANT: u32 = 65535;
 /// Most segments one request can reach: every direct slot pointing at a page of descriptors.
