@@ -1,6 +1,8 @@
 //! The two ways a simulated domain reaches xenstored: in-process, or over the `xs_wire` ring.
 //!
-//! Both implement xen-core's [`XsTransport`], so `xen_core::xs::Client` runs over either.
+//! Both implement xen-core's [`XsTransport`], so `xen_core::xs::Client` runs over either. The
+//! ring's guest side is xen-core's own [`RingTransport`] (what the kernel uses), with the
+//! simulator's event channel behind its [`RingEvents`].
 
 use super::Xenstored;
 use crate::evtchn::EventChannels;
@@ -10,6 +12,7 @@ use crate::Hypervisor;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+use xen_core::xs::ring::{RingEvents, RingTransport};
 use xen_core::xs::{Error, XsTransport};
 use xen_ring::{XsClient, XsErrorCode, XsServer};
 use xen_sys::{DomId, Port};
@@ -102,19 +105,42 @@ impl Drop for XsConnection {
     }
 }
 
+/// The guest's XenStore event channel, as xen-core's [`RingTransport`] wants it.
+pub struct SimRingEvents {
+    evtchn: Arc<EventChannels>,
+    dom: DomId,
+    port: Port,
+    timeout: Duration,
+}
+
+impl RingEvents for SimRingEvents {
+    fn notify(&mut self) -> Result<(), Error> {
+        self.evtchn
+            .notify(self.dom, self.port)
+            .map_err(|_| Error::Transport)
+    }
+
+    fn wait(&mut self) -> Result<(), Error> {
+        match self.evtchn.wait(self.dom, &[self.port], self.timeout) {
+            Some(_) => Ok(()),
+            None => Err(Error::Transport),
+        }
+    }
+}
+
 /// A guest's connection to xenstored over a real `xs_wire` page and event channel.
 ///
-/// The guest side is xen-ring's [`XsClient`] on a page the guest owns; the daemon side is
-/// an [`XsServer`] on the same page, run by a service thread that wakes on the event channel.
+/// The guest side is xen-core's [`RingTransport`] over xen-ring's [`XsClient`] on a page the
+/// guest owns; the daemon side is an [`XsServer`] on the same page, run by a service thread
+/// that wakes on the event channel.
 pub struct XsRing {
-    client: XsClient<Pages>,
+    transport: RingTransport<Pages, SimRingEvents>,
     evtchn: Arc<EventChannels>,
     xs: Arc<Xenstored>,
     dom: DomId,
     port: Port,
     server_port: Port,
     conn: u64,
-    timeout: Duration,
     service: Option<JoinHandle<()>>,
 }
 
@@ -142,15 +168,20 @@ impl XsRing {
             .name(format!("xenstored-ring-d{}", dom.raw()))
             .spawn(move || serve(server, xs, evtchn, server_port, conn))
             .expect("spawn the ring service thread");
+        let events = SimRingEvents {
+            evtchn: hv.evtchn.clone(),
+            dom,
+            port,
+            timeout: DEFAULT_TIMEOUT,
+        };
         XsRing {
-            client,
+            transport: RingTransport::new(client, events),
             evtchn: hv.evtchn.clone(),
             xs: hv.xenstored.clone(),
             dom,
             port,
             server_port,
             conn,
-            timeout: DEFAULT_TIMEOUT,
             service: Some(service),
         }
     }
@@ -160,65 +191,38 @@ impl XsRing {
         self.port
     }
 
-    /// Sets how long a blocking send or receive waits before failing.
+    /// Sets how long one wait for the event channel lasts before the transport fails.
     pub fn set_timeout(&mut self, timeout: Duration) {
-        self.timeout = timeout;
+        self.transport.events_mut().timeout = timeout;
     }
 
     /// The guest's ring, for a hostile test to scribble on.
     pub fn pages(&self) -> &Pages {
-        self.client.memory()
+        self.transport.ring().memory()
     }
 
     /// The error the daemon reported in the page.
     pub fn error(&self) -> XsErrorCode {
-        self.client.error()
+        self.transport.ring().error()
     }
 
-    fn wait(&self) -> bool {
-        self.evtchn
-            .wait(self.dom, &[self.port], self.timeout)
-            .is_some()
+    /// Whether xenstored dropped the connection (e.g. after an oversized header).
+    pub fn is_closed(&self) -> bool {
+        self.xs.is_closed(self.conn)
     }
 }
 
 impl XsTransport for XsRing {
     fn send(&mut self, msg: &[u8]) -> Result<(), Error> {
-        let mut rest = msg;
-        while !rest.is_empty() {
-            let n = self.client.write(rest).map_err(|_| Error::Transport)?;
-            if n > 0 {
-                rest = &rest[n..];
-                let _ = self.evtchn.notify(self.dom, self.port);
-            } else if !self.wait() {
-                return Err(Error::Transport);
-            }
-        }
-        Ok(())
+        self.transport.send(msg)
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
-        loop {
-            let n = self.client.read(buf).map_err(|_| Error::Transport)?;
-            if n > 0 {
-                let _ = self.evtchn.notify(self.dom, self.port);
-                return Ok(n);
-            }
-            if self.xs.is_closed(self.conn) {
-                return Ok(0);
-            }
-            if !self.wait() {
-                return Err(Error::Transport);
-            }
-        }
+        self.transport.recv(buf)
     }
 
     fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
-        let n = self.client.read(buf).map_err(|_| Error::Transport)?;
-        if n > 0 {
-            let _ = self.evtchn.notify(self.dom, self.port);
-        }
-        Ok(n)
+        self.transport.try_recv(buf)
     }
 }
 
