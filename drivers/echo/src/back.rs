@@ -216,14 +216,16 @@ where
                 Action::Connect => {
                     if let Some(conn) = self.conn.as_mut() {
                         conn.connected = true;
-                        self.stats.connects += 1;
+                        self.stats.connects = self.stats.connects.wrapping_add(1);
                         // Requests may have been queued before we bound the port.
                         let _ = self.env.notify(conn.port);
                     }
                 }
                 Action::Disconnect => self.disconnect(),
                 Action::SwitchState(state) => store::write_state(xs, &self.dir, state)?,
-                Action::ReportInvalidPeerState => self.stats.invalid_peer_state += 1,
+                Action::ReportInvalidPeerState => {
+                    self.stats.invalid_peer_state = self.stats.invalid_peer_state.wrapping_add(1)
+                }
                 // The echo back has no device properties to publish.
                 Action::PublishDeviceProperties => {}
                 Action::Reconfigure
@@ -312,7 +314,7 @@ where
         let complement = self.config.complement;
         let mut done = 0u32;
         let Some(conn) = self.conn.as_mut().filter(|c| c.connected) else {
-            self.stats.spurious_events += 1;
+            self.stats.spurious_events = self.stats.spurious_events.wrapping_add(1);
             let eoi = self.throttle.on_event(now, Outcome::Spurious);
             return Ok(Progress {
                 done,
@@ -338,7 +340,7 @@ where
         let outcome = if done > 0 {
             Outcome::Work
         } else {
-            self.stats.spurious_events += 1;
+            self.stats.spurious_events = self.stats.spurious_events.wrapping_add(1);
             Outcome::Spurious
         };
         Ok(Progress {
@@ -361,7 +363,7 @@ where
     P: GrantOps,
     P::Mapping: PageBytes,
 {
-    stats.served += 1;
+    stats.served = stats.served.wrapping_add(1);
     let answer = |status: Status, checksum: u32| ResponseWire {
         id: wire.id,
         checksum,
@@ -372,7 +374,7 @@ where
     let req = match Request::parse(wire, complement) {
         Ok(req) => req,
         Err(invalid) => {
-            stats.invalid += 1;
+            stats.invalid = stats.invalid.wrapping_add(1);
             return answer(invalid.status(), 0);
         }
     };
@@ -384,7 +386,7 @@ where
     match transform(env, front, data, out) {
         Some(sum) => answer(Status::Okay, sum),
         None => {
-            stats.map_failures += 1;
+            stats.map_failures = stats.map_failures.wrapping_add(1);
             answer(Status::Error, 0)
         }
     }

@@ -339,13 +339,15 @@ where
                     if let Some(conn) = self.conn.as_mut() {
                         conn.connected = true;
                         self.quiesced = false;
-                        self.stats.connects += 1;
+                        self.stats.connects = self.stats.connects.wrapping_add(1);
                     }
                 }
                 Action::Quiesce => self.quiesced = true,
                 Action::Disconnect => self.disconnect(),
                 Action::SwitchState(state) => store::write_state(xs, &self.dir, state)?,
-                Action::ReportInvalidPeerState => self.stats.invalid_peer_state += 1,
+                Action::ReportInvalidPeerState => {
+                    self.stats.invalid_peer_state = self.stats.invalid_peer_state.wrapping_add(1)
+                }
                 // Nothing to read: the echo back publishes no device properties.
                 Action::ReadDeviceProperties => {}
                 // Back-end or vscsi actions; never emitted for a frontend.
@@ -493,7 +495,7 @@ where
         }
         for slot in self.slots.iter_mut() {
             if slot.pending.take().is_some() {
-                self.stats.aborted += 1;
+                self.stats.aborted = self.stats.aborted.wrapping_add(1);
             }
             for (page, gref) in [slot.data.take(), slot.out.take()].into_iter().flatten() {
                 match self.env.end_access(gref) {
@@ -586,7 +588,7 @@ where
             checksum: checksum(data),
         });
         self.free_len = index;
-        self.stats.submitted += 1;
+        self.stats.submitted = self.stats.submitted.wrapping_add(1);
         Ok(ticket)
     }
 
@@ -621,9 +623,9 @@ where
                 match Self::complete(&mut self.slots, &wire) {
                     Ok(c) => {
                         done += 1;
-                        self.stats.completed += 1;
+                        self.stats.completed = self.stats.completed.wrapping_add(1);
                         if !c.verified && c.status == Status::Okay {
-                            self.stats.mismatches += 1;
+                            self.stats.mismatches = self.stats.mismatches.wrapping_add(1);
                         }
                         if let Some(f) = self.free.get_mut(self.free_len) {
                             *f = c.ticket.slot;
@@ -632,7 +634,7 @@ where
                         complete(c);
                     }
                     Err(fault) => {
-                        self.stats.bad_responses += 1;
+                        self.stats.bad_responses = self.stats.bad_responses.wrapping_add(1);
                         self.broken = Some(fault);
                         result = Err(Error::BadResponse(fault));
                         break;
@@ -649,7 +651,7 @@ where
         let outcome = if done > 0 {
             Outcome::Work
         } else {
-            self.stats.spurious_events += 1;
+            self.stats.spurious_events = self.stats.spurious_events.wrapping_add(1);
             Outcome::Spurious
         };
         Ok(Progress {

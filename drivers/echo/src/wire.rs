@@ -99,8 +99,12 @@ const _: () = {
 /// The largest ring: `2^MAX_RING_PAGE_ORDER` pages (16, as Linux allows for blkif).
 pub const MAX_RING_PAGE_ORDER: u32 = 4;
 
-/// Slots in a ring of `2^order` pages (`order <= MAX_RING_PAGE_ORDER`): 128 per page.
+/// Slots in a ring of `2^order` pages: 128 per page; 0 for an order above
+/// [`MAX_RING_PAGE_ORDER`].
 pub const fn ring_entries(order: u32) -> u32 {
+    if order > MAX_RING_PAGE_ORDER {
+        return 0;
+    }
     let pages = 1usize << order;
     match Geometry::new::<RequestWire, ResponseWire>(pages * PAGE_SIZE) {
         Ok(g) => g.entries(),
@@ -111,6 +115,7 @@ pub const fn ring_entries(order: u32) -> u32 {
 const _: () = {
     assert!(ring_entries(0) == 128);
     assert!(ring_entries(MAX_RING_PAGE_ORDER) == 2048);
+    assert!(ring_entries(MAX_RING_PAGE_ORDER + 1) == 0);
 };
 
 /// What the back does with a request.
