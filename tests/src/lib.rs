@@ -19,8 +19,12 @@
 //!   conflict, and bounded watch queues; reached in-process ([`XsConnection`]) or over a real
 //!   `xs_wire` ring page and event channel ([`XsRing`]).
 //! - The traits of the other crates, implemented for a domain ([`traits`]): xen-grant's
-//!   `GrantOps` for [`Domain`], xen-core's `XsTransport` for both connections (so
-//!   `xen_core::xs::Client` provides `XenStore`).
+//!   `GrantOps`, xen-evtchn's `EvtchnOps`, xen-core's `Hypercalls` and xen-echo's `env`
+//!   traits for [`Domain`]; xen-ring's `SharedMemory` for [`Pages`] and [`Mapping`];
+//!   xen-core's `XsTransport` for both XenStore connections (so `xen_core::xs::Client`
+//!   provides `XenStore`), the ring one being xen-core's own `RingTransport`.
+//! - [`harness`] runs the echo engines on domain threads as a driver's glue would;
+//!   [`toolstack`] writes a device's XenStore nodes as `xl` does.
 //!
 //! # Fault injection
 //!

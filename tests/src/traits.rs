@@ -8,18 +8,23 @@
 //! - xen-echo's [`env`](xen_echo::env) traits: [`PageBytes`] for [`Pages`] and
 //!   [`Mapping`], [`PageAlloc`] and [`RingMemory`] for [`Domain`] (a ring whose grants the
 //!   peer still maps waits in the same per-domain deferral list).
+//! - xen-core's [`Hypercalls`] (memory reservation, for a balloon driver): each domain holds
+//!   a number of pages under a ceiling ([`Domain::set_memory`]); frames
+//!   given back are remembered so that giving one back twice stops the batch, as in Xen.
 //! - xen-core's `XsTransport` is implemented by [`crate::XsConnection`] and
 //!   [`crate::XsRing`] themselves.
 
 use crate::gnttab::{self, Mapping};
 use crate::mem::Pages;
 use crate::Domain;
+use std::collections::HashSet;
+use xen_core::hypercall::{HypercallError, Hypercalls, Pfn};
 use xen_echo::env::{PageAlloc, PageBytes, RingMemory};
 use xen_grant::{
     Access, AccessError, BatchError, CopyOp, CopyPtr, DeferredQueue, EndAccess, GrantError,
     GrantOps, MapRequest, MapResult, Retry, UnmapResult,
 };
-use xen_sys::{DomId, GrantRef, Port};
+use xen_sys::{DomId, Gfn, GrantRef, Port};
 
 /// Pages a domain may hold for deferred freeing before it leaks them.
 pub const DEFERRED_MAX: usize = 64;
@@ -30,6 +35,31 @@ pub(crate) struct GuestState {
     deferred: DeferredQueue<Pages, DEFERRED_MAX>,
     /// Rings with the grants still to revoke.
     rings: Vec<(Pages, Vec<GrantRef>)>,
+    memory: Reservation,
+}
+
+/// Default memory of a domain, in pages (256 MiB).
+pub const DEFAULT_PAGES: u64 = 65536;
+
+/// A domain's memory reservation.
+pub(crate) struct Reservation {
+    pub(crate) pages: u64,
+    pub(crate) max: u64,
+    /// Frames given back and not populated again.
+    released: HashSet<u64>,
+    /// The next frame `increase_reservation` hands out.
+    next: u64,
+}
+
+impl Default for Reservation {
+    fn default() -> Self {
+        Reservation {
+            pages: DEFAULT_PAGES,
+            max: DEFAULT_PAGES,
+            released: HashSet::new(),
+            next: 1 << 32,
+        }
+    }
 }
 
 /// Converts a simulator grant error to the `GNTST_*` code a real hypervisor would return.
@@ -246,6 +276,90 @@ impl xen_evtchn::EvtchnOps for Domain {
 
     fn close(&self, port: Port) -> Result<(), xen_evtchn::EvtchnError> {
         Domain::close_port(self, port).map_err(evtchn_error)
+    }
+}
+
+impl Domain {
+    /// Sets the pages this domain holds and the most it may hold.
+    pub fn set_memory(&self, pages: u64, max: u64) {
+        let mut guests = self.hv.guests.lock().unwrap();
+        let memory = &mut guests.entry(self.id).or_default().memory;
+        memory.pages = pages;
+        memory.max = max;
+    }
+
+    /// The pages this domain holds and the most it may hold.
+    pub fn memory(&self) -> (u64, u64) {
+        let guests = self.hv.guests.lock().unwrap();
+        guests
+            .get(&self.id)
+            .map_or((DEFAULT_PAGES, DEFAULT_PAGES), |g| {
+                (g.memory.pages, g.memory.max)
+            })
+    }
+
+    fn with_memory<R>(&self, f: impl FnOnce(&mut Reservation) -> R) -> R {
+        let mut guests = self.hv.guests.lock().unwrap();
+        f(&mut guests.entry(self.id).or_default().memory)
+    }
+}
+
+impl Hypercalls for Domain {
+    fn decrease_reservation(&mut self, frames: &[Gfn]) -> Result<usize, HypercallError> {
+        self.with_memory(|m| {
+            let mut done = 0;
+            for frame in frames {
+                // Giving back a frame twice (or more pages than held) stops the batch.
+                if m.pages == 0 || !m.released.insert(frame.raw()) {
+                    break;
+                }
+                m.pages -= 1;
+                done += 1;
+            }
+            Ok(done)
+        })
+    }
+
+    fn populate_physmap(&mut self, frames: &[Pfn]) -> Result<usize, HypercallError> {
+        self.with_memory(|m| {
+            let mut done = 0;
+            for frame in frames {
+                if m.pages >= m.max {
+                    break;
+                }
+                m.released.remove(&frame.raw());
+                m.pages += 1;
+                done += 1;
+            }
+            if done == 0 && !frames.is_empty() {
+                return Err(HypercallError::Errno(12));
+            }
+            Ok(done)
+        })
+    }
+
+    fn increase_reservation(&mut self, frames: &mut [Gfn]) -> Result<usize, HypercallError> {
+        self.with_memory(|m| {
+            let mut done = 0;
+            for frame in frames.iter_mut() {
+                if m.pages >= m.max {
+                    break;
+                }
+                *frame = Gfn::new(m.next);
+                m.next += 1;
+                m.pages += 1;
+                done += 1;
+            }
+            Ok(done)
+        })
+    }
+
+    fn current_reservation(&mut self) -> Result<u64, HypercallError> {
+        Ok(self.with_memory(|m| m.pages))
+    }
+
+    fn maximum_reservation(&mut self) -> Result<u64, HypercallError> {
+        Ok(self.with_memory(|m| m.max))
     }
 }
 

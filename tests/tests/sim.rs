@@ -340,3 +340,21 @@ fn directory_and_perms_round_trip() {
     );
     let _ = D2;
 }
+
+#[test]
+fn memory_reservation_stops_at_a_frame_given_back_twice() {
+    use xen_core::hypercall::{Hypercalls, Pfn};
+    use xen_sys::Gfn;
+    let sim = Sim::new();
+    let mut d1 = sim.create_domain(1);
+    d1.set_memory(100, 110);
+    let frames = [Gfn::new(5), Gfn::new(6), Gfn::new(5), Gfn::new(7)];
+    assert_eq!(d1.decrease_reservation(&frames), Ok(2));
+    assert_eq!(d1.current_reservation(), Ok(98));
+    let pfns: Vec<Pfn> = (0..20).map(Pfn::new).collect();
+    assert_eq!(d1.populate_physmap(&pfns), Ok(12), "stops at the maximum");
+    assert_eq!(d1.maximum_reservation(), Ok(110));
+    let mut fresh = [Gfn::new(0); 4];
+    assert_eq!(d1.increase_reservation(&mut fresh), Ok(0));
+    assert!(d1.populate_physmap(&pfns).is_err());
+}
