@@ -198,11 +198,10 @@ fn event_storm_is_throttled() {
             }
         })
     };
-    // Meanwhile real requests keep flowing, a few at a time: the back stays responsive.
-    let started = Instant::now();
+    // Meanwhile real requests keep flowing, one every 20 ms: the back stays responsive.
     let mut worst = Duration::ZERO;
     let mut done = 0;
-    while started.elapsed() < Duration::from_millis(600) {
+    for _ in 0..20 {
         let t = Instant::now();
         f.front
             .submit(&EchoRequest::Checksum {
@@ -232,8 +231,8 @@ fn event_storm_is_throttled() {
     let sent = sent.load(Ordering::Relaxed);
     println!("storm: {sent} notifications, {} handler runs, {} throttled, max delay {:?}, worst latency {worst:?}, {done} requests",
         report.events, report.throttled, report.max_delay);
-    assert!(sent > 100_000, "the flood was real: {sent}");
-    assert!(done >= 10, "requests kept completing during the storm");
+    assert!(sent > 20_000, "the flood was real: {sent}");
+    assert_eq!(done, 20, "requests kept completing during the storm");
     assert!(report.throttled > 0, "the throttle never engaged");
     assert!(
         report.max_delay >= Duration::from_millis(2),
@@ -562,7 +561,16 @@ fn slot_rewritten_after_publish() {
     let acceptable = [16, 160, 3856, 4000].map(|n| checksum(&vec![7u8; n]));
     let (mut okay, mut invalid) = (0u32, 0u32);
     let mut back_ring_responses = 0;
-    for _ in 0..500 {
+    let started = Instant::now();
+    let mut rounds = 0;
+    // At least 200 rounds, and until both outcomes were seen (the flipper thread may be
+    // scheduled late on a busy machine).
+    while rounds < 200 || okay == 0 || invalid == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "okay {okay}, invalid {invalid}"
+        );
+        rounds += 1;
         while !raw.ring.is_full() {
             raw.ring.queue_request(&good).unwrap();
         }
