@@ -239,8 +239,8 @@ impl Extent {
         if len == 0 {
             return Err(Invalid::Empty);
         }
-        let end = u32::from(offset) + u32::from(len);
-        if end > PAGE_SIZE as u32 {
+        let end = usize::from(offset) + usize::from(len);
+        if end > PAGE_SIZE {
             return Err(Invalid::CrossesPage);
         }
         // INVARIANT: checked just above.
