@@ -33,7 +33,8 @@ common_root() {
     r=$1
     rm -rf "$r"
     mkdir -p "$r"/bin "$r"/sbin "$r"/usr/bin "$r"/usr/sbin "$r"/proc "$r"/sys "$r"/dev "$r"/tmp \
-        "$r"/run "$r"/var/log "$r"/var/run "$r"/lib/x86_64-linux-gnu "$r"/lib64 "$r"/etc "$r"/mnt
+        "$r"/run "$r"/var/log "$r"/lib/x86_64-linux-gnu "$r"/lib64 "$r"/etc "$r"/mnt
+    ln -s ../run "$r/var/run"   # libxl and xenconsoled keep locks and state in /var/run/xen
     cp /bin/busybox "$r/bin/busybox"
     for a in $(/bin/busybox --list); do
         [ -e "$r/bin/$a" ] || ln -s busybox "$r/bin/$a"
@@ -65,7 +66,7 @@ copy_bin "$r" $X/xl $X/xenstored $X/xenconsoled $X/xen-init-dom0 $X/libxl-save-h
     /usr/bin/xenstore /usr/lib/x86_64-linux-gnu/libgcc_s.so.1
 for t in read write rm ls list exists chmod watch control; do ln -sf xenstore "$r/usr/bin/xenstore-$t"; done
 # xl and xenstored look for these.
-mkdir -p "$r"/var/lib/xen "$r"/var/lib/xenstored "$r"/var/log/xen/console "$r"/run/xen "$r"/boot \
+mkdir -p "$r"/var/lib/xen "$r"/var/lib/xenstored "$r"/var/log/xen/console "$r"/boot \
     "$r"/etc/xen/scripts
 : > "$r/etc/xen/xl.conf"
 cp "$here"/rootfs/etc/xen/scripts/* "$r/etc/xen/scripts/"

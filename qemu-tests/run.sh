@@ -47,17 +47,35 @@ run_one() {
     limit=${limit:-600}
     t0=$(now)
     echo "qemu: $s: booting Xen (timeout ${limit} s, logs in $dir)"
-    timeout -k 10 "$limit" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 \
+    qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 \
         -display none -monitor none -no-reboot -serial "file:$dir/serial.log" \
         -kernel "$img/xen" \
         -append "console=com1 com1=115200 dom0_mem=768M,max:768M noreboot loglvl=all guest_loglvl=all" \
         -initrd "$img/bzImage console=hvc0 earlyprintk=xen xenpvrs.scenario=$s,$img/dom0.cpio.gz" \
-        > "$dir/qemu.log" 2>&1 < /dev/null
-    rc=$?
+        > "$dir/qemu.log" 2>&1 < /dev/null &
+    qpid=$!
+    # Watch the console: stop at dom0's verdict, at a crash of Xen or dom0 (with noreboot Xen
+    # would sit there until the timeout), or at the time limit.
+    rc=0
+    while kill -0 "$qpid" 2>/dev/null; do
+        if grep -aqE "^XEN-PV-RS-RESULT $s |Hardware Dom0 crashed|Panic on CPU|Kernel panic - not syncing" "$dir/serial.log" 2>/dev/null; then
+            sleep 3
+            break
+        fi
+        if [ $(( $(now) - t0 )) -ge "$limit" ]; then
+            rc=124
+            break
+        fi
+        sleep 2
+    done
+    kill "$qpid" 2>/dev/null
+    wait "$qpid" 2>/dev/null
     secs=$(( $(now) - t0 ))
     split_logs "$dir"
     verdict=$(grep -a "^XEN-PV-RS-RESULT $s " "$dir/serial.log" | tail -1 | tr -d '\r')
-    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    if grep -aq "Hardware Dom0 crashed\|Panic on CPU" "$dir/serial.log"; then
+        reason="Xen or dom0 crashed: $(grep -a -m1 'Dom0 (vcpu#[0-9]*) crashed\|Kernel panic\|Panic on CPU' "$dir/serial.log" | tr -d '\r')"
+    elif [ "$rc" -eq 124 ]; then
         reason="timeout after ${limit} s"
     elif [ -z "$verdict" ]; then
         reason="no verdict from dom0 (qemu exit status $rc)"
