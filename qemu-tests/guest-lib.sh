@@ -78,6 +78,13 @@ CFG
 # guest_log NAME: path of the guest's console log in dom0.
 guest_log() { echo "$CONSOLE_DIR/guest-$1.log"; }
 
+# follow_guest NAME: copy the guest's console to ours as it comes, each line tagged with NAME.
+follow_guest() {
+    _log=$(guest_log "$1")
+    touch "$_log"
+    tail -n +1 -f "$_log" 2>/dev/null | while IFS= read -r _l; do echo "{$1} $_l"; done &
+}
+
 # domu_result NAME SECS: wait for the guest's verdict line and fold it into ours.
 domu_result() {
     _log=$(guest_log "$1")

@@ -28,6 +28,7 @@ img=$ROOT/target/qemu
 # split_logs DIR: cut the "=== BEGIN name" ... "=== END name" sections of serial.log into files.
 split_logs() {
     awk -v dir="$1" '
+        { gsub(/\r/, "") }
         /^=== BEGIN / { f = dir "/" $3; next }
         /^=== END / { close(f); f = ""; next }
         f != "" { print > f }' "$1/serial.log"

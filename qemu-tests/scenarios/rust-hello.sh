@@ -18,6 +18,7 @@ dom0_main() {
     hello_checks
     check_eq dom0-domid 0 "$(hello_value domid=)"
     write_domu_cfg domu 128 ""
+    follow_guest domu
     check xl-create xl create /etc/xen/domu.cfg || return
     want=$(xl domid domu)
     domu_result domu 300

@@ -14,6 +14,7 @@ dom0_main() {
     write_domu_cfg domu 256 "disk = [ 'format=raw,vdev=xvda,access=rw,target=/var/lib/xen-pv-rs/disk.img' ]
 vif = [ 'bridge=xenbr0,mac=00:16:3e:5a:00:02' ]"
     nc -l -p 5000 > /tmp/net.bin &
+    follow_guest domu
     check xl-create xl create /etc/xen/domu.cfg || return
     domu_result domu 900
     check_eq net-sha256 "$(guest_value domu NET-SHA256)" "$(sha256sum < /tmp/net.bin | cut -d' ' -f1)"
