@@ -57,21 +57,17 @@ impl<'a, G: GrantOps> GrantedPage<'a, G> {
     }
 
     /// The page (to fill before telling the peer, or to read after it answered).
-    pub fn page(&self) -> &G::Page {
-        match &self.page {
-            Some(page) => page,
-            // The invariant: only `end` and `drop` take the page, and both consume `self`.
-            None => unreachable!("GrantedPage without a page"),
-        }
+    ///
+    /// Always `Some` for a guard a caller can hold: only [`GrantedPage::end`] and `drop` take
+    /// the page, and both consume the guard. It is an `Option` so that no code path here can
+    /// panic; a caller that somehow sees `None` should fail its request, not the kernel.
+    pub fn page(&self) -> Option<&G::Page> {
+        self.page.as_ref()
     }
 
-    /// The page, mutably.
-    pub fn page_mut(&mut self) -> &mut G::Page {
-        match &mut self.page {
-            Some(page) => page,
-            // The invariant: only `end` and `drop` take the page, and both consume `self`.
-            None => unreachable!("GrantedPage without a page"),
-        }
+    /// The page, mutably (always `Some`, see [`GrantedPage::page`]).
+    pub fn page_mut(&mut self) -> Option<&mut G::Page> {
+        self.page.as_mut()
     }
 
     /// Revokes the grant and returns the page for reuse, or gives the guard back if the peer
