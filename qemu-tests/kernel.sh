@@ -18,6 +18,12 @@ rm -rf "$kdir.tmp"
 mkdir -p "$kdir.tmp"
 echo "kernel: extracting $KSRC_TARBALL"
 tar -xJf "$KSRC_TARBALL" -C "$kdir.tmp" --strip-components=1
+# Our kernel patches (qemu-tests/patches/, each explains itself); they are part of the cache key.
+for p in "$here"/patches/*.patch; do
+    [ -f "$p" ] || continue
+    echo "kernel: applying $(basename "$p")"
+    patch -s -p1 -d "$kdir.tmp" < "$p"
+done
 stage "kernel: extract" "$t0"
 
 t1=$(now)

@@ -7,7 +7,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 t0=$(now)
 kdir=$(kernel_dir)
-[ -f "$kdir/.xen-pv-rs-built" ] || { echo "modules: no kernel build at $kdir: run 'cargo xtask kernel' first" >&2; exit 1; }
+require_kernel modules
 out=$ROOT/target/kmod
 rm -rf "$out"
 mkdir -p "$out"
