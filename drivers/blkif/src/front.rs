@@ -1,0 +1,626 @@
+//! The blkif frontend engine: queues I/O in zeroed granted pages and checks every response.
+
+use crate::abi::{NativeResponse, NativeSlot};
+use crate::parse::Sector;
+use crate::Error;
+use xen_echo::env::{PageAlloc, PageBytes};
+use xen_echo::Progress;
+use xen_evtchn::{EvtchnOps, Nanos, Outcome, Throttle, ThrottleConfig};
+use xen_grant::{Access, AccessError, EndAccess, GrantOps};
+use xen_ring::{FrontRing, RingError, SharedMemory};
+use xen_sys::wire::blkif::{self as wire, DiscardFlags, Op, Status, MAX_SEGMENTS_PER_REQUEST};
+use xen_sys::{DomId, GrantRef, Port};
+
+/// Bytes in a sector on the ring.
+const SECTOR: usize = 512;
+/// Most sectors in one direct request (11 full pages).
+pub const MAX_SECTORS_PER_REQUEST: u32 = (MAX_SEGMENTS_PER_REQUEST * 8) as u32;
+
+/// How a frontend is set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrontConfig {
+    /// Responses handled per [`BlkFront::handle_event`] call at most.
+    pub budget: u32,
+    /// The storm policy for the port.
+    pub throttle: ThrottleConfig,
+}
+
+impl Default for FrontConfig {
+    fn default() -> Self {
+        FrontConfig {
+            budget: 64,
+            throttle: ThrottleConfig::DEFAULT,
+        }
+    }
+}
+
+/// Counters of a frontend (wrapping).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrontStats {
+    /// Requests queued.
+    pub submitted: u64,
+    /// Requests completed by a response.
+    pub completed: u64,
+    /// Requests failed without a response (device failure or close).
+    pub aborted: u64,
+    /// Segments sent.
+    pub segments: u64,
+    /// Notifications sent to the backend.
+    pub notifications: u64,
+    /// Events that found no response.
+    pub spurious_events: u64,
+    /// Pages whose grant the backend still mapped when the request completed: handed to
+    /// `defer_free`, not freed or reused.
+    pub deferred_frees: u64,
+}
+
+/// A response that breaks the protocol. Any of these fails the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseFault {
+    /// The id names no slot of our table.
+    BadId(u64),
+    /// The id names a slot with no request outstanding, or of another generation (a duplicate
+    /// or stale response).
+    NotOutstanding(u64),
+    /// The operation differs from the request's.
+    WrongOperation {
+        /// The response's id.
+        id: u64,
+        /// The operation it carried.
+        operation: u8,
+    },
+    /// The status is not a `BLKIF_RSP_*` value.
+    UnknownStatus(i16),
+    /// The backend broke the ring (impossible response producer).
+    Ring,
+}
+
+/// Why a request could not be queued. Nothing was granted or queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubmitError {
+    /// Every table slot or ring slot is in use: wait for completions.
+    Busy,
+    /// The size is zero, not a multiple of 512 bytes, or over 11 pages.
+    BadLength,
+    /// No page to grant.
+    NoMemory,
+    /// A grant could not be made.
+    Grant(AccessError),
+    /// The device failed or was closed.
+    Failed,
+}
+
+/// A request's handle; also the low and high halves of the wire id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ticket(pub u64);
+
+/// A finished request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// Which request.
+    pub ticket: Ticket,
+    /// Its operation.
+    pub op: Op,
+    /// The backend's status (`Error` for a request aborted without a response).
+    pub status: Status,
+}
+
+/// The data pages of a completed read, readable once their grants are revoked.
+pub struct ReadData<'a, Pg> {
+    pages: &'a [Option<(GrantRef, Pg)>; MAX_SEGMENTS_PER_REQUEST],
+    bytes: usize,
+}
+
+impl<Pg: PageBytes> ReadData<'_, Pg> {
+    /// Bytes of data (0 for anything but a read).
+    pub fn len(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether there is no data.
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+
+    /// Copies the data to `dst` (at most [`len`](Self::len) bytes); `false` if a page could
+    /// not be read.
+    pub fn copy_to(&self, dst: &mut [u8]) -> bool {
+        let n = dst.len().min(self.bytes);
+        let Some(dst) = dst.get_mut(..n) else {
+            return false;
+        };
+        for (chunk, page) in dst.chunks_mut(4096).zip(self.pages.iter()) {
+            match page {
+                Some((_, p)) if p.read_bytes(0, chunk) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+struct Live<Pg> {
+    op: Op,
+    pages: [Option<(GrantRef, Pg)>; MAX_SEGMENTS_PER_REQUEST],
+    bytes: usize,
+}
+
+struct Entry<Pg> {
+    generation: u32,
+    live: Option<Live<Pg>>,
+}
+
+/// The frontend of one blkif ring, with at most `N` requests outstanding.
+///
+/// The glue allocates and grants the ring (order from negotiation), allocates the port, and
+/// hands both over with [`new`](Self::new). It queues I/O with the `submit_*` calls, publishes
+/// with [`push`](Self::push), and calls [`handle_event`](Self::handle_event) when the port
+/// fires. A response that breaks the protocol fails the device: every outstanding request
+/// completes with `Error`, every grant is revoked (pages the backend still maps are deferred,
+/// never freed), and every later call returns [`Error::Disconnected`].
+pub struct BlkFront<P: GrantOps, M, const N: usize> {
+    env: P,
+    ring: FrontRing<M, NativeSlot, NativeResponse>,
+    backend: DomId,
+    port: Port,
+    table: [Entry<P::Page>; N],
+    free: [u16; N],
+    nr_free: usize,
+    budget: u32,
+    throttle: Throttle,
+    failed: bool,
+    stats: FrontStats,
+}
+
+/// The page type of a platform.
+type Pg<P> = <P as GrantOps>::Page;
+
+impl<P, M, const N: usize> BlkFront<P, M, N>
+where
+    P: GrantOps + EvtchnOps + PageAlloc<Page = <P as GrantOps>::Page>,
+    <P as GrantOps>::Page: PageBytes,
+    M: SharedMemory,
+{
+    /// A frontend over the ring pages `ring` (already granted to `backend`), notifying
+    /// `backend` through `port`. Initialises (zeroes) the ring.
+    pub fn new(
+        env: P,
+        ring: M,
+        backend: DomId,
+        port: Port,
+        config: FrontConfig,
+    ) -> Result<Self, RingError> {
+        let ring = FrontRing::init(ring)?;
+        // Slot numbers must fit the id's low half and the free stack's u16.
+        let n = N.min(usize::from(u16::MAX));
+        Ok(BlkFront {
+            env,
+            ring,
+            backend,
+            port,
+            table: core::array::from_fn(|_| Entry {
+                generation: 0,
+                live: None,
+            }),
+            // Hand out low slots first.
+            free: core::array::from_fn(|i| u16::try_from(n.saturating_sub(i + 1)).unwrap_or(0)),
+            nr_free: n,
+            budget: config.budget.max(1),
+            throttle: Throttle::new(config.throttle),
+            failed: false,
+            stats: FrontStats::default(),
+        })
+    }
+
+    /// The platform.
+    pub fn env(&self) -> &P {
+        &self.env
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> FrontStats {
+        self.stats
+    }
+
+    /// Ring slots (32 per page).
+    pub fn ring_entries(&self) -> u32 {
+        self.ring.entries()
+    }
+
+    /// Requests outstanding.
+    pub fn outstanding(&self) -> usize {
+        self.table.iter().filter(|e| e.live.is_some()).count()
+    }
+
+    /// Whether the device failed (or was closed).
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Queues a read of `sectors` (1 to 88) sectors from `sector`.
+    pub fn submit_read(&mut self, sector: Sector, sectors: u32) -> Result<Ticket, SubmitError> {
+        if sectors == 0 || sectors > MAX_SECTORS_PER_REQUEST {
+            return Err(SubmitError::BadLength);
+        }
+        let bytes = usize::try_from(sectors).map_err(|_| SubmitError::BadLength)? * SECTOR;
+        self.submit_data(Op::Read, sector, bytes, None)
+    }
+
+    /// Queues a write of `data` (a multiple of 512 bytes, at most 11 pages) at `sector`.
+    pub fn submit_write(&mut self, sector: Sector, data: &[u8]) -> Result<Ticket, SubmitError> {
+        if data.is_empty()
+            || data.len() % SECTOR != 0
+            || data.len() > MAX_SEGMENTS_PER_REQUEST * 4096
+        {
+            return Err(SubmitError::BadLength);
+        }
+        self.submit_data(Op::Write, sector, data.len(), Some(data))
+    }
+
+    /// Queues a cache flush (`FLUSH_DISKCACHE`, no data).
+    pub fn submit_flush(&mut self) -> Result<Ticket, SubmitError> {
+        let (slot, id) = self.reserve()?;
+        let mut req = wire::Request::ZERO;
+        req.operation = Op::FlushDiskcache.into();
+        req.id = id;
+        self.commit(slot, req.to_bytes(), Op::FlushDiskcache, empty_pages(), 0)
+    }
+
+    /// Queues a discard of `count` sectors from `sector`.
+    pub fn submit_discard(
+        &mut self,
+        sector: Sector,
+        count: u64,
+        secure: bool,
+    ) -> Result<Ticket, SubmitError> {
+        let (slot, id) = self.reserve()?;
+        let mut d = wire::DiscardRequest::ZERO;
+        d.operation = Op::Discard.into();
+        d.flag = if secure {
+            DiscardFlags::SECURE.bits()
+        } else {
+            0
+        };
+        d.id = id;
+        d.sector_number = sector.0;
+        d.nr_sectors = count;
+        let req = wire::Request::from(d);
+        self.commit(slot, req.to_bytes(), Op::Discard, empty_pages(), 0)
+    }
+
+    /// Publishes the queued requests and notifies the backend if it asked.
+    pub fn push(&mut self) -> Result<(), Error> {
+        if self.failed {
+            return Err(Error::Disconnected);
+        }
+        match self.ring.push_requests() {
+            Ok(n) if n.is_required() => {
+                self.stats.notifications = self.stats.notifications.wrapping_add(1);
+                self.env.notify(self.port).map_err(Error::Evtchn)
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::Ring(e)),
+        }
+    }
+
+    /// A free table slot and its next wire id, if the ring has room too.
+    fn reserve(&mut self) -> Result<(usize, u64), SubmitError> {
+        if self.failed {
+            return Err(SubmitError::Failed);
+        }
+        if self.nr_free == 0 || self.ring.is_full() {
+            return Err(SubmitError::Busy);
+        }
+        let slot = usize::from(*self.free.get(self.nr_free - 1).ok_or(SubmitError::Busy)?);
+        let entry = self.table.get(slot).ok_or(SubmitError::Busy)?;
+        let generation = entry.generation.wrapping_add(1);
+        let id = (u64::from(generation) << 32) | u64::try_from(slot).unwrap_or(0);
+        Ok((slot, id))
+    }
+
+    fn submit_data(
+        &mut self,
+        op: Op,
+        sector: Sector,
+        bytes: usize,
+        data: Option<&[u8]>,
+    ) -> Result<Ticket, SubmitError> {
+        let (slot, id) = self.reserve()?;
+        let access = if op == Op::Read {
+            Access::ReadWrite
+        } else {
+            Access::ReadOnly
+        };
+        let mut pages = empty_pages::<Pg<P>>();
+        let mut req = wire::Request::ZERO;
+        req.operation = op.into();
+        req.id = id;
+        req.sector_number = sector.0;
+        let mut left = bytes;
+        let mut count = 0u8;
+        let mut result = Ok(());
+        for (i, (page_slot, seg)) in pages.iter_mut().zip(req.seg.iter_mut()).enumerate() {
+            if left == 0 {
+                break;
+            }
+            let here = left.min(4096);
+            match self.grant_page(access, data, i, here) {
+                Ok((gref, page)) => {
+                    seg.gref = gref.raw();
+                    seg.first_sect = 0;
+                    seg.last_sect = u8::try_from(here / SECTOR - 1).unwrap_or(7);
+                    *page_slot = Some((gref, page));
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+            count += 1;
+            left -= here;
+        }
+        if let Err(e) = result {
+            // Nothing was published: the backend never saw these grants.
+            self.revoke(&mut pages);
+            return Err(e);
+        }
+        req.nr_segments = count;
+        self.stats.segments = self.stats.segments.wrapping_add(u64::from(count));
+        self.commit(
+            slot,
+            req.to_bytes(),
+            op,
+            pages,
+            if op == Op::Read { bytes } else { 0 },
+        )
+    }
+
+    /// A fresh page, zeroed, with `data[index * 4096..][..len]` copied in, granted.
+    fn grant_page(
+        &mut self,
+        access: Access,
+        data: Option<&[u8]>,
+        index: usize,
+        len: usize,
+    ) -> Result<(GrantRef, Pg<P>), SubmitError> {
+        let mut page = self.env.alloc_page().ok_or(SubmitError::NoMemory)?;
+        // Zero the whole page before sharing it: no stale kernel data reaches the backend.
+        self.env.zero_page(&mut page);
+        if let Some(data) = data {
+            let chunk = data
+                .get(index * 4096..)
+                .and_then(|d| d.get(..len))
+                .ok_or(SubmitError::BadLength)?;
+            if !page.write_bytes(0, chunk) {
+                return Err(SubmitError::NoMemory);
+            }
+        }
+        let gref = self
+            .env
+            .grant_access(self.backend, &page, access)
+            .map_err(SubmitError::Grant)?;
+        Ok((gref, page))
+    }
+
+    fn commit(
+        &mut self,
+        slot: usize,
+        image: NativeSlot,
+        op: Op,
+        mut pages: [Option<(GrantRef, Pg<P>)>; MAX_SEGMENTS_PER_REQUEST],
+        bytes: usize,
+    ) -> Result<Ticket, SubmitError> {
+        if self.ring.queue_request(&image).is_err() {
+            self.revoke(&mut pages);
+            return Err(SubmitError::Busy);
+        }
+        let id = u64::from_ne_bytes(image[8..16].try_into().unwrap_or([0; 8]));
+        if let Some(entry) = self.table.get_mut(slot) {
+            entry.generation = entry.generation.wrapping_add(1);
+            entry.live = Some(Live { op, pages, bytes });
+        }
+        self.nr_free -= 1;
+        self.stats.submitted = self.stats.submitted.wrapping_add(1);
+        Ok(Ticket(id))
+    }
+
+    /// Ends every grant in `pages` (deferring pages still mapped).
+    fn revoke(&mut self, pages: &mut [Option<(GrantRef, Pg<P>)>; MAX_SEGMENTS_PER_REQUEST]) {
+        revoke_into(&self.env, &mut self.stats, pages);
+    }
+
+    /// Handles the port's event: completes at most the budget of responses, calling
+    /// `complete` for each (with the read data, readable after the grants are revoked).
+    ///
+    /// A bad response fails the device (see the type doc) and returns [`Error::Response`].
+    pub fn handle_event(
+        &mut self,
+        now: Nanos,
+        mut complete: impl FnMut(Completion, &ReadData<'_, Pg<P>>),
+    ) -> Result<Progress, Error> {
+        if self.failed {
+            self.stats.spurious_events = self.stats.spurious_events.wrapping_add(1);
+            return Err(Error::Disconnected);
+        }
+        let mut done = 0u32;
+        let mut fault = None;
+        match self.ring.responses(self.budget) {
+            Err(e) => fault = Some((ResponseFault::Ring, Error::Ring(e))),
+            Ok(batch) => {
+                for raw in batch {
+                    // Copied out once; only the copy is checked.
+                    let rsp = wire::Response::from_bytes(&raw);
+                    match check(&mut self.table, &rsp) {
+                        Ok((slot, live, status)) => {
+                            done += 1;
+                            finish(
+                                &self.env,
+                                &mut self.stats,
+                                rsp.id,
+                                live,
+                                status,
+                                &mut complete,
+                            );
+                            if let Some(f) = self.free.get_mut(self.nr_free) {
+                                *f = u16::try_from(slot).unwrap_or(0);
+                                self.nr_free += 1;
+                            }
+                            self.stats.completed = self.stats.completed.wrapping_add(1);
+                        }
+                        Err(f) => {
+                            fault = Some((f, Error::Response(f)));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let more = match fault {
+            None if done >= self.budget => true,
+            None => match self.ring.final_check_for_responses() {
+                Ok(more) => more,
+                Err(e) => {
+                    fault = Some((ResponseFault::Ring, Error::Ring(e)));
+                    false
+                }
+            },
+            Some(_) => false,
+        };
+        if let Some((_, err)) = fault {
+            self.fail(&mut complete);
+            return Err(err);
+        }
+        let outcome = if done > 0 {
+            Outcome::Work
+        } else {
+            self.stats.spurious_events = self.stats.spurious_events.wrapping_add(1);
+            Outcome::Spurious
+        };
+        Ok(Progress {
+            done,
+            more,
+            eoi: self.throttle.on_event(now, outcome),
+        })
+    }
+
+    /// Fails the device: every outstanding request completes with `Error`, every grant is
+    /// revoked or deferred. Idempotent. Also what the glue calls to close.
+    pub fn fail(&mut self, mut complete: impl FnMut(Completion, &ReadData<'_, Pg<P>>)) {
+        self.failed = true;
+        for (slot, entry) in self.table.iter_mut().enumerate() {
+            if let Some(live) = entry.live.take() {
+                let id = (u64::from(entry.generation) << 32) | u64::try_from(slot).unwrap_or(0);
+                let mut pages = live.pages;
+                revoke_into(&self.env, &mut self.stats, &mut pages);
+                self.stats.aborted = self.stats.aborted.wrapping_add(1);
+                let data = ReadData {
+                    pages: &empty_pages(),
+                    bytes: 0,
+                };
+                complete(
+                    Completion {
+                        ticket: Ticket(id),
+                        op: live.op,
+                        status: Status::Error,
+                    },
+                    &data,
+                );
+            }
+        }
+        self.nr_free = 0;
+    }
+}
+
+fn empty_pages<Pg>() -> [Option<(GrantRef, Pg)>; MAX_SEGMENTS_PER_REQUEST] {
+    core::array::from_fn(|_| None)
+}
+
+/// Checks a response against the table; on success takes the request out of it.
+fn check<Pg>(
+    table: &mut [Entry<Pg>],
+    rsp: &wire::Response,
+) -> Result<(usize, Live<Pg>, Status), ResponseFault> {
+    let id = rsp.id;
+    let slot = usize::try_from(id & 0xffff_ffff).map_err(|_| ResponseFault::BadId(id))?;
+    let generation = u32::try_from(id >> 32).map_err(|_| ResponseFault::BadId(id))?;
+    let entry = table.get_mut(slot).ok_or(ResponseFault::BadId(id))?;
+    let op = match &entry.live {
+        Some(live) if entry.generation == generation => live.op,
+        _ => return Err(ResponseFault::NotOutstanding(id)),
+    };
+    if rsp.operation != u8::from(op) {
+        return Err(ResponseFault::WrongOperation {
+            id,
+            operation: rsp.operation,
+        });
+    }
+    let status =
+        Status::try_from(rsp.status).map_err(|_| ResponseFault::UnknownStatus(rsp.status))?;
+    let live = entry.live.take().ok_or(ResponseFault::NotOutstanding(id))?;
+    Ok((slot, live, status))
+}
+
+/// Completes a checked request: revoke its grants first, then hand the data over, then free
+/// the pages (or defer those the backend still maps).
+fn finish<P: GrantOps>(
+    env: &P,
+    stats: &mut FrontStats,
+    id: u64,
+    live: Live<P::Page>,
+    status: Status,
+    complete: &mut impl FnMut(Completion, &ReadData<'_, P::Page>),
+) {
+    let Live {
+        op,
+        mut pages,
+        bytes,
+    } = live;
+    // A page the backend no longer maps cannot change under us once its grant is ended. A
+    // page it still maps is read all the same (a backend can only spoil its own guest's data)
+    // and then deferred, never freed.
+    let mut still_mapped = [false; MAX_SEGMENTS_PER_REQUEST];
+    for (p, still) in pages.iter().zip(still_mapped.iter_mut()) {
+        if let Some((gref, _)) = p {
+            *still = env.end_access(*gref) == EndAccess::StillMapped;
+        }
+    }
+    let data = ReadData {
+        pages: &pages,
+        bytes: if status == Status::Okay { bytes } else { 0 },
+    };
+    complete(
+        Completion {
+            ticket: Ticket(id),
+            op,
+            status,
+        },
+        &data,
+    );
+    for (p, still) in pages.iter_mut().zip(still_mapped) {
+        if let Some((gref, page)) = p.take() {
+            if still {
+                stats.deferred_frees = stats.deferred_frees.wrapping_add(1);
+                env.defer_free(gref, page);
+            }
+        }
+    }
+}
+
+/// Ends every grant in `pages`; a page the backend still maps goes to `defer_free`.
+fn revoke_into<P: GrantOps>(
+    env: &P,
+    stats: &mut FrontStats,
+    pages: &mut [Option<(GrantRef, P::Page)>; MAX_SEGMENTS_PER_REQUEST],
+) {
+    for p in pages.iter_mut() {
+        if let Some((gref, page)) = p.take() {
+            match env.end_access(gref) {
+                EndAccess::Ended => drop(page),
+                EndAccess::StillMapped => {
+                    stats.deferred_frees = stats.deferred_frees.wrapping_add(1);
+                    env.defer_free(gref, page);
+                }
+            }
+        }
+    }
+}

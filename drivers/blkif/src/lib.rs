@@ -1,0 +1,68 @@
+//! The blkif block-device protocol (`io/blkif.h`): request validation and the backend and
+//! frontend engines, shared by the kernel modules and the host simulator.
+//!
+//! # What is here
+//!
+//! - [`abi`]: the two request layouts a backend serves, `x86_64-abi` (native, 112-byte slots)
+//!   and `x86_32-abi` (108-byte slots, `id` at offset 4), and the conversion of a 32-bit slot
+//!   to the native request.
+//! - [`parse`]: [`Request::parse`](parse::Request::parse), which checks a request copied out
+//!   of the ring against the device's [`Limits`](parse::Limits) before anything else happens:
+//!   operation known and offered, 1 to 11 segments (0 only for a flush or barrier), indirect
+//!   segments within the negotiated maximum (at most 256) and at most 8 indirect pages,
+//!   `first_sect <= last_sect <= 7`, `sector + sectors <= capacity` with checked arithmetic,
+//!   writes, flushes and discards refused on a read-only disk, and the grant access each
+//!   operation needs (a read fills guest pages, so it needs a writable mapping).
+//! - [`BlkBack`]: the backend engine, generic over the ring memory, grants
+//!   (`xen_grant::GrantOps`), event channels (`xen_evtchn::EvtchnOps`) and a [`Storage`].
+//!   Budgeted batches, grant maps in batches of [`back::MAP_BATCH`] with per-slot results (a
+//!   failed slot fails its request only; whatever mapped is unmapped), persistent grants in a
+//!   bounded clock cache, late EOI for spurious events, disconnect on a broken ring.
+//! - [`BlkFront`]: the frontend engine: reads, writes, flushes and discards in zeroed granted
+//!   pages, ids `generation << 32 | slot` in a fixed table, each response copied once and
+//!   checked (id in range and outstanding, operation matches, status known; anything else
+//!   fails the device), grants revoked before pages are freed (deferred while still mapped).
+//! - [`VecDisk`] (feature `std`): an in-memory [`Storage`] for tests and fuzzing.
+//!
+//! # Not here (yet)
+//!
+//! The XenBus handshake (keys, states) is the glue's: it uses `xen_core::feature::blkif` to
+//! negotiate and hands the engines a mapped (or granted) ring and a bound port. Storage is
+//! synchronous; multiple queues are one engine per queue.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+#[cfg(all(feature = "std", not(test)))]
+extern crate std;
+
+pub mod abi;
+pub mod back;
+pub mod cache;
+pub mod front;
+pub mod parse;
+pub mod storage;
+
+pub use abi::Abi;
+pub use back::{BackConfig, BackStats, BlkBack};
+pub use front::{BlkFront, Completion, FrontConfig, FrontStats, ResponseFault, SubmitError};
+pub use parse::{Invalid, Limits, Sector};
+#[cfg(any(test, feature = "std"))]
+pub use storage::VecDisk;
+pub use storage::{IoError, Storage};
+pub use xen_echo::Progress;
+
+use xen_evtchn::EvtchnError;
+use xen_ring::RingError;
+
+/// Why an engine call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The peer broke the ring (impossible index): the engine disconnected.
+    Ring(RingError),
+    /// An event-channel operation failed.
+    Evtchn(EvtchnError),
+    /// The engine is disconnected (after a broken ring, a bad response, or on request).
+    Disconnected,
+    /// The backend sent a response that breaks the protocol: the device failed.
+    Response(ResponseFault),
+}
