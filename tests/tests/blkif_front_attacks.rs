@@ -1,0 +1,302 @@
+//! A hostile blkif backend against the xen-blkif frontend engine, one test per attack.
+//!
+//! The backend here is the test: it maps the frontend's ring as a raw `BackRing` and answers
+//! (or mis-answers) as it likes. Each test checks the attack happened, then that the frontend
+//! failed cleanly: every request completed exactly once, no page freed while mapped.
+
+use xen_blkif::front::ReadData;
+use xen_blkif::{BlkFront, Completion, Error, FrontConfig, ResponseFault, Sector};
+use xen_echo::env::RingMemory;
+use xen_evtchn::{Eoi, Nanos};
+use xen_ring::{BackRing, RingError};
+use xen_sim::{Domain, MapOp, Mapping, Pages, Sim};
+use xen_sys::wire::blkif::{self as wire, Op, Status};
+use xen_sys::{DomId, GrantRef, Port};
+
+const D0: DomId = DomId::DOM0;
+const D1: DomId = DomId::new(1);
+
+type Front = BlkFront<Domain, Pages, 32>;
+type Back = BackRing<Mapping, [u8; 112], [u8; 16]>;
+type Done = Vec<(Completion, Vec<u8>)>;
+
+struct Rig {
+    sim: Sim,
+    fe: Domain,
+    be: Domain,
+    front: Front,
+    back: Back,
+    fport: Port,
+    ring_grefs: Vec<GrantRef>,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let sim = Sim::new();
+        let fe = sim.create_domain(1);
+        let be = sim.domain(0);
+        let ring = fe.alloc_ring(1).unwrap();
+        let ring_grefs = vec![fe.grant_ring_page(D0, &ring, 0).unwrap()];
+        let fport = fe.alloc_unbound(D0).unwrap();
+        let _bport = be.bind_interdomain(D1, fport).unwrap();
+        let front = BlkFront::new(fe.clone(), ring, D0, fport, FrontConfig::default()).unwrap();
+        let mapped = RingMemory::map_ring(&be, D1, &ring_grefs).unwrap();
+        let back = BackRing::attach(mapped).unwrap();
+        Rig {
+            sim,
+            fe,
+            be,
+            front,
+            back,
+            fport,
+            ring_grefs,
+        }
+    }
+
+    fn requests(&mut self) -> Vec<wire::Request> {
+        let mut out = Vec::new();
+        while let Some(r) = self.back.next_request().unwrap() {
+            out.push(wire::Request::from_bytes(&r));
+        }
+        out
+    }
+
+    fn answer(&mut self, id: u64, op: u8, status: i16) {
+        let mut r = wire::Response::ZERO;
+        r.id = id;
+        r.operation = op;
+        r.status = status;
+        self.back.queue_response(&r.to_bytes()).unwrap();
+        let _ = self.back.push_responses().unwrap();
+    }
+
+    fn event(&mut self, now: Nanos, done: &mut Done) -> Result<xen_blkif::Progress, Error> {
+        self.front
+            .handle_event(now, |c: Completion, data: &ReadData<'_, Pages>| {
+                let mut b = vec![0u8; data.len()];
+                assert!(data.copy_to(&mut b));
+                done.push((c, b));
+            })
+    }
+
+    /// Grants of the frontend other than the ring's.
+    fn data_grants(&self) -> u64 {
+        self.sim.live_grants(D1) - self.ring_grefs.len() as u64
+    }
+}
+
+fn submit_two_reads(rig: &mut Rig) -> Vec<wire::Request> {
+    rig.front.submit_read(Sector(0), 8).unwrap();
+    rig.front.submit_read(Sector(8), 16).unwrap();
+    rig.front.push().unwrap();
+    let reqs = rig.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(rig.data_grants(), 3);
+    reqs
+}
+
+/// After a fault: every request completed once with Error, every data grant revoked, the
+/// device refuses further work.
+fn assert_failed_cleanly(rig: &mut Rig, done: &Done, expected_aborts: usize) {
+    assert!(rig.front.is_failed());
+    let aborted = done
+        .iter()
+        .filter(|(c, _)| c.status == Status::Error)
+        .count();
+    assert_eq!(aborted, expected_aborts);
+    assert_eq!(rig.front.outstanding(), 0);
+    assert_eq!(rig.data_grants(), 0, "every data grant revoked");
+    assert_eq!(rig.sim.grant_stats().freed_while_mapped, 0);
+    assert_eq!(
+        rig.front.submit_flush(),
+        Err(xen_blkif::SubmitError::Failed)
+    );
+    let mut more = Vec::new();
+    assert_eq!(
+        rig.event(Nanos(0), &mut more).unwrap_err(),
+        Error::Disconnected
+    );
+    assert!(more.is_empty());
+}
+
+#[test]
+fn rejects_bogus_response_id() {
+    let mut rig = Rig::new();
+    let reqs = submit_two_reads(&mut rig);
+    // Slot 999 is outside the 32-entry table; the generation half is right.
+    let bogus = (reqs[0].id & !0xffff_ffff) | 999;
+    rig.answer(bogus, Op::Read.into(), 0);
+    let mut done = Vec::new();
+    let err = rig.event(Nanos(0), &mut done).unwrap_err();
+    assert_eq!(err, Error::Response(ResponseFault::BadId(bogus)));
+    assert_failed_cleanly(&mut rig, &done, 2);
+}
+
+#[test]
+fn rejects_duplicate_response() {
+    let mut rig = Rig::new();
+    let reqs = submit_two_reads(&mut rig);
+    rig.answer(reqs[0].id, Op::Read.into(), 0);
+    rig.answer(reqs[0].id, Op::Read.into(), 0);
+    let mut done = Vec::new();
+    let err = rig.event(Nanos(0), &mut done).unwrap_err();
+    assert_eq!(
+        err,
+        Error::Response(ResponseFault::NotOutstanding(reqs[0].id))
+    );
+    // The first answer completed its request; the second request was aborted.
+    assert_eq!(done.len(), 2);
+    assert_eq!(done[0].0.status, Status::Okay);
+    assert_eq!(done[0].0.ticket.0, reqs[0].id);
+    assert_eq!(done[0].1.len(), 4096);
+    assert_failed_cleanly(&mut rig, &done, 1);
+}
+
+#[test]
+fn rejects_stale_generation_wrong_operation_and_unknown_status() {
+    for case in 0..3 {
+        let mut rig = Rig::new();
+        let reqs = submit_two_reads(&mut rig);
+        let id = reqs[1].id;
+        let (rid, op, status, fault) = match case {
+            0 => (
+                id.wrapping_add(1 << 32),
+                0,
+                0,
+                ResponseFault::NotOutstanding(id.wrapping_add(1 << 32)),
+            ),
+            1 => (id, 1, 0, ResponseFault::WrongOperation { id, operation: 1 }),
+            _ => (id, 0, -3, ResponseFault::UnknownStatus(-3)),
+        };
+        rig.answer(rid, op, status);
+        let mut done = Vec::new();
+        let err = rig.event(Nanos(0), &mut done).unwrap_err();
+        assert_eq!(err, Error::Response(fault));
+        assert_failed_cleanly(&mut rig, &done, 2);
+    }
+}
+
+#[test]
+fn rejects_response_producer_overflow() {
+    let mut rig = Rig::new();
+    let reqs = submit_two_reads(&mut rig);
+    // rsp_prod past every request the front published.
+    rig.back.memory().write(8, &5u32.to_ne_bytes());
+    let mut b = [0u8; 4];
+    rig.back.memory().read(8, &mut b);
+    assert_eq!(u32::from_ne_bytes(b), 5);
+    let mut done = Vec::new();
+    let err = rig.event(Nanos(0), &mut done).unwrap_err();
+    assert!(matches!(err, Error::Ring(RingError::Broken(_))), "{err:?}");
+    assert_failed_cleanly(&mut rig, &done, reqs.len());
+}
+
+#[test]
+fn event_storm() {
+    let mut rig = Rig::new();
+    rig.sim.inject_events(D1, rig.fport, 50_000).unwrap();
+    assert!(rig.sim.port_stats(D1, rig.fport).unwrap().received >= 50_000);
+    let mut done = Vec::new();
+    let mut delayed = 0;
+    for i in 0..500u64 {
+        let now = Nanos(i * 1000);
+        let p = rig.event(now, &mut done).unwrap();
+        assert_eq!(p.done, 0);
+        if let Eoi::At(t) = p.eoi {
+            assert!(t.0 > now.0);
+            delayed += 1;
+        }
+    }
+    assert!(delayed > 400, "{delayed}");
+    assert_eq!(rig.front.stats().spurious_events, 500);
+    assert!(done.is_empty());
+    // Real responses still complete.
+    let reqs = submit_two_reads(&mut rig);
+    for r in &reqs {
+        rig.answer(r.id, r.operation, 0);
+    }
+    let p = rig.event(Nanos(1_000_000_000), &mut done).unwrap();
+    assert_eq!(p.done, 2);
+    assert_eq!(p.eoi, Eoi::Now);
+}
+
+#[test]
+fn page_still_mapped_at_free() {
+    let mut rig = Rig::new();
+    let data = vec![0xa5u8; 8192];
+    rig.front.submit_write(Sector(0), &data).unwrap();
+    rig.front.push().unwrap();
+    let reqs = rig.requests();
+    assert_eq!(reqs[0].nr_segments, 2);
+    let gref = GrantRef::new(reqs[0].seg[1].gref);
+    // The backend maps the second page and keeps it mapped after answering.
+    let kept = rig
+        .be
+        .map_grants(&[MapOp {
+            granter: D1,
+            gref,
+            writable: false,
+        }])
+        .pop()
+        .unwrap()
+        .unwrap();
+    let mut seen = vec![0u8; 4096];
+    assert!(kept.read(0, &mut seen));
+    assert_eq!(seen, data[4096..]);
+    assert!(rig.fe.is_mapped(gref));
+    rig.answer(reqs[0].id, reqs[0].operation, 0);
+    let mut done = Vec::new();
+    assert_eq!(rig.event(Nanos(0), &mut done).unwrap().done, 1);
+    assert_eq!(done[0].0.status, Status::Okay);
+    // The page was neither freed nor reused: it waits for the backend to let go.
+    assert_eq!(rig.front.stats().deferred_frees, 1);
+    assert_eq!(rig.fe.deferred_frees(), 1);
+    assert_eq!(rig.sim.grant_stats().freed_while_mapped, 0);
+    assert_eq!(rig.data_grants(), 1);
+    // New requests get fresh pages, not that one.
+    rig.front.submit_read(Sector(0), 8).unwrap();
+    rig.front.push().unwrap();
+    let again = rig.requests();
+    assert_ne!(GrantRef::new(again[0].seg[0].gref), gref);
+    // Once unmapped, the deferred free goes through.
+    drop(kept);
+    assert_eq!(rig.fe.retry_deferred().pending, 0);
+    assert_eq!(rig.fe.deferred_frees(), 0);
+    assert_eq!(rig.sim.grant_stats().freed_while_mapped, 0);
+}
+
+#[test]
+fn granted_pages_carry_only_the_request_data() {
+    let mut rig = Rig::new();
+    // A 1.5-page write: the tail of the second page must be zero, not stale memory.
+    let data = vec![0x3cu8; 4096 + 2048];
+    rig.front.submit_write(Sector(0), &data).unwrap();
+    rig.front.push().unwrap();
+    let req = rig.requests()[0];
+    assert_eq!((req.seg[1].first_sect, req.seg[1].last_sect), (0, 3));
+    let page = rig
+        .be
+        .map_grants(&[MapOp {
+            granter: D1,
+            gref: GrantRef::new(req.seg[1].gref),
+            writable: false,
+        }])
+        .pop()
+        .unwrap()
+        .unwrap();
+    let mut b = vec![0u8; 4096];
+    assert!(page.read(0, &mut b));
+    assert!(b[..2048].iter().all(|&x| x == 0x3c));
+    assert!(b[2048..].iter().all(|&x| x == 0));
+    // Writes are granted read-only.
+    assert!(rig
+        .be
+        .map_grants(&[MapOp {
+            granter: D1,
+            gref: GrantRef::new(req.seg[0].gref),
+            writable: true,
+        }])
+        .pop()
+        .unwrap()
+        .is_err());
+}
