@@ -23,6 +23,10 @@ pub struct FrontConfig {
     pub budget: u32,
     /// The storm policy for the port.
     pub throttle: ThrottleConfig,
+    /// Persistent grants negotiated: every data page is granted read-write, as a backend
+    /// keeping persistent mappings maps them writable whatever the operation. (Pages are not
+    /// yet reused across requests.)
+    pub persistent: bool,
 }
 
 impl Default for FrontConfig {
@@ -30,6 +34,7 @@ impl Default for FrontConfig {
         FrontConfig {
             budget: 64,
             throttle: ThrottleConfig::DEFAULT,
+            persistent: false,
         }
     }
 }
@@ -145,9 +150,16 @@ struct Live<Pg> {
     bytes: usize,
 }
 
+/// The pages of one request.
+type PageSet<Pg> = [Option<(GrantRef, Pg)>; MAX_SEGMENTS_PER_REQUEST];
+
 struct Entry<Pg> {
     generation: u32,
     live: Option<Live<Pg>>,
+    /// With persistent grants: the pages this slot's last request used, still granted
+    /// read-write, for the next request in this slot. So at most `N * 11` pages stay granted,
+    /// like Linux's per-ring pool.
+    spare: PageSet<Pg>,
 }
 
 /// The frontend of one blkif ring, with at most `N` requests outstanding.
@@ -167,6 +179,7 @@ pub struct BlkFront<P: GrantOps, M, const N: usize> {
     free: [u16; N],
     nr_free: usize,
     budget: u32,
+    persistent: bool,
     throttle: Throttle,
     failed: bool,
     stats: FrontStats,
@@ -201,11 +214,13 @@ where
             table: core::array::from_fn(|_| Entry {
                 generation: 0,
                 live: None,
+                spare: empty_pages(),
             }),
             // Hand out low slots first.
             free: core::array::from_fn(|i| u16::try_from(n.saturating_sub(i + 1)).unwrap_or(0)),
             nr_free: n,
             budget: config.budget.max(1),
+            persistent: config.persistent,
             throttle: Throttle::new(config.throttle),
             failed: false,
             stats: FrontStats::default(),
@@ -230,6 +245,14 @@ where
     /// Requests outstanding.
     pub fn outstanding(&self) -> usize {
         self.table.iter().filter(|e| e.live.is_some()).count()
+    }
+
+    /// Granted pages kept for reuse (persistent grants).
+    pub fn pooled_pages(&self) -> usize {
+        self.table
+            .iter()
+            .map(|e| e.spare.iter().filter(|p| p.is_some()).count())
+            .sum()
     }
 
     /// Whether the device failed (or was closed).
@@ -326,7 +349,7 @@ where
         data: Option<&[u8]>,
     ) -> Result<Ticket, SubmitError> {
         let (slot, id) = self.reserve()?;
-        let access = if op == Op::Read {
+        let access = if op == Op::Read || self.persistent {
             Access::ReadWrite
         } else {
             Access::ReadOnly
@@ -344,7 +367,7 @@ where
                 break;
             }
             let here = left.min(4096);
-            match self.grant_page(access, data, i, here) {
+            match self.grant_page(slot, access, data, i, here) {
                 Ok((gref, page)) => {
                     seg.gref = gref.raw();
                     seg.first_sect = 0;
@@ -378,13 +401,26 @@ where
     /// A fresh page, zeroed, with `data[index * 4096..][..len]` copied in, granted.
     fn grant_page(
         &mut self,
+        slot: usize,
         access: Access,
         data: Option<&[u8]>,
         index: usize,
         len: usize,
     ) -> Result<(GrantRef, Pg<P>), SubmitError> {
-        let mut page = self.env.alloc_page().ok_or(SubmitError::NoMemory)?;
-        // Zero the whole page before sharing it: no stale kernel data reaches the backend.
+        let pooled = if self.persistent {
+            self.table
+                .get_mut(slot)
+                .and_then(|e| e.spare.iter_mut().find_map(Option::take))
+        } else {
+            None
+        };
+        let (granted, mut page) = match pooled {
+            Some((gref, page)) => (Some(gref), page),
+            None => (None, self.env.alloc_page().ok_or(SubmitError::NoMemory)?),
+        };
+        // Zero the whole page before sharing it: no stale kernel data reaches the backend
+        // (a pooled page is zeroed again: it only ever held this backend's data, but the
+        // request must carry nothing but its own).
         self.env.zero_page(&mut page);
         if let Some(data) = data {
             let chunk = data
@@ -394,6 +430,9 @@ where
             if !page.write_bytes(0, chunk) {
                 return Err(SubmitError::NoMemory);
             }
+        }
+        if let Some(gref) = granted {
+            return Ok((gref, page));
         }
         let gref = self
             .env
@@ -453,9 +492,15 @@ where
                     match check(&mut self.table, &rsp) {
                         Ok((slot, live, status)) => {
                             done += 1;
+                            let pool = if self.persistent {
+                                self.table.get_mut(slot).map(|e| &mut e.spare)
+                            } else {
+                                None
+                            };
                             finish(
                                 &self.env,
                                 &mut self.stats,
+                                pool,
                                 rsp.id,
                                 live,
                                 status,
@@ -527,6 +572,9 @@ where
                 );
             }
         }
+        for entry in self.table.iter_mut() {
+            revoke_into(&self.env, &mut self.stats, &mut entry.spare);
+        }
         self.nr_free = 0;
     }
 }
@@ -565,6 +613,7 @@ fn check<Pg>(
 fn finish<P: GrantOps>(
     env: &P,
     stats: &mut FrontStats,
+    mut pool: Option<&mut PageSet<P::Page>>,
     id: u64,
     live: Live<P::Page>,
     status: Status,
@@ -580,6 +629,10 @@ fn finish<P: GrantOps>(
     // and then deferred, never freed.
     let mut still_mapped = [false; MAX_SEGMENTS_PER_REQUEST];
     for (p, still) in pages.iter().zip(still_mapped.iter_mut()) {
+        // Pooled (persistent) pages stay granted.
+        if pool.is_some() {
+            break;
+        }
         if let Some((gref, _)) = p {
             *still = env.end_access(*gref) == EndAccess::StillMapped;
         }
@@ -597,11 +650,30 @@ fn finish<P: GrantOps>(
         &data,
     );
     for (p, still) in pages.iter_mut().zip(still_mapped) {
-        if let Some((gref, page)) = p.take() {
-            if still {
-                stats.deferred_frees = stats.deferred_frees.wrapping_add(1);
-                env.defer_free(gref, page);
-            }
+        let Some(entry) = p.take() else {
+            continue;
+        };
+        let (gref, page, still) = match pool.as_mut() {
+            Some(pool) => match pool.iter_mut().find(|p| p.is_none()) {
+                Some(free) => {
+                    *free = Some(entry);
+                    continue;
+                }
+                None => {
+                    // Cannot happen (a request has at most as many pages as a spare set);
+                    // revoke rather than leak.
+                    let (gref, page) = entry;
+                    let ended = env.end_access(gref) == EndAccess::Ended;
+                    (gref, page, !ended)
+                }
+            },
+            None => (entry.0, entry.1, still),
+        };
+        if still {
+            stats.deferred_frees = stats.deferred_frees.wrapping_add(1);
+            env.defer_free(gref, page);
+        } else {
+            drop((gref, page));
         }
     }
 }

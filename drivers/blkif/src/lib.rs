@@ -7,7 +7,7 @@
 //!   and `x86_32-abi` (108-byte slots, `id` at offset 4), and the conversion of a 32-bit slot
 //!   to the native request.
 //! - [`parse`]: [`Request::parse`](parse::Request::parse), which checks a request copied out
-//!   of the ring against the device's [`Limits`](parse::Limits) before anything else happens:
+//!   of the ring against the device's [`Limits`] before anything else happens:
 //!   operation known and offered, 1 to 11 segments (0 only for a flush or barrier), indirect
 //!   segments within the negotiated maximum (at most 256) and at most 8 indirect pages,
 //!   `first_sect <= last_sect <= 7`, `sector + sectors <= capacity` with checked arithmetic,
@@ -22,7 +22,7 @@
 //!   pages, ids `generation << 32 | slot` in a fixed table, each response copied once and
 //!   checked (id in range and outstanding, operation matches, status known; anything else
 //!   fails the device), grants revoked before pages are freed (deferred while still mapped).
-//! - [`VecDisk`] (feature `std`): an in-memory [`Storage`] for tests and fuzzing.
+//! - `VecDisk` (feature `std`): an in-memory [`Storage`] for tests and fuzzing.
 //!
 //! # Not here (yet)
 //!

@@ -1,7 +1,7 @@
 //! The disk a backend serves, as a small trait, and an in-memory disk for host tests.
 //!
 //! The kernel glue implements [`Storage`] with bios on a block device; the simulator tests use
-//! [`VecDisk`] (feature `std`). Calls are synchronous here: the engine finishes a request
+//! `VecDisk` (feature `std`). Calls are synchronous here: the engine finishes a request
 //! before it answers it.
 
 use crate::parse::Sector;
