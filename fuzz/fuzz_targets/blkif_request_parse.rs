@@ -10,7 +10,9 @@
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use xen_blkif::abi::x86_32;
-use xen_blkif::parse::{check_segments, Body, Direction, Request, Segment, Segments};
+use xen_blkif::parse::{
+    check_segments, response_operation, Body, Direction, Request, Segment, Segments,
+};
 use xen_blkif::Limits;
 use xen_sys::wire::blkif as wire;
 
@@ -36,7 +38,7 @@ fn check(w: &wire::Request, limits: &Limits, indirect: &[wire::Segment]) {
     let Ok(req) = Request::parse(w, limits) else {
         return;
     };
-    assert_eq!((req.id, req.operation), (w.id, w.operation));
+    assert_eq!((req.id, req.operation), (w.id, response_operation(w)));
     match req.body {
         Body::Discard {
             sector,

@@ -97,7 +97,13 @@ impl Rig {
         let rsps = self.responses();
         assert_eq!(rsps.len(), 1);
         assert_eq!(rsps[0].id, req.id);
-        assert_eq!(rsps[0].operation, req.operation);
+        // Indirect requests are answered with their inner operation (as Linux does).
+        let op = if req.operation == u8::from(Op::Indirect) {
+            req.to_indirect().indirect_op
+        } else {
+            req.operation
+        };
+        assert_eq!(rsps[0].operation, op);
         rsps[0].status
     }
 

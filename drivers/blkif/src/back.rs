@@ -20,6 +20,8 @@ pub const MAP_BATCH: usize = 16;
 const PAGE: usize = 4096;
 /// The most segments one request can carry here.
 const MAX_SEGS: usize = parse::MAX_INDIRECT_SEGMENTS as usize;
+// `From` is not usable in a constant; the widening above is lossless.
+const _: () = assert!(MAX_SEGS == 256);
 
 /// How a backend is set up: what it offers and how hard it works per event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -322,7 +324,7 @@ where
         self.stats.requests = self.stats.requests.wrapping_add(1);
         let mut rsp = wire::Response::ZERO;
         rsp.id = req.id;
-        rsp.operation = req.operation;
+        rsp.operation = parse::response_operation(req);
         let status = match parse::Request::parse(req, &self.limits) {
             Err(invalid) => self.refuse(invalid),
             Ok(valid) => match self.execute(&valid.body) {
@@ -384,7 +386,10 @@ where
         let mut start = 0usize;
         while start < n {
             let end = n.min(start + MAP_BATCH);
-            let mut chunk = [self.segs[0]; MAP_BATCH];
+            let Some(&first) = self.segs.first() else {
+                return Ok(());
+            };
+            let mut chunk = [first; MAP_BATCH];
             let k = end - start;
             for (dst, src) in chunk
                 .iter_mut()

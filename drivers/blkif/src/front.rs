@@ -15,6 +15,8 @@ use xen_sys::{DomId, GrantRef, Port};
 const SECTOR: usize = 512;
 /// Most sectors in one direct request (11 full pages).
 pub const MAX_SECTORS_PER_REQUEST: u32 = (MAX_SEGMENTS_PER_REQUEST * 8) as u32;
+// `TryFrom` is not usable in a constant; 88 fits.
+const _: () = assert!(MAX_SECTORS_PER_REQUEST == 88);
 
 /// How a frontend is set up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -254,7 +254,7 @@ pub enum Body {
 pub struct Request {
     /// The frontend's cookie, echoed in the response.
     pub id: u64,
-    /// The raw operation byte, echoed in the response.
+    /// The operation byte to echo in the response ([`response_operation`]).
     pub operation: u8,
     /// What to do.
     pub body: Body,
@@ -310,9 +310,20 @@ impl Request {
         };
         Ok(Request {
             id: wire.id,
-            operation: wire.operation,
+            operation: response_operation(wire),
             body,
         })
+    }
+}
+
+/// The operation a response to `wire` carries: the request's, except that an indirect request
+/// is answered with its inner operation (`indirect_op`), as Linux's blkback does and its
+/// blkfront checks.
+pub fn response_operation(wire: &wire::Request) -> u8 {
+    if wire.operation == u8::from(Op::Indirect) {
+        wire.to_indirect().indirect_op
+    } else {
+        wire.operation
     }
 }
 
