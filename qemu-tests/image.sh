@@ -60,12 +60,21 @@ cp "$here/domu-init.sh" "$out/domu-root/init"
 stage "image: domU ($(du -h "$out/domu.cpio.gz" | cut -f1))" "$t1"
 
 t2=$(now)
+# xs-interop (tests/src/bin): our XenStore client against the real xenstored, for xenstore-interop.
+(cd "$ROOT" && cargo build --release -q -p xen-sim --bin xs-interop) || { echo "image: xs-interop build failed" >&2; exit 1; }
 r=$out/dom0-root
 common_root "$r"
 X=/usr/lib/xen-4.17/bin
 copy_bin "$r" $X/xl $X/xenstored $X/xenconsoled $X/xen-init-dom0 $X/libxl-save-helper \
     /usr/bin/xenstore /usr/lib/x86_64-linux-gnu/libgcc_s.so.1 /usr/bin/fio
 for t in read write rm ls list exists chmod watch control; do ln -sf xenstore "$r/usr/bin/xenstore-$t"; done
+# xs-interop (built above): copied to a stable path, plus any library the tools did not bring.
+if [ -e "$ROOT/target/release/xs-interop" ]; then
+    cp "$ROOT/target/release/xs-interop" "$r/usr/bin/xs-interop"
+    ldd "$r/usr/bin/xs-interop" | awk '/=> \// {print $3}' | while read -r lib; do
+        [ -e "$r$lib" ] || { mkdir -p "$r$(dirname "$lib")" && cp -L "$lib" "$r$lib"; }
+    done
+fi
 # xl and xenstored look for these.
 mkdir -p "$r"/var/lib/xen "$r"/var/lib/xenstored "$r"/var/log/xen/console "$r"/boot \
     "$r"/etc/xen/scripts
