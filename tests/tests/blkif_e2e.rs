@@ -42,12 +42,17 @@ impl Rng {
     }
 }
 
-type Front = BlkFront<Domain, Pages, 256>;
+type Front<const S: usize> = BlkFront<Domain, Pages, 256, S>;
 type Back = BlkBack<Domain, VecDisk, Mapping, 2048>;
 type Done = Vec<(Completion, Vec<u8>)>;
 
 /// A frontend domain and dom0's backend on a ring of `2^order` pages.
-fn pair(order: u32, sectors: u64, persistent: bool) -> (Sim, Front, Back) {
+fn pair<const S: usize>(
+    order: u32,
+    sectors: u64,
+    persistent: bool,
+    indirect: u16,
+) -> (Sim, Front<S>, Back) {
     let sim = Sim::new();
     let fe = sim.create_domain(1);
     let be = sim.domain(0);
@@ -60,6 +65,7 @@ fn pair(order: u32, sectors: u64, persistent: bool) -> (Sim, Front, Back) {
     let bport = be.bind_interdomain(D1, fport).unwrap();
     let fcfg = FrontConfig {
         persistent,
+        max_indirect_segments: indirect,
         ..FrontConfig::default()
     };
     let front = BlkFront::new(fe.clone(), ring, D0, fport, fcfg).unwrap();
@@ -75,7 +81,7 @@ fn pair(order: u32, sectors: u64, persistent: bool) -> (Sim, Front, Back) {
 }
 
 /// Runs both engines until neither has anything left to do.
-fn pump(front: &mut Front, back: &mut Back, done: &mut Done) {
+fn pump<const S: usize>(front: &mut Front<S>, back: &mut Back, done: &mut Done) {
     loop {
         let b = back.handle_event(Nanos(0)).unwrap();
         let f = front
@@ -91,10 +97,12 @@ fn pump(front: &mut Front, back: &mut Back, done: &mut Done) {
     }
 }
 
-fn whole_disk_round_trip(order: u32, persistent: bool) {
+fn whole_disk_round_trip<const S: usize>(order: u32, persistent: bool, indirect: u16) {
     const SECTORS: u64 = 16 * 2048; // 16 MiB
-    const CHUNK: u64 = 88; // 11 pages per request
-    let (sim, mut front, mut back) = pair(order, SECTORS, persistent);
+    let (sim, mut front, mut back) = pair::<S>(order, SECTORS, persistent, indirect);
+    // 11 pages per request, or up to the indirect maximum.
+    let chunk = u64::from(front.max_sectors());
+    assert_eq!(chunk, 8 * (S as u64).min(u64::from(indirect).max(11)));
     assert_eq!(front.ring_entries(), 32 << order);
     let mut pattern = vec![0u8; (SECTORS * 512) as usize];
     Rng(0x9e37_79b9_7f4a_7c15 ^ u64::from(order)).fill(&mut pattern);
@@ -103,7 +111,7 @@ fn whole_disk_round_trip(order: u32, persistent: bool) {
     // Write the whole disk, as many requests in flight as the ring takes.
     let mut sector = 0u64;
     while sector < SECTORS {
-        let n = CHUNK.min(SECTORS - sector);
+        let n = chunk.min(SECTORS - sector);
         let at = (sector * 512) as usize;
         match front.submit_write(Sector(sector), &pattern[at..at + (n * 512) as usize]) {
             Ok(_) => sector += n,
@@ -115,6 +123,8 @@ fn whole_disk_round_trip(order: u32, persistent: bool) {
             Err(e) => panic!("{e:?}"),
         }
     }
+    front.push().unwrap();
+    pump(&mut front, &mut back, &mut done);
     front.submit_flush().unwrap();
     front.push().unwrap();
     pump(&mut front, &mut back, &mut done);
@@ -136,7 +146,7 @@ fn whole_disk_round_trip(order: u32, persistent: bool) {
     let mut tickets = std::collections::HashMap::new();
     let mut sector = 0u64;
     while sector < SECTORS {
-        let n = CHUNK.min(SECTORS - sector);
+        let n = chunk.min(SECTORS - sector);
         match front.submit_read(Sector(sector), n as u32) {
             Ok(t) => {
                 tickets.insert(t, sector);
@@ -185,6 +195,8 @@ fn whole_disk_round_trip(order: u32, persistent: bool) {
     );
     let b = back.stats();
     assert_eq!((b.invalid, b.map_failures, b.io_errors), (0, 0, 0));
+    // Requests over 11 pages went through indirect pages.
+    assert_eq!(b.indirect > 0, S > 11, "{b:?}");
     if persistent {
         assert!(pooled > 0 && pooled <= 256 * 11, "{pooled}");
         assert!(back.persistent_grants() > 0 && back.persistent_grants() <= 2048);
@@ -221,12 +233,19 @@ fn with_big_stack(f: impl FnOnce() + Send + 'static) {
 
 #[test]
 fn whole_disk_random_pattern_reads_back_equal_on_a_16_page_ring() {
-    with_big_stack(|| whole_disk_round_trip(4, false));
+    with_big_stack(|| whole_disk_round_trip::<11>(4, false, 0));
 }
 
 #[test]
 fn whole_disk_random_pattern_reads_back_equal_with_persistent_grants() {
-    with_big_stack(|| whole_disk_round_trip(2, true));
+    with_big_stack(|| whole_disk_round_trip::<11>(2, true, 0));
+}
+
+#[test]
+fn whole_disk_random_pattern_reads_back_equal_with_indirect_descriptors() {
+    // Linux's blkfront default: 32 indirect segments (128 KiB requests).
+    with_big_stack(|| whole_disk_round_trip::<32>(1, false, 32));
+    with_big_stack(|| whole_disk_round_trip::<32>(0, true, 32));
 }
 
 /// A raw frontend (the test) writing x86_32 or indirect requests by hand.

@@ -73,6 +73,8 @@ pub struct BackStats {
     pub io_errors: u64,
     /// Data segments transferred.
     pub segments: u64,
+    /// Requests whose segments came from indirect pages.
+    pub indirect: u64,
     /// Segments served from the persistent-grant cache.
     pub persistent_hits: u64,
     /// Grant mappings made (data and indirect pages).
@@ -410,6 +412,7 @@ where
         let parse::Segments::Indirect { count, .. } = t.segments else {
             return Ok(0);
         };
+        self.stats.indirect = self.stats.indirect.wrapping_add(1);
         let grefs = t.segments.indirect_grefs();
         let mut reqs = [MapRequest {
             domid: self.front,

@@ -8,7 +8,10 @@ use xen_echo::Progress;
 use xen_evtchn::{EvtchnOps, Nanos, Outcome, Throttle, ThrottleConfig};
 use xen_grant::{Access, AccessError, EndAccess, GrantOps};
 use xen_ring::{FrontRing, RingError, SharedMemory};
-use xen_sys::wire::blkif::{self as wire, DiscardFlags, Op, Status, MAX_SEGMENTS_PER_REQUEST};
+use xen_sys::wire::blkif::{
+    self as wire, DiscardFlags, Op, Status, MAX_INDIRECT_PAGES_PER_REQUEST,
+    MAX_SEGMENTS_PER_REQUEST, SEGMENTS_PER_INDIRECT_FRAME,
+};
 use xen_sys::{DomId, GrantRef, Port};
 
 /// Bytes in a sector on the ring.
@@ -26,9 +29,13 @@ pub struct FrontConfig {
     /// The storm policy for the port.
     pub throttle: ThrottleConfig,
     /// Persistent grants negotiated: every data page is granted read-write, as a backend
-    /// keeping persistent mappings maps them writable whatever the operation. (Pages are not
-    /// yet reused across requests.)
+    /// keeping persistent mappings maps them writable whatever the operation; each table
+    /// slot keeps its pages granted for its next request.
     pub persistent: bool,
+    /// Indirect segments per request, as negotiated (the backend's
+    /// `feature-max-indirect-segments`, capped by what we want). Above 11, requests larger
+    /// than 11 pages go through indirect pages, up to this many pages and the engine's `S`.
+    pub max_indirect_segments: u16,
 }
 
 impl Default for FrontConfig {
@@ -37,6 +44,7 @@ impl Default for FrontConfig {
             budget: 64,
             throttle: ThrottleConfig::DEFAULT,
             persistent: false,
+            max_indirect_segments: 0,
         }
     }
 }
@@ -114,7 +122,7 @@ pub struct Completion {
 
 /// The data pages of a completed read, readable once their grants are revoked.
 pub struct ReadData<'a, Pg> {
-    pages: &'a [Option<(GrantRef, Pg)>; MAX_SEGMENTS_PER_REQUEST],
+    pages: &'a [Option<(GrantRef, Pg)>],
     bytes: usize,
 }
 
@@ -146,25 +154,33 @@ impl<Pg: PageBytes> ReadData<'_, Pg> {
     }
 }
 
-struct Live<Pg> {
+/// Granted pages, each with its grant.
+type PageSet<Pg, const K: usize> = [Option<(GrantRef, Pg)>; K];
+
+/// The indirect pages of one request.
+type IndirectPages<Pg> = PageSet<Pg, MAX_INDIRECT_PAGES_PER_REQUEST>;
+
+struct Live<Pg, const S: usize> {
+    /// The operation the response must carry (an indirect request's inner one).
     op: Op,
-    pages: [Option<(GrantRef, Pg)>; MAX_SEGMENTS_PER_REQUEST],
+    pages: PageSet<Pg, S>,
+    /// The pages holding the segment descriptors of an indirect request.
+    indirect: IndirectPages<Pg>,
     bytes: usize,
 }
 
-/// The pages of one request.
-type PageSet<Pg> = [Option<(GrantRef, Pg)>; MAX_SEGMENTS_PER_REQUEST];
-
-struct Entry<Pg> {
+struct Entry<Pg, const S: usize> {
     generation: u32,
-    live: Option<Live<Pg>>,
-    /// With persistent grants: the pages this slot's last request used, still granted
-    /// read-write, for the next request in this slot. So at most `N * 11` pages stay granted,
+    live: Option<Live<Pg, S>>,
+    /// With persistent grants: the data pages this slot's last request used, still granted
+    /// read-write, for the next request in this slot. So at most `N * S` pages stay granted,
     /// like Linux's per-ring pool.
-    spare: PageSet<Pg>,
+    spare: PageSet<Pg, S>,
 }
 
-/// The frontend of one blkif ring, with at most `N` requests outstanding.
+/// The frontend of one blkif ring, with at most `N` requests outstanding of at most `S`
+/// segments (pages) each: 11 fit in a ring slot, more need indirect descriptors
+/// ([`FrontConfig::max_indirect_segments`]).
 ///
 /// The glue allocates and grants the ring (order from negotiation), allocates the port, and
 /// hands both over with [`new`](Self::new). It queues I/O with the `submit_*` calls, publishes
@@ -172,16 +188,18 @@ struct Entry<Pg> {
 /// fires. A response that breaks the protocol fails the device: every outstanding request
 /// completes with `Error`, every grant is revoked (pages the backend still maps are deferred,
 /// never freed), and every later call returns [`Error::Disconnected`].
-pub struct BlkFront<P: GrantOps, M, const N: usize> {
+pub struct BlkFront<P: GrantOps, M, const N: usize, const S: usize = MAX_SEGMENTS_PER_REQUEST> {
     env: P,
     ring: FrontRing<M, NativeSlot, NativeResponse>,
     backend: DomId,
     port: Port,
-    table: [Entry<P::Page>; N],
+    table: [Entry<P::Page, S>; N],
     free: [u16; N],
     nr_free: usize,
     budget: u32,
     persistent: bool,
+    /// Segments per request: up to 11 direct, more through indirect pages.
+    max_segments: usize,
     throttle: Throttle,
     failed: bool,
     stats: FrontStats,
@@ -190,7 +208,7 @@ pub struct BlkFront<P: GrantOps, M, const N: usize> {
 /// The page type of a platform.
 type Pg<P> = <P as GrantOps>::Page;
 
-impl<P, M, const N: usize> BlkFront<P, M, N>
+impl<P, M, const N: usize, const S: usize> BlkFront<P, M, N, S>
 where
     P: GrantOps + EvtchnOps + PageAlloc<Page = <P as GrantOps>::Page>,
     <P as GrantOps>::Page: PageBytes,
@@ -223,6 +241,7 @@ where
             nr_free: n,
             budget: config.budget.max(1),
             persistent: config.persistent,
+            max_segments: max_segments(config.max_indirect_segments, S),
             throttle: Throttle::new(config.throttle),
             failed: false,
             stats: FrontStats::default(),
@@ -257,26 +276,30 @@ where
             .sum()
     }
 
+    /// The largest request in 512-byte sectors (8 per segment).
+    pub fn max_sectors(&self) -> u32 {
+        u32::try_from(self.max_segments * 8).unwrap_or(u32::MAX)
+    }
+
     /// Whether the device failed (or was closed).
     pub fn is_failed(&self) -> bool {
         self.failed
     }
 
-    /// Queues a read of `sectors` (1 to 88) sectors from `sector`.
+    /// Queues a read of `sectors` (1 to [`max_sectors`](Self::max_sectors)) sectors from
+    /// `sector`.
     pub fn submit_read(&mut self, sector: Sector, sectors: u32) -> Result<Ticket, SubmitError> {
-        if sectors == 0 || sectors > MAX_SECTORS_PER_REQUEST {
+        if sectors == 0 || sectors > self.max_sectors() {
             return Err(SubmitError::BadLength);
         }
         let bytes = usize::try_from(sectors).map_err(|_| SubmitError::BadLength)? * SECTOR;
         self.submit_data(Op::Read, sector, bytes, None)
     }
 
-    /// Queues a write of `data` (a multiple of 512 bytes, at most 11 pages) at `sector`.
+    /// Queues a write of `data` (a multiple of 512 bytes, at most
+    /// [`max_sectors`](Self::max_sectors)) at `sector`.
     pub fn submit_write(&mut self, sector: Sector, data: &[u8]) -> Result<Ticket, SubmitError> {
-        if data.is_empty()
-            || data.len() % SECTOR != 0
-            || data.len() > MAX_SEGMENTS_PER_REQUEST * 4096
-        {
+        if data.is_empty() || data.len() % SECTOR != 0 || data.len() > self.max_segments * 4096 {
             return Err(SubmitError::BadLength);
         }
         self.submit_data(Op::Write, sector, data.len(), Some(data))
@@ -288,7 +311,13 @@ where
         let mut req = wire::Request::ZERO;
         req.operation = Op::FlushDiskcache.into();
         req.id = id;
-        self.commit(slot, req.to_bytes(), Op::FlushDiskcache, empty_pages(), 0)
+        let live = Live {
+            op: Op::FlushDiskcache,
+            pages: empty_pages(),
+            indirect: empty_pages(),
+            bytes: 0,
+        };
+        self.commit(slot, req.to_bytes(), live)
     }
 
     /// Queues a discard of `count` sectors from `sector`.
@@ -310,7 +339,13 @@ where
         d.sector_number = sector.0;
         d.nr_sectors = count;
         let req = wire::Request::from(d);
-        self.commit(slot, req.to_bytes(), Op::Discard, empty_pages(), 0)
+        let live = Live {
+            op: Op::Discard,
+            pages: empty_pages(),
+            indirect: empty_pages(),
+            bytes: 0,
+        };
+        self.commit(slot, req.to_bytes(), live)
     }
 
     /// Publishes the queued requests and notifies the backend if it asked.
@@ -350,30 +385,35 @@ where
         bytes: usize,
         data: Option<&[u8]>,
     ) -> Result<Ticket, SubmitError> {
+        let count = bytes.div_ceil(4096);
+        if count == 0 || count > self.max_segments {
+            return Err(SubmitError::BadLength);
+        }
         let (slot, id) = self.reserve()?;
         let access = if op == Op::Read || self.persistent {
             Access::ReadWrite
         } else {
             Access::ReadOnly
         };
-        let mut pages = empty_pages::<Pg<P>>();
-        let mut req = wire::Request::ZERO;
-        req.operation = op.into();
-        req.id = id;
-        req.sector_number = sector.0;
+        let mut live = Live {
+            op,
+            pages: empty_pages::<Pg<P>, S>(),
+            indirect: empty_pages(),
+            bytes: if op == Op::Read { bytes } else { 0 },
+        };
+        let mut descs = [wire::Segment::ZERO; S];
         let mut left = bytes;
-        let mut count = 0u8;
         let mut result = Ok(());
-        for (i, (page_slot, seg)) in pages.iter_mut().zip(req.seg.iter_mut()).enumerate() {
+        for (i, (page_slot, desc)) in live.pages.iter_mut().zip(descs.iter_mut()).enumerate() {
             if left == 0 {
                 break;
             }
             let here = left.min(4096);
             match self.grant_page(slot, access, data, i, here) {
                 Ok((gref, page)) => {
-                    seg.gref = gref.raw();
-                    seg.first_sect = 0;
-                    seg.last_sect = u8::try_from(here / SECTOR - 1).unwrap_or(7);
+                    desc.gref = gref.raw();
+                    desc.first_sect = 0;
+                    desc.last_sect = u8::try_from(here / SECTOR - 1).unwrap_or(7);
                     *page_slot = Some((gref, page));
                 }
                 Err(e) => {
@@ -381,23 +421,75 @@ where
                     break;
                 }
             }
-            count += 1;
             left -= here;
         }
-        if let Err(e) = result {
-            // Nothing was published: the backend never saw these grants.
-            self.revoke(&mut pages);
-            return Err(e);
+        let descs = descs.get(..count).unwrap_or(&[]);
+        let image = match result {
+            Ok(()) if count <= MAX_SEGMENTS_PER_REQUEST => {
+                let mut req = wire::Request::ZERO;
+                req.operation = op.into();
+                req.id = id;
+                req.sector_number = sector.0;
+                req.nr_segments = u8::try_from(count).unwrap_or(0);
+                for (dst, src) in req.seg.iter_mut().zip(descs) {
+                    *dst = *src;
+                }
+                Ok(req.to_bytes())
+            }
+            Ok(()) => self.indirect_request(op, id, sector, descs, &mut live.indirect),
+            Err(e) => Err(e),
+        };
+        match image {
+            Ok(image) => {
+                let n = u64::try_from(count).unwrap_or(0);
+                self.stats.segments = self.stats.segments.wrapping_add(n);
+                self.commit(slot, image, live)
+            }
+            Err(e) => {
+                // Nothing was published: the backend never saw these grants.
+                self.revoke(&mut live.pages);
+                self.revoke(&mut live.indirect);
+                Err(e)
+            }
         }
-        req.nr_segments = count;
-        self.stats.segments = self.stats.segments.wrapping_add(u64::from(count));
-        self.commit(
-            slot,
-            req.to_bytes(),
-            op,
-            pages,
-            if op == Op::Read { bytes } else { 0 },
-        )
+    }
+
+    /// Writes `descs` into fresh zeroed pages (512 descriptors each), grants them read-only,
+    /// and returns the slot image of the indirect request naming them.
+    fn indirect_request(
+        &mut self,
+        op: Op,
+        id: u64,
+        sector: Sector,
+        descs: &[wire::Segment],
+        pages: &mut IndirectPages<Pg<P>>,
+    ) -> Result<NativeSlot, SubmitError> {
+        let mut req = wire::IndirectRequest::ZERO;
+        req.operation = Op::Indirect.into();
+        req.indirect_op = op.into();
+        req.nr_segments = u16::try_from(descs.len()).map_err(|_| SubmitError::BadLength)?;
+        req.id = id;
+        req.sector_number = sector.0;
+        let chunks = descs.chunks(SEGMENTS_PER_INDIRECT_FRAME);
+        for ((chunk, slot), gref_out) in chunks
+            .zip(pages.iter_mut())
+            .zip(req.indirect_grefs.iter_mut())
+        {
+            let mut page = self.env.alloc_page().ok_or(SubmitError::NoMemory)?;
+            self.env.zero_page(&mut page);
+            for (j, d) in chunk.iter().enumerate() {
+                if !page.write_bytes(j * wire::Segment::SIZE, &d.to_bytes()) {
+                    return Err(SubmitError::NoMemory);
+                }
+            }
+            let gref = self
+                .env
+                .grant_access(self.backend, &page, Access::ReadOnly)
+                .map_err(SubmitError::Grant)?;
+            *gref_out = gref.raw();
+            *slot = Some((gref, page));
+        }
+        Ok(wire::Request::from(req).to_bytes())
     }
 
     /// A fresh page, zeroed, with `data[index * 4096..][..len]` copied in, granted.
@@ -447,18 +539,17 @@ where
         &mut self,
         slot: usize,
         image: NativeSlot,
-        op: Op,
-        mut pages: [Option<(GrantRef, Pg<P>)>; MAX_SEGMENTS_PER_REQUEST],
-        bytes: usize,
+        mut live: Live<Pg<P>, S>,
     ) -> Result<Ticket, SubmitError> {
         if self.ring.queue_request(&image).is_err() {
-            self.revoke(&mut pages);
+            self.revoke(&mut live.pages);
+            self.revoke(&mut live.indirect);
             return Err(SubmitError::Busy);
         }
         let id = u64::from_ne_bytes(image[8..16].try_into().unwrap_or([0; 8]));
         if let Some(entry) = self.table.get_mut(slot) {
             entry.generation = entry.generation.wrapping_add(1);
-            entry.live = Some(Live { op, pages, bytes });
+            entry.live = Some(live);
         }
         self.nr_free -= 1;
         self.stats.submitted = self.stats.submitted.wrapping_add(1);
@@ -466,7 +557,7 @@ where
     }
 
     /// Ends every grant in `pages` (deferring pages still mapped).
-    fn revoke(&mut self, pages: &mut [Option<(GrantRef, Pg<P>)>; MAX_SEGMENTS_PER_REQUEST]) {
+    fn revoke(&mut self, pages: &mut [Option<(GrantRef, Pg<P>)>]) {
         revoke_into(&self.env, &mut self.stats, pages);
     }
 
@@ -557,11 +648,12 @@ where
         for (slot, entry) in self.table.iter_mut().enumerate() {
             if let Some(live) = entry.live.take() {
                 let id = (u64::from(entry.generation) << 32) | u64::try_from(slot).unwrap_or(0);
-                let mut pages = live.pages;
+                let (mut pages, mut indirect) = (live.pages, live.indirect);
                 revoke_into(&self.env, &mut self.stats, &mut pages);
+                revoke_into(&self.env, &mut self.stats, &mut indirect);
                 self.stats.aborted = self.stats.aborted.wrapping_add(1);
                 let data = ReadData {
-                    pages: &empty_pages(),
+                    pages: &[],
                     bytes: 0,
                 };
                 complete(
@@ -581,15 +673,27 @@ where
     }
 }
 
-fn empty_pages<Pg>() -> [Option<(GrantRef, Pg)>; MAX_SEGMENTS_PER_REQUEST] {
+fn empty_pages<Pg, const K: usize>() -> PageSet<Pg, K> {
     core::array::from_fn(|_| None)
 }
 
+/// Segments per request: 11 direct, or the negotiated indirect maximum (at most 8 pages of
+/// 512), never more than the engine's `S`.
+fn max_segments(indirect: u16, s: usize) -> usize {
+    let indirect = usize::from(indirect);
+    let want = if indirect > MAX_SEGMENTS_PER_REQUEST {
+        indirect.min(MAX_INDIRECT_PAGES_PER_REQUEST * SEGMENTS_PER_INDIRECT_FRAME)
+    } else {
+        MAX_SEGMENTS_PER_REQUEST
+    };
+    want.min(s)
+}
+
 /// Checks a response against the table; on success takes the request out of it.
-fn check<Pg>(
-    table: &mut [Entry<Pg>],
+fn check<Pg, const S: usize>(
+    table: &mut [Entry<Pg, S>],
     rsp: &wire::Response,
-) -> Result<(usize, Live<Pg>, Status), ResponseFault> {
+) -> Result<(usize, Live<Pg, S>, Status), ResponseFault> {
     let id = rsp.id;
     let slot = usize::try_from(id & 0xffff_ffff).map_err(|_| ResponseFault::BadId(id))?;
     let generation = u32::try_from(id >> 32).map_err(|_| ResponseFault::BadId(id))?;
@@ -598,6 +702,7 @@ fn check<Pg>(
         Some(live) if entry.generation == generation => live.op,
         _ => return Err(ResponseFault::NotOutstanding(id)),
     };
+    // An indirect request is answered with its inner operation, which is what `op` holds.
     if rsp.operation != u8::from(op) {
         return Err(ResponseFault::WrongOperation {
             id,
@@ -611,32 +716,34 @@ fn check<Pg>(
 }
 
 /// Completes a checked request: revoke its grants first, then hand the data over, then free
-/// the pages (or defer those the backend still maps).
-fn finish<P: GrantOps>(
+/// the pages (or defer those the backend still maps). With persistent grants (`pool`), the
+/// data pages stay granted and go back to the slot's spare set.
+fn finish<P: GrantOps, const S: usize>(
     env: &P,
     stats: &mut FrontStats,
-    mut pool: Option<&mut PageSet<P::Page>>,
+    mut pool: Option<&mut PageSet<P::Page, S>>,
     id: u64,
-    live: Live<P::Page>,
+    live: Live<P::Page, S>,
     status: Status,
     complete: &mut impl FnMut(Completion, &ReadData<'_, P::Page>),
 ) {
     let Live {
         op,
         mut pages,
+        mut indirect,
         bytes,
     } = live;
+    // The descriptors were read by the backend before it answered; they are not reused.
+    revoke_into(env, stats, &mut indirect);
     // A page the backend no longer maps cannot change under us once its grant is ended. A
     // page it still maps is read all the same (a backend can only spoil its own guest's data)
     // and then deferred, never freed.
-    let mut still_mapped = [false; MAX_SEGMENTS_PER_REQUEST];
-    for (p, still) in pages.iter().zip(still_mapped.iter_mut()) {
-        // Pooled (persistent) pages stay granted.
-        if pool.is_some() {
-            break;
-        }
-        if let Some((gref, _)) = p {
-            *still = env.end_access(*gref) == EndAccess::StillMapped;
+    let mut still_mapped = [false; S];
+    if pool.is_none() {
+        for (p, still) in pages.iter().zip(still_mapped.iter_mut()) {
+            if let Some((gref, _)) = p {
+                *still = env.end_access(*gref) == EndAccess::StillMapped;
+            }
         }
     }
     let data = ReadData {
@@ -684,7 +791,7 @@ fn finish<P: GrantOps>(
 fn revoke_into<P: GrantOps>(
     env: &P,
     stats: &mut FrontStats,
-    pages: &mut [Option<(GrantRef, P::Page)>; MAX_SEGMENTS_PER_REQUEST],
+    pages: &mut [Option<(GrantRef, P::Page)>],
 ) {
     for p in pages.iter_mut() {
         if let Some((gref, page)) = p.take() {

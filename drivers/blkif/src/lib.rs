@@ -19,9 +19,14 @@
 //!   failed slot fails its request only; whatever mapped is unmapped), persistent grants in a
 //!   bounded clock cache, late EOI for spurious events, disconnect on a broken ring.
 //! - [`BlkFront`]: the frontend engine: reads, writes, flushes and discards in zeroed granted
-//!   pages, ids `generation << 32 | slot` in a fixed table, each response copied once and
-//!   checked (id in range and outstanding, operation matches, status known; anything else
-//!   fails the device), grants revoked before pages are freed (deferred while still mapped).
+//!   pages, requests over 11 pages through indirect descriptors (as negotiated), persistent
+//!   grants (each table slot keeps its pages granted read-write), ids
+//!   `generation << 32 | slot` in a fixed table, each response copied once and checked (id in
+//!   range and outstanding, operation matches, status known; anything else fails the device),
+//!   grants revoked before pages are freed (deferred while still mapped).
+//!
+//! Both engines answer or expect an indirect request's response with its inner operation
+//! (`indirect_op`), as Linux's blkback and blkfront do.
 //! - `VecDisk` (feature `std`): an in-memory [`Storage`] for tests and fuzzing.
 //!
 //! # Not here (yet)
