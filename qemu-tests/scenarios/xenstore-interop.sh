@@ -18,7 +18,8 @@ dom0_main() {
     for step in connect cleanup write-read empty-value largest-value oversized-refused \
         missing-enoent mkdir-directory rm perms domain-path transaction-commit \
         transaction-conflict watch directory-part watch-relative-special watch-overflow \
-        reset-watches domain-introduced errors; do
+        reset-watches domain-introduced binary-value path-limits mkdir-parents transaction-ops \
+        watch-long-path errors; do
         check_eq "xs-interop-$step" ok "$(interop_values XS-INTEROP | sed -n "s/^$step //p")"
     done
     [ "$(grep -c '^XS-INTEROP-VALUE ' /tmp/xs-interop.out)" -ge 4 ] || fail "xs-interop printed no values"
@@ -36,6 +37,7 @@ dom0_main() {
     check_eq c-perms-set "r0,b5" "$(xenstore-ls -p /xs-interop | sed -n 's/^perm = "p".*(\(.*\))$/\1/p')"
     check_eq c-list-many "$(interop_values XS-INTEROP-COUNT | cut -d' ' -f2)" \
         "$(xenstore-list /xs-interop/many | wc -l)"
+    check_eq c-perms-tx "r0,w3" "$(xenstore-ls -p /xs-interop/txo | sed -n 's/^v = "tv".*(\(.*\))$/\1/p')"
     check c-missing-gone sh -c '! xenstore-read /xs-interop/missing 2>/dev/null'
     check c-too-big-never-written sh -c '! xenstore-exists /xs-interop/too-big 2>/dev/null'
     check c-dir-removed sh -c '! xenstore-exists /xs-interop/dir 2>/dev/null'

@@ -579,6 +579,205 @@ fn domain_introduced(xs: &mut Xs) -> StepResult {
     want("dom999", Ok(false), ask(DomId::new(999)))
 }
 
+/// Values are bytes, not strings: every byte value, NUL included, survives the round trip.
+fn binary_value(xs: &mut Xs) -> StepResult {
+    let value: Vec<u8> = (0..=255u8).collect();
+    ctx(
+        "write",
+        xs.write(TxId::NONE, path("/xs-interop/binary")?, &value),
+    )?;
+    want(
+        "read back",
+        value,
+        ctx("read", read_vec(xs, TxId::NONE, "/xs-interop/binary"))?,
+    )
+}
+
+/// A path of `len` bytes: `prefix` then `/x...` components.
+fn long_path(prefix: &str, len: usize) -> String {
+    let mut p = prefix.to_string();
+    while p.len() < len {
+        p.push('/');
+        let room = (len - p.len()).clamp(1, 100);
+        p.extend(std::iter::repeat('x').take(room));
+    }
+    p
+}
+
+/// Path lengths: the client refuses what `xs_wire.h` forbids (absolute paths over
+/// `XENSTORE_ABS_PATH_MAX`, relative ones over `XENSTORE_REL_PATH_MAX`); C xenstored is
+/// stricter, limiting the part after `/local/domain/<id>/` (the whole path elsewhere) to its
+/// `path-max` quota, `XENSTORE_REL_PATH_MAX` by default, and answers `EINVAL` beyond it.
+fn path_limits(xs: &mut Xs) -> StepResult {
+    const QUOTA: usize = xen_core::xs::wire::REL_PATH_MAX;
+    let abs = long_path("/xs-interop/long", QUOTA);
+    ctx(
+        "write quota-long absolute",
+        xs.write(TxId::NONE, path(&abs)?, b"abs"),
+    )?;
+    want(
+        "read quota-long absolute",
+        b"abs".to_vec(),
+        ctx("read", read_vec(xs, TxId::NONE, &abs))?,
+    )?;
+    let over = long_path("/xs-interop/long", QUOTA + 1);
+    want(
+        "one byte over the quota",
+        Err(Error::Daemon(Errno::Einval)),
+        xs.write(TxId::NONE, path(&over)?, b"x"),
+    )?;
+    let max = long_path("/xs-interop/long", xen_core::xs::wire::ABS_PATH_MAX);
+    want(
+        "XENSTORE_ABS_PATH_MAX",
+        Err(Error::Daemon(Errno::Einval)),
+        xs.write(TxId::NONE, path(&max)?, b"x"),
+    )?;
+    want(
+        "one byte over XENSTORE_ABS_PATH_MAX, refused locally",
+        Err(Error::PathTooLong),
+        Path::new(&format!("{max}y")).map(|_| ()),
+    )?;
+    // Below a domain's home the prefix does not count.
+    let home = "/local/domain/0/";
+    let local = long_path("/local/domain/0/xs-interop-long", home.len() + QUOTA);
+    ctx(
+        "write quota-long local",
+        xs.write(TxId::NONE, path(&local)?, b"loc"),
+    )?;
+    let over = long_path("/local/domain/0/xs-interop-long", home.len() + QUOTA + 1);
+    want(
+        "local one byte over",
+        Err(Error::Daemon(Errno::Einval)),
+        xs.write(TxId::NONE, path(&over)?, b"x"),
+    )?;
+    // The longest relative path the client accepts is exactly the quota.
+    let rel = long_path("xs-interop-long", xen_core::xs::wire::REL_PATH_MAX);
+    ctx(
+        "write longest relative",
+        xs.write(TxId::NONE, path(&rel)?, b"rel"),
+    )?;
+    want(
+        "read longest relative",
+        b"rel".to_vec(),
+        ctx("read", read_vec(xs, TxId::NONE, &format!("{home}{rel}")))?,
+    )?;
+    want(
+        "relative one byte over, refused locally",
+        Err(Error::PathTooLong),
+        Path::new(&format!("{rel}y")).map(|_| ()),
+    )?;
+    ctx("rm relative", xs.rm(TxId::NONE, path("xs-interop-long")?))?;
+    // Every character the client allows, in one component.
+    let odd = "/xs-interop/AZaz09-_@";
+    ctx(
+        "write odd characters",
+        xs.write(TxId::NONE, path(odd)?, b"odd"),
+    )?;
+    want(
+        "listed",
+        true,
+        list(xs, "/xs-interop")?.contains(&"AZaz09-_@".to_string()),
+    )
+}
+
+/// `XS_MKDIR` creates missing parents, like `XS_WRITE`.
+fn mkdir_parents(xs: &mut Xs) -> StepResult {
+    ctx("mkdir", xs.mkdir(TxId::NONE, path("/xs-interop/p/q/r")?))?;
+    want("p", vec!["q".to_string()], list(xs, "/xs-interop/p")?)?;
+    want("q", vec!["r".to_string()], list(xs, "/xs-interop/p/q")?)
+}
+
+/// Every operation inside a transaction, and a watch that fires only at commit.
+fn transaction_ops(xs: &mut Xs) -> StepResult {
+    let base = "/xs-interop/txo";
+    ctx("write base", xs.write(TxId::NONE, path(base)?, b""))?;
+    let id = ctx("watch", xs.watch(path(base)?))?;
+    next_event(xs, id)?;
+    let tx = ctx("start", xs.transaction_start())?;
+    ctx("mkdir", xs.mkdir(tx, path("/xs-interop/txo/d")?))?;
+    ctx("write", xs.write(tx, path("/xs-interop/txo/v")?, b"tv"))?;
+    ctx(
+        "write gone",
+        xs.write(tx, path("/xs-interop/txo/gone")?, b"g"),
+    )?;
+    ctx("rm", xs.rm(tx, path("/xs-interop/txo/gone")?))?;
+    let perms = [
+        Perm {
+            access: Access::Read,
+            domid: DomId::DOM0,
+        },
+        Perm {
+            access: Access::Write,
+            domid: DomId::new(3),
+        },
+    ];
+    ctx(
+        "set perms",
+        xs.set_perms(tx, path("/xs-interop/txo/v")?, &perms),
+    )?;
+    let mut buf = [0u8; 64];
+    let got: Vec<Perm> = ctx(
+        "get perms",
+        xs.get_perms(tx, path("/xs-interop/txo/v")?, &mut buf),
+    )?
+    .iter()
+    .collect();
+    want("perms inside", perms.to_vec(), got)?;
+    let mut names = [0u8; 64];
+    let inside: Vec<&[u8]> = ctx(
+        "directory inside",
+        xs.directory(tx, path(base)?, &mut names),
+    )?
+    .collect();
+    want("listing inside", vec![&b"d"[..], &b"v"[..]], inside)?;
+    want(
+        "outside before commit",
+        Vec::<String>::new(),
+        list(xs, base)?,
+    )?;
+    want(
+        "no event before commit",
+        Ok(None),
+        xs.poll_watch(id, &mut buf),
+    )?;
+    ctx("commit", xs.transaction_end(tx, true))?;
+    want(
+        "listing after commit",
+        vec!["d".to_string(), "v".into()],
+        list(xs, base)?,
+    )?;
+    let got: Vec<Perm> = ctx(
+        "get perms after",
+        xs.get_perms(TxId::NONE, path("/xs-interop/txo/v")?, &mut buf),
+    )?
+    .iter()
+    .collect();
+    want("perms after commit", perms.to_vec(), got)?;
+    // The commit fires the watch (C xenstored: once per changed node).
+    let first = next_event(xs, id)?;
+    if !first.starts_with(base) {
+        return Err(format!("event at commit: {first}"));
+    }
+    println!("XS-INTEROP-PROBE commit-event {first}");
+    ctx("unwatch", xs.unwatch(id))
+}
+
+/// An event path longer than the client stores is not truncated: it is reported as lost.
+fn watch_long_path(xs: &mut Xs, other: &mut Xs) -> StepResult {
+    let id = ctx("watch", xs.watch(path("/xs-interop/lw")?))?;
+    next_event(xs, id)?;
+    let long = long_path("/xs-interop/lw", xen_core::xs::watch::EVENT_PATH_MAX + 1);
+    ctx("long write", other.write(TxId::NONE, path(&long)?, b"l"))?;
+    ctx("sync", read_vec(xs, TxId::NONE, "/xs-interop/hello"))?;
+    let mut buf = [0u8; 4096];
+    want(
+        "long event",
+        Ok(Some(WatchEvent::Overflow)),
+        xs.poll_watch(id, &mut buf),
+    )?;
+    ctx("unwatch", xs.unwatch(id))
+}
+
 /// The error names the daemon really sends, each mapped to its `Errno`.
 fn errors(xs: &mut Xs) -> StepResult {
     let einval = xs.call(
@@ -694,6 +893,11 @@ fn main() -> ExitCode {
     report("watch-overflow", watch_overflow(&mut xs, &mut other));
     report("reset-watches", reset_watches(&mut xs, &mut other));
     report("domain-introduced", domain_introduced(&mut xs));
+    report("binary-value", binary_value(&mut xs));
+    report("path-limits", path_limits(&mut xs));
+    report("mkdir-parents", mkdir_parents(&mut xs));
+    report("transaction-ops", transaction_ops(&mut xs));
+    report("watch-long-path", watch_long_path(&mut xs, &mut other));
     report("errors", errors(&mut xs));
     let stats = xs.stats();
     println!("XS-INTEROP-STATS {stats:?}");
