@@ -101,6 +101,9 @@ struct Server<P: GrantOps, S, const C: usize> {
     stats: BackStats,
     /// One page of bounce buffer between a mapped page and the storage.
     buf: [u8; PAGE],
+    /// The segment descriptors copied out of an indirect request's pages (kept here, not on
+    /// the stack: a kernel stack is small).
+    raw: [wire::Segment; MAX_SEGS],
     /// The checked segments of the request being served.
     segs: [parse::Segment; MAX_SEGS],
 }
@@ -154,11 +157,6 @@ where
             secure_discard: config.discard && config.secure_discard,
             max_indirect_segments: config.max_indirect_segments,
         };
-        let placeholder = parse::Segment::check(&wire::Segment::ZERO, 0);
-        let Ok(placeholder) = placeholder else {
-            // A zero segment (sector 0..=0) is valid; this arm is unreachable.
-            return Err(RingError::NoRequestToAnswer);
-        };
         Ok(BlkBack {
             ring: Some(ring),
             port: Some(port),
@@ -173,7 +171,8 @@ where
                 cache: PersistentCache::new(),
                 stats: BackStats::default(),
                 buf: [0; PAGE],
-                segs: [placeholder; MAX_SEGS],
+                raw: [wire::Segment::ZERO; MAX_SEGS],
+                segs: [parse::Segment::FILLER; MAX_SEGS],
             },
         })
     }
@@ -431,7 +430,6 @@ where
             &mut maps,
             &mut self.stats,
         );
-        let mut raw = [wire::Segment::ZERO; MAX_SEGS];
         let mut copied = ok;
         if ok {
             let mut left = usize::from(count).min(MAX_SEGS);
@@ -448,7 +446,8 @@ where
                     copied = false;
                     break;
                 }
-                for (seg, b) in raw
+                for (seg, b) in self
+                    .raw
                     .iter_mut()
                     .skip(at)
                     .zip(buf.chunks_exact(wire::Segment::SIZE))
@@ -466,7 +465,8 @@ where
             return Err(Ok(Fail::Map));
         }
         let n = usize::from(count).min(MAX_SEGS);
-        check_segments(t, raw.get(..n).unwrap_or(&[]), &mut self.segs, &self.limits).map_err(Err)
+        let raw = self.raw.get(..n).unwrap_or(&[]);
+        check_segments(t, raw, &mut self.segs, &self.limits).map_err(Err)
     }
 
     /// Maps one chunk of segments (persistent: through the cache), moves the data, unmaps

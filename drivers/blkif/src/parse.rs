@@ -127,6 +127,13 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// Sector 0 of grant 0: a filler for fixed-size arrays, never handed to I/O.
+    pub(crate) const FILLER: Segment = Segment {
+        gref: GrantRef::new(0),
+        first: 0,
+        last: 0,
+    };
+
     /// Checks a wire segment.
     pub fn check(seg: &wire::Segment, index: u16) -> Result<Segment, Invalid> {
         if seg.first_sect > seg.last_sect || seg.last_sect > LAST_SECTOR_IN_PAGE {
@@ -343,12 +350,7 @@ fn direct(
     if direction == Direction::Write && limits.read_only {
         return Err(Invalid::ReadOnly);
     }
-    let placeholder = Segment {
-        gref: GrantRef::new(0),
-        first: 0,
-        last: 0,
-    };
-    let mut seg = [placeholder; MAX_SEGMENTS_PER_REQUEST];
+    let mut seg = [Segment::FILLER; MAX_SEGMENTS_PER_REQUEST];
     let mut total = 0u64;
     for (i, (out, raw)) in seg
         .iter_mut()
