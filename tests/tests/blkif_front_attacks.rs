@@ -300,3 +300,52 @@ fn granted_pages_carry_only_the_request_data() {
         .unwrap()
         .is_err());
 }
+
+#[test]
+fn rejects_indirect_response_with_the_outer_operation() {
+    let sim = Sim::new();
+    let fe = sim.create_domain(1);
+    let be = sim.domain(0);
+    let ring = fe.alloc_ring(1).unwrap();
+    let gref = fe.grant_ring_page(D0, &ring, 0).unwrap();
+    let fport = fe.alloc_unbound(D0).unwrap();
+    be.bind_interdomain(D1, fport).unwrap();
+    let config = FrontConfig {
+        max_indirect_segments: 32,
+        ..FrontConfig::default()
+    };
+    let mut front: BlkFront<Domain, Pages, 8, 32> =
+        BlkFront::new(fe.clone(), ring, D0, fport, config).unwrap();
+    let mut back: Back = BackRing::attach(RingMemory::map_ring(&be, D1, &[gref]).unwrap()).unwrap();
+    assert_eq!(front.max_sectors(), 256);
+    front.submit_read(Sector(0), 256).unwrap();
+    front.push().unwrap();
+    let req = wire::Request::from_bytes(&back.next_request().unwrap().unwrap());
+    assert_eq!(req.operation, u8::from(Op::Indirect));
+    let ind = req.to_indirect();
+    assert_eq!((ind.indirect_op, ind.nr_segments), (u8::from(Op::Read), 32));
+    // 32 data pages and one descriptor page are granted.
+    assert_eq!(sim.live_grants(D1), 1 + 32 + 1);
+    // Answer with the outer operation: Linux's blkback never does, and ours refuses it.
+    let mut rsp = wire::Response::ZERO;
+    rsp.id = req.id;
+    rsp.operation = Op::Indirect.into();
+    back.queue_response(&rsp.to_bytes()).unwrap();
+    let _ = back.push_responses().unwrap();
+    let mut aborted = 0;
+    let err = front
+        .handle_event(Nanos(0), |c: Completion, _: &ReadData<'_, Pages>| {
+            assert_eq!(c.status, Status::Error);
+            aborted += 1;
+        })
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::Response(ResponseFault::WrongOperation {
+            id: req.id,
+            operation: 6
+        })
+    );
+    assert_eq!(aborted, 1);
+    assert_eq!(sim.live_grants(D1), 1, "data and descriptor pages revoked");
+}
