@@ -1,7 +1,9 @@
 //! The xen-blkif frontend and backend engines against each other in the simulator, and
 //! property tests of request parsing over arbitrary bytes.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use xen_blkif::abi::x86_32;
 use xen_blkif::front::ReadData;
 use xen_blkif::parse::{Body, Request, Segments};
@@ -14,7 +16,7 @@ use xen_evtchn::Nanos;
 use xen_ring::FrontRing;
 use xen_sim::{Domain, Mapping, Pages, Sim};
 use xen_sys::wire::blkif::{self as wire, Op, Status};
-use xen_sys::{DomId, GrantRef};
+use xen_sys::{DomId, GrantRef, Port};
 
 const D0: DomId = DomId::DOM0;
 const D1: DomId = DomId::new(1);
@@ -52,7 +54,7 @@ fn pair<const S: usize>(
     sectors: u64,
     persistent: bool,
     indirect: u16,
-) -> (Sim, Front<S>, Back) {
+) -> (Sim, Front<S>, Back, Port, Port) {
     let sim = Sim::new();
     let fe = sim.create_domain(1);
     let be = sim.domain(0);
@@ -77,7 +79,7 @@ fn pair<const S: usize>(
     };
     let disk = VecDisk::new(sectors, false);
     let back = BlkBack::new(be, disk, mapped, Abi::X86_64, D1, bport, bcfg).unwrap();
-    (sim, front, back)
+    (sim, front, back, fport, bport)
 }
 
 /// Runs both engines until neither has anything left to do.
@@ -99,7 +101,7 @@ fn pump<const S: usize>(front: &mut Front<S>, back: &mut Back, done: &mut Done) 
 
 fn whole_disk_round_trip<const S: usize>(order: u32, persistent: bool, indirect: u16) {
     const SECTORS: u64 = 16 * 2048; // 16 MiB
-    let (sim, mut front, mut back) = pair::<S>(order, SECTORS, persistent, indirect);
+    let (sim, mut front, mut back, _, _) = pair::<S>(order, SECTORS, persistent, indirect);
     // 11 pages per request, or up to the indirect maximum.
     let chunk = u64::from(front.max_sectors());
     assert_eq!(chunk, 8 * (S as u64).min(u64::from(indirect).max(11)));
@@ -529,4 +531,120 @@ fn parse_agrees_between_the_two_layouts() {
             Request::parse(&converted, &limits)
         );
     }
+}
+
+/// Front on this thread, back on its own, woken only by event channels: a lost or missing
+/// notification stalls the run, which the timeout turns into a failure.
+#[test]
+fn threaded_front_and_back_never_stall_on_notifications() {
+    with_big_stack(|| {
+        const SECTORS: u64 = 8 * 2048; // 8 MiB
+        let (sim, mut front, back, fport, bport) = pair::<11>(1, SECTORS, true, 0);
+        let fe = sim.domain(1);
+        let be = sim.domain(0);
+        let stop = Arc::new(AtomicBool::new(false));
+        let back_thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .stack_size(256 << 20)
+                .spawn(move || {
+                    let mut back = back;
+                    let mut run_now = false;
+                    let mut events = 0u64;
+                    while !stop.load(Ordering::Acquire) {
+                        let fired = if run_now {
+                            Some(bport)
+                        } else {
+                            be.wait(&[bport], Duration::from_millis(5))
+                        };
+                        run_now = false;
+                        if fired.is_none() {
+                            continue;
+                        }
+                        events += 1;
+                        run_now = back.handle_event(Nanos(0)).unwrap().more;
+                    }
+                    (back, events)
+                })
+                .unwrap()
+        };
+        let mut pattern = vec![0u8; (SECTORS * 512) as usize];
+        Rng(5).fill(&mut pattern);
+        let mut done = Done::new();
+        let mut collect = |front: &mut Front<11>, done: &mut Done| loop {
+            let p = front
+                .handle_event(Nanos(0), |c: Completion, data: &ReadData<'_, Pages>| {
+                    let mut buf = vec![0u8; data.len()];
+                    assert!(data.copy_to(&mut buf));
+                    done.push((c, buf));
+                })
+                .unwrap();
+            if !p.more {
+                break;
+            }
+        };
+        // Waits for the back's event; a stall (no event while work is outstanding) fails.
+        let wait = |front: &mut Front<11>,
+                    done: &mut Done,
+                    collect: &mut dyn FnMut(&mut Front<11>, &mut Done)| {
+            let fired = fe.wait(&[fport], Duration::from_secs(10));
+            assert!(
+                fired.is_some(),
+                "stalled with {} outstanding",
+                front.outstanding()
+            );
+            collect(front, done);
+        };
+        let mut tickets = std::collections::HashMap::new();
+        for pass in 0..2 {
+            let mut sector = 0u64;
+            while sector < SECTORS {
+                let n = 88.min(SECTORS - sector);
+                let at = (sector * 512) as usize;
+                let r = if pass == 0 {
+                    front.submit_write(Sector(sector), &pattern[at..at + (n * 512) as usize])
+                } else {
+                    front.submit_read(Sector(sector), n as u32)
+                };
+                match r {
+                    Ok(t) => {
+                        tickets.insert(t, sector);
+                        sector += n;
+                    }
+                    Err(SubmitError::Busy) => {
+                        front.push().unwrap();
+                        wait(&mut front, &mut done, &mut collect);
+                    }
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            front.push().unwrap();
+            while front.outstanding() > 0 {
+                wait(&mut front, &mut done, &mut collect);
+            }
+        }
+        stop.store(true, Ordering::Release);
+        let (back, events) = back_thread.join().unwrap();
+        let submitted = front.stats().submitted;
+        assert_eq!(done.len() as u64, submitted);
+        for (c, data) in &done {
+            assert_eq!(c.status, Status::Okay);
+            if c.op == Op::Read {
+                let at = (tickets[&c.ticket] * 512) as usize;
+                assert_eq!(data[..], pattern[at..at + data.len()]);
+            }
+        }
+        assert_eq!(back.storage().bytes(), &pattern[..]);
+        // Notifications are batched: fewer events than requests in both directions.
+        let sent = front.stats().notifications;
+        assert!(
+            sent < submitted / 2,
+            "{sent} notifications for {submitted} requests"
+        );
+        assert!(
+            events < submitted,
+            "{events} back events for {submitted} requests"
+        );
+        eprintln!("{submitted} requests, {sent} front notifications, {events} back events");
+    });
 }
