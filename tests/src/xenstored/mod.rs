@@ -16,6 +16,9 @@
 //! - Watches fire once when registered, then on every write, creation, removal or permission
 //!   change at or below their path (and on removal of a node above them), for nodes the
 //!   watcher may read. Relative watches get relative event paths.
+//! - Path length: as C xenstored's default `path-max` quota, the part of a path after
+//!   `/local/domain/<id>/` (the whole path elsewhere) is limited to `XENSTORE_REL_PATH_MAX`
+//!   bytes (`EINVAL`), which is stricter than `XENSTORE_ABS_PATH_MAX`.
 //! - Quotas: values over [`tree::VALUE_MAX`] bytes and nodes over
 //!   [`tree::NODES_PER_DOMAIN`] per domain are refused (`ENOSPC`); at most
 //!   [`WATCHES_PER_CONN`] watches (`E2BIG`) and [`TRANSACTIONS_PER_CONN`] open transactions
@@ -23,8 +26,8 @@
 //! - A connection queues at most [`EVENTS_PER_CONN`] undelivered watch events; further events
 //!   are dropped and counted (xenstored's answer to XSA-349), so a domain flooding a watched
 //!   path cannot grow the daemon's memory.
-//! - A header announcing more than [`PAYLOAD_MAX`](xen_core::xs::wire::PAYLOAD_MAX) bytes loses
-//!   framing: the connection is closed (a ring gets `XENSTORE_ERROR_PROTO`).
+//! - A header announcing more than [`PAYLOAD_MAX`] bytes loses framing: the connection is
+//!   closed (a ring gets `XENSTORE_ERROR_PROTO`).
 //!
 //! Faults: [`Sim::inject_eagain`](crate::Sim::inject_eagain) fails the next commits with
 //! `EAGAIN`; [`Sim::stall_xenstored`](crate::Sim::stall_xenstored) makes it swallow requests
@@ -40,7 +43,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tree::{can_read, is_under, Change, Tree};
-use xen_core::xs::wire::MSG_MAX;
+use xen_core::xs::wire::{MSG_MAX, PAYLOAD_MAX, REL_PATH_MAX};
 use xen_core::xs::{
     Decoder, Errno, Error, Header, Message, MsgType, Path, Perm, PermList, Reply, Request, Strings,
     TxId,
@@ -174,7 +177,11 @@ enum Answer {
     Ok,
     Value(Vec<u8>),
     Directory(Vec<u8>),
-    DirectoryPart { generation: u64, children: Vec<u8> },
+    DirectoryPart {
+        generation: u64,
+        children: Vec<u8>,
+        complete: bool,
+    },
     Perms(Vec<u8>),
     TxStarted(u32),
     DomainPath(String),
@@ -510,13 +517,26 @@ impl Xenstored {
     }
 
     fn resolve(dom: DomId, path: Path<'_>) -> Result<String, Errno> {
-        if path.is_absolute() {
-            Ok(path.as_str().to_string())
+        let abs = if path.is_absolute() {
+            path.as_str().to_string()
         } else if path.as_str().starts_with('@') {
-            Err(Errno::Einval)
+            return Err(Errno::Einval);
         } else {
-            Ok(format!("{}/{}", domain_path(dom), path.as_str()))
+            format!("{}/{}", domain_path(dom), path.as_str())
+        };
+        // C xenstored's `path-max` quota (default `XENSTORE_REL_PATH_MAX`) on the part after
+        // a domain's home prefix, for every connection, dom0's included.
+        let home_len = abs
+            .strip_prefix("/local/domain/")
+            .and_then(|rest| rest.split_once('/'))
+            .filter(|(id, _)| {
+                !id.is_empty() && id.len() <= 5 && id.bytes().all(|b| b.is_ascii_digit())
+            })
+            .map_or(0, |(id, _)| "/local/domain/".len() + id.len() + 1);
+        if abs.len() - home_len > REL_PATH_MAX {
+            return Err(Errno::Einval);
         }
+        Ok(abs)
     }
 
     fn handle(&self, st: &mut State, conn: u64, msg: &Message<'_>) {
@@ -579,11 +599,12 @@ impl Xenstored {
             Answer::DirectoryPart {
                 generation,
                 children,
+                complete,
             } => encode(
                 &Reply::DirectoryPart {
                     generation: *generation,
                     children: Strings::new(children).ok()?,
-                    complete: true,
+                    complete: *complete,
                 },
                 ty,
                 &header,
@@ -624,10 +645,22 @@ impl Xenstored {
                     let (c, generation) = t.directory(dom, p)?;
                     let all = join_names(c.iter());
                     let start = usize::try_from(offset).map_err(|_| Errno::Einval)?;
-                    let children = all.get(start..).ok_or(Errno::Einval)?.to_vec();
+                    // As C xenstored: whole names that fit beside the generation and the
+                    // final empty name; an offset at or past the end gets an empty, complete
+                    // list.
+                    let rest = all.get(start..).unwrap_or(&[]);
+                    let room = PAYLOAD_MAX - generation.to_string().len() - 2;
+                    let mut len = 0;
+                    for name in rest.split_inclusive(|&b| b == 0) {
+                        if len + name.len() > room {
+                            break;
+                        }
+                        len += name.len();
+                    }
                     Ok(Answer::DirectoryPart {
                         generation,
-                        children,
+                        children: rest.get(..len).unwrap_or(&[]).to_vec(),
+                        complete: len == rest.len(),
                     })
                 })
             }
@@ -655,6 +688,14 @@ impl Xenstored {
             Request::SetPerms { path, perms } => {
                 let path = Self::resolve(dom, path)?;
                 let perms: Vec<Perm> = perms.iter().collect();
+                // As C xenstored: the owner must be a domain it knows (ENOENT); other entries
+                // may name any domain.
+                if perms
+                    .first()
+                    .is_some_and(|owner| !st.introduced.contains(&owner.domid.raw()))
+                {
+                    return Err(Errno::Enoent);
+                }
                 self.write_op(st, conn, dom, tx, Op::SetPerms(path, perms))
             }
             Request::Watch { path, token } => {
@@ -747,6 +788,8 @@ impl Xenstored {
                 self.fire(st, &[change]);
                 Ok(Answer::Ok)
             }
+            // C xenstored refuses to resume dom0 itself.
+            Request::Resume { domid } if privileged && domid == DomId::DOM0 => Err(Errno::Einval),
             Request::Resume { .. } | Request::SetTarget { .. } => {
                 if privileged {
                     Ok(Answer::Ok)
@@ -760,7 +803,8 @@ impl Xenstored {
                 c.txs.clear();
                 Ok(Answer::Ok)
             }
-            Request::Control { .. } => Err(Errno::Enosys),
+            // No command is implemented; C xenstored answers unknown ones with EINVAL.
+            Request::Control { .. } => Err(Errno::Einval),
         }
     }
 
