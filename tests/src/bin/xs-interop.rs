@@ -818,6 +818,14 @@ fn errors<T: XsTransport>(xs: &mut Xs<T>) -> StepResult {
         "xenstored: EINVAL".to_string(),
         Error::Daemon(Errno::Einval).to_string(),
     )?;
+    // A relative path starting with `@` is a special watch path, never a node.
+    let special_write = xs.write(TxId::NONE, path("@xs-interop")?, b"x");
+    println!("XS-INTEROP-PROBE write-special-path {special_write:?}");
+    want(
+        "write to an @ path",
+        Err(Error::Daemon(Errno::Einval)),
+        special_write,
+    )?;
     let stale_tx = xs.transaction_end(TxId(0x7fff_0001), true);
     println!("XS-INTEROP-PROBE end-unknown-transaction {stale_tx:?}");
     want(

@@ -5,6 +5,14 @@
 //! no trailing `/` except the root itself; absolute paths are at most [`ABS_PATH_MAX`] bytes,
 //! relative ones at most [`REL_PATH_MAX`]. Watch paths of the form `@introduceDomain` are
 //! relative paths as far as syntax goes, so they need no special case.
+//!
+//! These are the protocol's limits (`xs_wire.h`). C xenstored is stricter in two ways a
+//! caller may meet as `EINVAL` (checked against Xen 4.17 by the `xenstore-interop` QEMU
+//! scenario): its `path-max` quota, `XENSTORE_REL_PATH_MAX` by default and applied to dom0
+//! too, limits the part after `/local/domain/<id>/` (the whole path elsewhere), so an absolute
+//! path outside a domain's home longer than 2048 bytes is refused; and an `@` path names no
+//! node, so reading or writing one fails. Both are the daemon's configuration or
+//! interpretation, not syntax, so they are left to it.
 
 use core::fmt;
 
