@@ -1,0 +1,190 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The echo engines' platform in the kernel: xen_kernel's grants, event channel and ring
+//! pages behind the traits `xen_echo` is generic over (shared by the front and back modules).
+//!
+//! Only delegation lives here; the new types exist because `xen_echo`'s `PageBytes` is
+//! implemented for pages, and a crate may not implement another crate's trait for a third
+//! crate's type.
+
+use xen_echo::env::{PageAlloc, PageBytes, RingMemory};
+use xen_evtchn::{EvtchnError, EvtchnOps};
+use xen_grant::{
+    Access, AccessError, BatchError, CopyOp, EndAccess, GrantError, GrantOps, MapRequest,
+    MapResult, UnmapResult,
+};
+use xen_kernel::bus::DeviceHandle;
+use xen_kernel::evtchn::Channel;
+use xen_kernel::grant::{Grants, LocalPage, Mapping};
+use xen_kernel::ring::{BackRingPages, FrontRingPages};
+use xen_kernel::Kick;
+use xen_sys::{DomId, GrantRef, Port};
+
+/// A page of ours the front grants.
+pub struct Page(LocalPage);
+
+/// A front's page mapped by the back.
+pub struct Mapped(Mapping);
+
+impl PageBytes for Page {
+    fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> bool {
+        self.0.read_bytes(offset, dst)
+    }
+    fn write_bytes(&self, offset: usize, src: &[u8]) -> bool {
+        self.0.write_bytes(offset, src)
+    }
+}
+
+impl PageBytes for Mapped {
+    fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> bool {
+        self.0.read_bytes(offset, dst)
+    }
+    fn write_bytes(&self, offset: usize, src: &[u8]) -> bool {
+        self.0.write_bytes(offset, src)
+    }
+}
+
+/// Everything an echo engine needs from the kernel, for one device whose kicks go to `K`.
+pub struct Env<K: Kick> {
+    /// The device (for rings and event channels).
+    pub dev: DeviceHandle,
+    /// Grant operations.
+    pub grants: Grants,
+    /// The device's event channel.
+    pub chan: Channel<K>,
+}
+
+impl<K: Kick> GrantOps for Env<K> {
+    type Page = Page;
+    type Mapping = Mapped;
+
+    fn zero_page(&self, page: &mut Page) {
+        self.grants.zero_page(&mut page.0)
+    }
+
+    fn grant_access(&self, domid: DomId, page: &Page, access: Access) -> Result<GrantRef, AccessError> {
+        self.grants.grant_access(domid, &page.0, access)
+    }
+
+    fn end_access(&self, gref: GrantRef) -> EndAccess {
+        self.grants.end_access(gref)
+    }
+
+    fn defer_free(&self, gref: GrantRef, page: Page) {
+        self.grants.defer_free(gref, page.0)
+    }
+
+    fn map_batch(&self, requests: &[MapRequest], results: &mut [MapResult<Mapped>]) -> Result<(), BatchError> {
+        const MAX: usize = xen_kernel::grant::MAX_POOL;
+        if requests.len() != results.len() {
+            return Err(BatchError::LengthMismatch);
+        }
+        if requests.len() > MAX {
+            return Err(BatchError::TooLarge);
+        }
+        if results.iter().any(|r| !matches!(r, MapResult::Pending)) {
+            return Err(BatchError::ResultNotPending);
+        }
+        let mut inner: [MapResult<Mapping>; MAX] = core::array::from_fn(|_| MapResult::Pending);
+        let inner = inner.get_mut(..requests.len()).ok_or(BatchError::TooLarge)?;
+        self.grants.map_batch(requests, inner)?;
+        for (out, r) in results.iter_mut().zip(inner.iter_mut()) {
+            *out = match core::mem::replace(r, MapResult::Pending) {
+                MapResult::Mapped(m) => MapResult::Mapped(Mapped(m)),
+                MapResult::Failed(e) => MapResult::Failed(e),
+                MapResult::Pending => MapResult::Pending,
+            };
+        }
+        Ok(())
+    }
+
+    fn unmap_batch(&self, mappings: &mut [Option<Mapped>], results: &mut [UnmapResult]) -> Result<(), BatchError> {
+        const MAX: usize = xen_kernel::grant::MAX_POOL;
+        if mappings.len() > MAX {
+            return Err(BatchError::TooLarge);
+        }
+        let mut inner: [Option<Mapping>; MAX] = core::array::from_fn(|_| None);
+        let inner = inner.get_mut(..mappings.len()).ok_or(BatchError::TooLarge)?;
+        for (i, m) in inner.iter_mut().zip(mappings.iter_mut()) {
+            *i = m.take().map(|m| m.0);
+        }
+        let r = self.grants.unmap_batch(inner, results);
+        // Whatever is still mapped goes back to the caller.
+        for (i, m) in inner.iter_mut().zip(mappings.iter_mut()) {
+            *m = i.take().map(Mapped);
+        }
+        r
+    }
+
+    fn copy_batch(&self, _ops: &[CopyOp<'_, Page>], results: &mut [Result<(), GrantError>]) -> Result<(), BatchError> {
+        // Echo does not copy; the kernel glue offers no grant copy yet.
+        for r in results.iter_mut() {
+            *r = Err(GrantError::GeneralError);
+        }
+        Ok(())
+    }
+}
+
+impl<K: Kick> EvtchnOps for Env<K> {
+    fn alloc_unbound(&self, remote: DomId) -> Result<Port, EvtchnError> {
+        self.chan.alloc_unbound(remote)
+    }
+    fn bind_interdomain(&self, remote: DomId, remote_port: Port) -> Result<Port, EvtchnError> {
+        self.chan.bind_interdomain(remote, remote_port)
+    }
+    fn notify(&self, port: Port) -> Result<(), EvtchnError> {
+        self.chan.notify(port)
+    }
+    fn mask(&self, port: Port) -> Result<(), EvtchnError> {
+        self.chan.mask(port)
+    }
+    fn unmask(&self, port: Port) -> Result<(), EvtchnError> {
+        self.chan.unmask(port)
+    }
+    fn close(&self, port: Port) -> Result<(), EvtchnError> {
+        self.chan.close(port)
+    }
+}
+
+impl<K: Kick> PageAlloc for Env<K> {
+    type Page = Page;
+    fn alloc_page(&self) -> Option<Page> {
+        LocalPage::new().map(Page)
+    }
+}
+
+impl<K: Kick> RingMemory for Env<K> {
+    type Front = FrontRingPages;
+    type Back = BackRingPages;
+
+    fn alloc_ring(&self, pages: usize) -> Option<FrontRingPages> {
+        // xenbus_setup_ring allocates and grants in one go, to the device's other end.
+        FrontRingPages::new(&self.dev, pages).ok()
+    }
+
+    fn grant_ring_page(&self, domid: DomId, ring: &FrontRingPages, index: usize) -> Result<GrantRef, AccessError> {
+        if domid != self.dev.otherend_id() {
+            return Err(AccessError::NoFreeRefs);
+        }
+        ring.gref(index).ok_or(AccessError::NoFreeRefs)
+    }
+
+    /// Ring grants are revoked page by page when the ring is dropped, each page handed to
+    /// the kernel with its grant (`gnttab_end_foreign_access`: freed at once if revoked,
+    /// deferred while the peer still maps it). Until then every grant is in place, so this
+    /// reports `StillMapped` and the engine gives the ring to `defer_free_ring`.
+    fn end_ring_access(&self, _gref: GrantRef) -> EndAccess {
+        EndAccess::StillMapped
+    }
+
+    fn defer_free_ring(&self, ring: FrontRingPages, _grefs: &[GrantRef]) {
+        drop(ring);
+    }
+
+    fn map_ring(&self, domid: DomId, grefs: &[GrantRef]) -> Result<BackRingPages, GrantError> {
+        if domid != self.dev.otherend_id() {
+            return Err(GrantError::BadDomain);
+        }
+        BackRingPages::map(&self.dev, grefs).map_err(|_| GrantError::GeneralError)
+    }
+}

@@ -1,0 +1,127 @@
+# echo: our Rust echo device end to end. The backend module (xenpvrs_echo_back) in dom0 and the
+# frontend module (xenpvrs_echo_front) in a PV guest connect through XenStore nodes written as a
+# toolstack would, and exchange 100,000 complement requests whose data both sides verify (the
+# back validates, maps and checksums each request; the front checks every checksum and every
+# complemented page). Then the guest module is unloaded, reloaded and runs again; then the dom0
+# module is unloaded while the guest is connected, and the guest survives and reports the
+# disconnect. Both modules print their layer's counters at unload: every grant, mapping, ring,
+# event channel and watch must be given back (clean=1).
+TIMEOUT=1500
+
+REQUESTS=100000
+
+# kv LINE KEY: the value of KEY=value in LINE.
+kv() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | tail -1; }
+
+# klines TAG WHAT: how many kernel lines "TAG WHAT..." there are; klast TAG WHAT: the last one.
+klines() { dmesg | grep -c "$1 $2"; }
+klast() { dmesg | grep "$1 $2" | tail -1 | sed "s/.*$1 //"; }
+
+# kwait TAG WHAT N SECS: wait until there are at least N such lines.
+kwait() {
+    _n=$4
+    while [ "$(klines "$1" "$2")" -lt "$3" ] && [ "$_n" -gt 0 ]; do sleep 1; _n=$((_n - 1)); done
+    [ "$(klines "$1" "$2")" -ge "$3" ]
+}
+
+# unbind_all DRIVERDIR: unbind every device from a XenBus driver. The XenBus core holds a
+# reference on a driver's module while a device is bound, so a module is unloaded by unbinding
+# its devices (as for the C PV drivers), then rmmod.
+unbind_all() {
+    for _d in "$1"/echo-*; do
+        [ -e "$_d" ] || continue
+        echo "$(basename "$_d")" > "$1/unbind" || return
+    done
+}
+
+# irqs NAME: the interrupt count of our event channel named NAME (0 if not bound).
+irqs() { awk -v n="$1" '$0 ~ n { s = 0; for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) s += $i; print s; f = 1 } END { if (!f) print 0 }' /proc/interrupts; }
+
+# --- dom0 ----------------------------------------------------------------------------------
+
+# echo_add_device DOMID: the toolstack's part. Both directories are created and given their
+# permissions first (children inherit them), the keys written in one transaction, and the two
+# state nodes last: XenBus creates a device only once its state reads Initialising.
+echo_add_device() {
+    fe=/local/domain/$1/device/echo/0
+    be=/local/domain/0/backend/echo/$1/0
+    check xs-mkdirs xenstore-write "$fe" "" "$be" "" || return
+    check xs-chmod-front xenstore-chmod "$fe" "n$1" r0 || return
+    check xs-chmod-back xenstore-chmod "$be" n0 "r$1" || return
+    check xs-keys xenstore-write "$fe/backend" "$be" "$fe/backend-id" 0 \
+        "$be/frontend" "$fe" "$be/frontend-id" "$1" "$be/online" 1 || return
+    check xs-states xenstore-write "$be/state" 1 "$fe/state" 1
+}
+
+dom0_main() {
+    check modprobe-echo-back modprobe xenpvrs_echo_back || return
+    write_domu_cfg domu 128 ""
+    follow_guest domu
+    check xl-create xl create /etc/xen/domu.cfg || return
+    d=$(xl domid domu)
+    echo_add_device "$d" || return
+    # The guest runs, reloads its module and runs again; then we pull the backend from under it.
+    if ! wait_for "$(guest_log domu)" '^(ECHO-RELOADED|DOMU-RESULT)' 1200; then
+        fail "the guest did not finish its two runs"
+        return
+    fi
+    check_eq back-connects 2 "$(klines XENPVRS-ECHO-BACK connected)"
+    check unbind-echo-back unbind_all /sys/bus/xen-backend/drivers/xenpvrs-echo-back
+    check rmmod-echo-back rmmod xenpvrs_echo_back
+    unload=$(klast XENPVRS-ECHO-BACK unload)
+    log "ECHO-BACK $unload"
+    check_eq back-unload-clean 1 "$(kv "$unload" clean)"
+    served=0
+    for s in $(dmesg | grep 'XENPVRS-ECHO-BACK disconnected' | sed 's/.*served=\([0-9]*\).*/\1/'); do
+        served=$((served + s))
+    done
+    check_eq back-served "$((2 * REQUESTS))" "$served"
+    check_eq back-invalid 0 "$(kv "$(klast XENPVRS-ECHO-BACK disconnected)" invalid)"
+    check_eq back-map-failures 0 "$(kv "$(klast XENPVRS-ECHO-BACK disconnected)" map_failures)"
+    domu_result domu 300
+    check_eq domu-disconnect-seen yes "$(guest_value domu ECHO-DISCONNECT-SEEN)"
+}
+
+# --- domU ----------------------------------------------------------------------------------
+
+# front_run N: the N-th result line since boot says all requests completed and verified.
+front_run() {
+    if ! kwait XENPVRS-ECHO-FRONT result "$1" 900; then
+        fail "run $1: no result line"
+        return 1
+    fi
+    line=$(klast XENPVRS-ECHO-FRONT result)
+    echo "ECHO-RUN$1 $line irqs=$(irqs xenpvrs-echo-front)"
+    sleep 3
+    echo "ECHO-IDLE$1 irqs=$(irqs xenpvrs-echo-front)"
+    check_eq "run$1-outcome" done "$(kv "$line" outcome)"
+    check_eq "run$1-completed" "$REQUESTS" "$(kv "$line" completed)"
+    check_eq "run$1-mismatches" 0 "$(kv "$line" mismatches)"
+}
+
+# front_unload N: unload the module; its N-th unload line reports a clean layer.
+front_unload() {
+    check "unbind-front$1" unbind_all /sys/bus/xen/drivers/xenpvrs-echo-front
+    check "rmmod-front$1" rmmod xenpvrs_echo_front || return
+    kwait XENPVRS-ECHO-FRONT unload "$1" 5 || fail "no unload line $1"
+    line=$(klast XENPVRS-ECHO-FRONT unload)
+    echo "ECHO-UNLOAD$1 $line"
+    check_eq "front-unload$1-clean" 1 "$(kv "$line" clean)"
+}
+
+domu_main() {
+    check modprobe-echo-front modprobe xenpvrs_echo_front || return
+    front_run 1 || return
+    front_unload 1
+    check modprobe-echo-front-again modprobe xenpvrs_echo_front || return
+    front_run 2 || return
+    before=$(klines XENPVRS-ECHO-FRONT disconnected)
+    echo "ECHO-RELOADED"
+    if kwait XENPVRS-ECHO-FRONT disconnected $((before + 1)) 120; then
+        echo "ECHO-DISCONNECT $(klast XENPVRS-ECHO-FRONT disconnected)"
+        echo "ECHO-DISCONNECT-SEEN yes"
+    else
+        fail "no disconnect reported after the backend left"
+    fi
+    front_unload 2
+}

@@ -1,0 +1,136 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Thin C wrappers for the kernel's Xen static inlines and macros, compiled into each module
+ * (so THIS_MODULE and KBUILD_MODNAME are the module's own). No logic lives here beyond filling
+ * hypercall argument structs; the Rust glue (src/) owns every decision.
+ */
+#include <linux/gfp.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <xen/grant_table.h>
+#include <xen/events.h>
+#include <xen/page.h>
+#include <xen/xen.h>
+#include "helpers.h"
+
+/* Largest batch xpvrs_map_grants/xpvrs_unmap_grants take (keeps their stack use small). */
+#define XPVRS_MAX_BATCH 16
+
+int xpvrs_register_frontend(struct xenbus_driver *drv)
+{
+	return xenbus_register_frontend(drv);
+}
+
+int xpvrs_register_backend(struct xenbus_driver *drv)
+{
+	return xenbus_register_backend(drv);
+}
+
+void *xpvrs_get_drvdata(struct xenbus_device *dev)
+{
+	return dev_get_drvdata(&dev->dev);
+}
+
+void xpvrs_set_drvdata(struct xenbus_device *dev, void *data)
+{
+	dev_set_drvdata(&dev->dev, data);
+}
+
+bool xpvrs_xen_domain(void)
+{
+	return xen_domain();
+}
+
+bool xpvrs_xen_initial_domain(void)
+{
+	return xen_initial_domain();
+}
+
+void xpvrs_notify_evtchn(evtchn_port_t port)
+{
+	notify_remote_via_evtchn(port);
+}
+
+void *xpvrs_alloc_page(void)
+{
+	return (void *)get_zeroed_page(GFP_KERNEL);
+}
+
+void xpvrs_free_page(void *addr)
+{
+	free_page((unsigned long)addr);
+}
+
+unsigned long xpvrs_virt_to_gfn(const void *addr)
+{
+	return virt_to_gfn(addr);
+}
+
+int xpvrs_setup_ring(struct xenbus_device *dev, void **vaddr, unsigned int nr_pages,
+		     grant_ref_t *grefs)
+{
+	return xenbus_setup_ring(dev, GFP_KERNEL, vaddr, nr_pages, grefs);
+}
+
+int xpvrs_alloc_map_pages(unsigned int nr, struct page **pages)
+{
+	return gnttab_alloc_pages(nr, pages);
+}
+
+void xpvrs_free_map_pages(unsigned int nr, struct page **pages)
+{
+	gnttab_free_pages(nr, pages);
+}
+
+struct page *xpvrs_virt_to_page(const void *addr)
+{
+	return virt_to_page(addr);
+}
+
+void *xpvrs_page_address(struct page *page)
+{
+	return pfn_to_kaddr(page_to_pfn(page));
+}
+
+int xpvrs_map_grants(struct page **pages, const grant_ref_t *refs, const domid_t *domids,
+		     const bool *readonly, grant_handle_t *handles, int16_t *status,
+		     unsigned int count)
+{
+	struct gnttab_map_grant_ref ops[XPVRS_MAX_BATCH];
+	unsigned int i;
+	int err;
+
+	if (count > XPVRS_MAX_BATCH)
+		return -E2BIG;
+	for (i = 0; i < count; i++) {
+		u32 flags = GNTMAP_host_map | (readonly[i] ? GNTMAP_readonly : 0);
+
+		gnttab_set_map_op(&ops[i], (unsigned long)pfn_to_kaddr(page_to_pfn(pages[i])),
+				  flags, refs[i], domids[i]);
+		ops[i].handle = 0;
+	}
+	err = gnttab_map_refs(ops, NULL, pages, count);
+	for (i = 0; i < count; i++) {
+		status[i] = ops[i].status;
+		handles[i] = ops[i].handle;
+	}
+	return err;
+}
+
+int xpvrs_unmap_grants(struct page **pages, const grant_handle_t *handles, int16_t *status,
+		       unsigned int count)
+{
+	struct gnttab_unmap_grant_ref ops[XPVRS_MAX_BATCH];
+	unsigned int i;
+	int err;
+
+	if (count > XPVRS_MAX_BATCH)
+		return -E2BIG;
+	for (i = 0; i < count; i++)
+		gnttab_set_unmap_op(&ops[i], (unsigned long)pfn_to_kaddr(page_to_pfn(pages[i])),
+				    GNTMAP_host_map, handles[i]);
+	err = gnttab_unmap_refs(ops, NULL, pages, count);
+	for (i = 0; i < count; i++)
+		status[i] = ops[i].status;
+	return err;
+}
