@@ -19,7 +19,7 @@ dom0_main() {
         missing-enoent mkdir-directory rm perms domain-path transaction-commit \
         transaction-conflict watch directory-part watch-relative-special watch-overflow \
         reset-watches domain-introduced binary-value path-limits mkdir-parents transaction-ops \
-        watch-long-path owner-must-exist errors; do
+        watch-long-path owner-must-exist errors stray-reply bad-client-dropped; do
         check_eq "xs-interop-$step" ok "$(interop_values XS-INTEROP | sed -n "s/^$step //p")"
     done
     [ "$(grep -c '^XS-INTEROP-VALUE ' /tmp/xs-interop.out)" -ge 4 ] || fail "xs-interop printed no values"

@@ -7,13 +7,13 @@
 //! cross-check them with the C `xenstore-read` and `xenstore-ls` tools.
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use xen_core::xs::unix::{UnixTransport, DEFAULT_SOCKET};
 use xen_core::xs::wire::PAYLOAD_MAX;
 use xen_core::xs::{
-    with_transaction, Access, Client, Errno, Error, Path, Perm, Reply, Request, TxId, WatchEvent,
-    XenStore, XsTransport,
+    with_transaction, Access, Client, Errno, Error, Header, MsgType, Path, Perm, Reply, ReqId,
+    Request, TxId, WatchEvent, XenStore, XsTransport,
 };
 use xen_sys::DomId;
 
@@ -798,6 +798,67 @@ fn owner_must_exist<T: XsTransport>(xs: &mut Xs<T>) -> StepResult {
     )
 }
 
+/// A reply nobody waits for any more (an interrupted call) is skipped by the next call, and
+/// discarded by `process_pending` when no call is outstanding.
+fn stray_reply<T: XsTransport>(xs: &mut Xs<T>) -> StepResult {
+    let mut msg = [0u8; 64];
+    let read = Request::Read {
+        path: path("/xs-interop/hello")?,
+    };
+    let n = ctx(
+        "encode",
+        read.encode(ReqId(0xdead_beef), TxId::NONE, &mut msg),
+    )?;
+    let raw = msg.get(..n).ok_or("encoded past the buffer")?;
+    let before = xs.stats().stray_replies;
+    ctx("raw send", xs.transport_mut().send(raw))?;
+    want(
+        "read past the stray",
+        b"world".to_vec(),
+        ctx("read", read_vec(xs, TxId::NONE, "/xs-interop/hello"))?,
+    )?;
+    want("strays skipped", before + 1, xs.stats().stray_replies)?;
+    ctx("raw send again", xs.transport_mut().send(raw))?;
+    let deadline = Instant::now() + TIMEOUT;
+    while xs.stats().stray_replies == before + 1 && Instant::now() < deadline {
+        ctx("process_pending", xs.process_pending())?;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    want("strays discarded", before + 2, xs.stats().stray_replies)
+}
+
+/// A connection announcing a payload over `XENSTORE_PAYLOAD_MAX` is dropped by the daemon;
+/// the client sees a transport error at once, not a hang, and the daemon serves others on.
+fn bad_client_dropped<T: XsTransport>(bad: T, xs: &mut Xs<T>) -> StepResult {
+    let mut bad = Client::new(Counting {
+        inner: bad,
+        sent: 0,
+    });
+    let header = Header {
+        msg_type: MsgType::Read,
+        req_id: ReqId(1),
+        tx_id: TxId::NONE,
+        len: u32::try_from(PAYLOAD_MAX + 1).map_err(|e| e.to_string())?,
+    };
+    // The refusal may surface on the send already (the simulator) or on the next read.
+    let start = Instant::now();
+    let r = bad
+        .transport_mut()
+        .send(&header.to_bytes())
+        .and_then(|()| read_vec(&mut bad, TxId::NONE, "/xs-interop/hello"));
+    let waited = start.elapsed();
+    println!("XS-INTEROP-PROBE oversized-header-then-read {r:?} after {waited:?}");
+    want("read on the dropped connection", Err(Error::Transport), r)?;
+    if waited >= TIMEOUT {
+        return Err(format!("noticed only by the {TIMEOUT:?} timeout"));
+    }
+    want(
+        "daemon still serves",
+        b"world".to_vec(),
+        ctx("read", read_vec(xs, TxId::NONE, "/xs-interop/hello"))?,
+    )
+}
+
 /// The error names the daemon really sends, each mapped to its `Errno`.
 fn errors<T: XsTransport>(xs: &mut Xs<T>) -> StepResult {
     let einval = xs.call(
@@ -863,13 +924,22 @@ fn errors<T: XsTransport>(xs: &mut Xs<T>) -> StepResult {
 
 /// Runs every step over two connections to the same daemon, printing a line per step;
 /// returns the names of the steps that failed.
-pub fn run<T: XsTransport>(xs: T, other: T) -> Vec<&'static str> {
+pub fn run<T: XsTransport>(mut connect: impl FnMut() -> Result<T, String>) -> Vec<&'static str> {
+    let mut failed = Vec::new();
+    let (xs, other) = match (connect(), connect()) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            println!("XS-INTEROP connect FAIL: {e}");
+            failed.push("connect");
+            return failed;
+        }
+    };
+    println!("XS-INTEROP connect ok");
     let mut xs = Client::new(Counting { inner: xs, sent: 0 });
     let mut other = Client::new(Counting {
         inner: other,
         sent: 0,
     });
-    let mut failed = Vec::new();
     let mut report = |name: &'static str, r: StepResult| match r {
         Ok(()) => println!("XS-INTEROP {name} ok"),
         Err(e) => {
@@ -910,6 +980,9 @@ pub fn run<T: XsTransport>(xs: T, other: T) -> Vec<&'static str> {
     report("watch-long-path", watch_long_path(&mut xs, &mut other));
     report("owner-must-exist", owner_must_exist(&mut xs));
     report("errors", errors(&mut xs));
+    report("stray-reply", stray_reply(&mut xs));
+    let dropped = connect().and_then(|bad| bad_client_dropped(bad, &mut xs));
+    report("bad-client-dropped", dropped);
     let stats = xs.stats();
     println!("XS-INTEROP-STATS {stats:?}");
     failed
@@ -920,15 +993,7 @@ fn main() -> ExitCode {
     let socket = std::env::args()
         .nth(1)
         .unwrap_or_else(|| DEFAULT_SOCKET.to_string());
-    let (xs, other) = match (connect(&socket), connect(&socket)) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => {
-            println!("XS-INTEROP connect FAIL: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    println!("XS-INTEROP connect ok");
-    let failed = run(xs, other);
+    let failed = run(|| connect(&socket));
     if failed.is_empty() {
         println!("XS-INTEROP-RESULT PASS");
         ExitCode::SUCCESS
