@@ -5,6 +5,11 @@
 //! any step failed. Nodes are created under `/xs-interop`, and a few are left in place (with
 //! their expected values printed as `XS-INTEROP-VALUE <path> <value>`) so the scenario can
 //! cross-check them with the C `xenstore-read` and `xenstore-ls` tools.
+//!
+//! The steps are generic over the transport: `tests/tests/xs_interop_sim.rs` runs them against
+//! the simulated xenstored too, so the simulator cannot drift from the real daemon unnoticed.
+//! `XS-INTEROP-PROBE` lines record what the daemon answered where that is the daemon's choice
+//! (error names); dom0's connection is privileged, so `EACCES` cannot be provoked from here.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
