@@ -190,7 +190,11 @@ impl bus::Driver for Driver {
             teardown(&this);
             return Err(EIO);
         }
-        pr_info!("XENPVRS-ECHO-BACK probe {} frontend-id={}\n", dev.nodename(), dev.otherend_id().raw());
+        pr_info!(
+            "XENPVRS-ECHO-BACK probe {} frontend-id={}\n",
+            dev.nodename(),
+            dev.otherend_id().raw()
+        );
         Ok(this)
     }
 
@@ -211,10 +215,15 @@ impl bus::Driver for Driver {
         for _ in 0..20 {
             let mut guard = this.state.lock();
             let state = guard.engine.as_ref().map(|e| e.state());
-            if !matches!(state, Some(XenbusState::Closing) | Some(XenbusState::Connected)) {
+            if !matches!(
+                state,
+                Some(XenbusState::Closing) | Some(XenbusState::Connected)
+            ) {
                 break;
             }
-            let _ = this.progress.wait_interruptible_timeout(&mut guard, msecs_to_jiffies(100));
+            let _ = this
+                .progress
+                .wait_interruptible_timeout(&mut guard, msecs_to_jiffies(100));
         }
         teardown(&this);
         pr_info!("XENPVRS-ECHO-BACK removed\n");
@@ -261,9 +270,15 @@ impl kernel::Module for EchoBackModule {
         if !xen_kernel::xen_domain() {
             return Err(ENODEV);
         }
-        let reg = KBox::pin_init(bus::Registration::<Driver>::new(c_str!("xenpvrs-echo-back")), GFP_KERNEL)?;
+        let reg = KBox::pin_init(
+            bus::Registration::<Driver>::new(c_str!("xenpvrs-echo-back")),
+            GFP_KERNEL,
+        )?;
         pr_info!("XENPVRS-ECHO-BACK loaded\n");
-        Ok(EchoBackModule { _reg: reg, _report: Report })
+        Ok(EchoBackModule {
+            _reg: reg,
+            _report: Report,
+        })
     }
 }
 

@@ -143,7 +143,10 @@ impl WorkItem<0> for FrontDev {
         sync_state(engine);
         let connected = engine.is_connected();
         if connected && !st.was_connected {
-            pr_info!("XENPVRS-ECHO-FRONT connected state={}\n", u32::from(engine.state()));
+            pr_info!(
+                "XENPVRS-ECHO-FRONT connected state={}\n",
+                u32::from(engine.state())
+            );
             st.completed = 0;
             st.mismatches = 0;
             if !st.runner_queued && !this.stopping.load(Ordering::Acquire) {
@@ -192,7 +195,9 @@ impl WorkItem<1> for FrontDev {
                 break "stopped";
             }
             let st = &mut *guard;
-            let Some(engine) = st.engine.as_mut() else { break "gone" };
+            let Some(engine) = st.engine.as_mut() else {
+                break "gone";
+            };
             if !engine.is_connected() {
                 break "disconnected";
             }
@@ -212,7 +217,9 @@ impl WorkItem<1> for FrontDev {
                 break "push failed";
             }
             let before = st.completed;
-            let _ = this.progress.wait_interruptible_timeout(&mut guard, msecs_to_jiffies(STALL_MS));
+            let _ = this
+                .progress
+                .wait_interruptible_timeout(&mut guard, msecs_to_jiffies(STALL_MS));
             if guard.completed == before && !this.stopping.load(Ordering::Acquire) {
                 break "stalled";
             }
@@ -310,10 +317,15 @@ impl bus::Driver for Driver {
         for _ in 0..50 {
             let mut guard = this.state.lock();
             let state = guard.engine.as_ref().map(|e| e.state());
-            if !matches!(state, Some(XenbusState::Closing) | Some(XenbusState::Connected)) {
+            if !matches!(
+                state,
+                Some(XenbusState::Closing) | Some(XenbusState::Connected)
+            ) {
                 break;
             }
-            let _ = this.progress.wait_interruptible_timeout(&mut guard, msecs_to_jiffies(100));
+            let _ = this
+                .progress
+                .wait_interruptible_timeout(&mut guard, msecs_to_jiffies(100));
         }
         teardown(&this);
         pr_info!("XENPVRS-ECHO-FRONT removed\n");
@@ -353,9 +365,15 @@ impl kernel::Module for EchoFrontModule {
         if !xen_kernel::xen_domain() {
             return Err(ENODEV);
         }
-        let reg = KBox::pin_init(bus::Registration::<Driver>::new(c_str!("xenpvrs-echo-front")), GFP_KERNEL)?;
+        let reg = KBox::pin_init(
+            bus::Registration::<Driver>::new(c_str!("xenpvrs-echo-front")),
+            GFP_KERNEL,
+        )?;
         pr_info!("XENPVRS-ECHO-FRONT loaded\n");
-        Ok(EchoFrontModule { _reg: reg, _report: Report })
+        Ok(EchoFrontModule {
+            _reg: reg,
+            _report: Report,
+        })
     }
 }
 

@@ -62,7 +62,12 @@ impl<K: Kick> GrantOps for Env<K> {
         self.grants.zero_page(&mut page.0)
     }
 
-    fn grant_access(&self, domid: DomId, page: &Page, access: Access) -> Result<GrantRef, AccessError> {
+    fn grant_access(
+        &self,
+        domid: DomId,
+        page: &Page,
+        access: Access,
+    ) -> Result<GrantRef, AccessError> {
         self.grants.grant_access(domid, &page.0, access)
     }
 
@@ -74,7 +79,11 @@ impl<K: Kick> GrantOps for Env<K> {
         self.grants.defer_free(gref, page.0)
     }
 
-    fn map_batch(&self, requests: &[MapRequest], results: &mut [MapResult<Mapped>]) -> Result<(), BatchError> {
+    fn map_batch(
+        &self,
+        requests: &[MapRequest],
+        results: &mut [MapResult<Mapped>],
+    ) -> Result<(), BatchError> {
         const MAX: usize = xen_kernel::grant::MAX_POOL;
         if requests.len() != results.len() {
             return Err(BatchError::LengthMismatch);
@@ -86,7 +95,9 @@ impl<K: Kick> GrantOps for Env<K> {
             return Err(BatchError::ResultNotPending);
         }
         let mut inner: [MapResult<Mapping>; MAX] = core::array::from_fn(|_| MapResult::Pending);
-        let inner = inner.get_mut(..requests.len()).ok_or(BatchError::TooLarge)?;
+        let inner = inner
+            .get_mut(..requests.len())
+            .ok_or(BatchError::TooLarge)?;
         self.grants.map_batch(requests, inner)?;
         for (out, r) in results.iter_mut().zip(inner.iter_mut()) {
             *out = match core::mem::replace(r, MapResult::Pending) {
@@ -98,13 +109,19 @@ impl<K: Kick> GrantOps for Env<K> {
         Ok(())
     }
 
-    fn unmap_batch(&self, mappings: &mut [Option<Mapped>], results: &mut [UnmapResult]) -> Result<(), BatchError> {
+    fn unmap_batch(
+        &self,
+        mappings: &mut [Option<Mapped>],
+        results: &mut [UnmapResult],
+    ) -> Result<(), BatchError> {
         const MAX: usize = xen_kernel::grant::MAX_POOL;
         if mappings.len() > MAX {
             return Err(BatchError::TooLarge);
         }
         let mut inner: [Option<Mapping>; MAX] = core::array::from_fn(|_| None);
-        let inner = inner.get_mut(..mappings.len()).ok_or(BatchError::TooLarge)?;
+        let inner = inner
+            .get_mut(..mappings.len())
+            .ok_or(BatchError::TooLarge)?;
         for (i, m) in inner.iter_mut().zip(mappings.iter_mut()) {
             *i = m.take().map(|m| m.0);
         }
@@ -116,7 +133,11 @@ impl<K: Kick> GrantOps for Env<K> {
         r
     }
 
-    fn copy_batch(&self, _ops: &[CopyOp<'_, Page>], results: &mut [Result<(), GrantError>]) -> Result<(), BatchError> {
+    fn copy_batch(
+        &self,
+        _ops: &[CopyOp<'_, Page>],
+        results: &mut [Result<(), GrantError>],
+    ) -> Result<(), BatchError> {
         // Echo does not copy; the kernel glue offers no grant copy yet.
         for r in results.iter_mut() {
             *r = Err(GrantError::GeneralError);
@@ -162,7 +183,12 @@ impl<K: Kick> RingMemory for Env<K> {
         FrontRingPages::new(&self.dev, pages).ok()
     }
 
-    fn grant_ring_page(&self, domid: DomId, ring: &FrontRingPages, index: usize) -> Result<GrantRef, AccessError> {
+    fn grant_ring_page(
+        &self,
+        domid: DomId,
+        ring: &FrontRingPages,
+        index: usize,
+    ) -> Result<GrantRef, AccessError> {
         if domid != self.dev.otherend_id() {
             return Err(AccessError::NoFreeRefs);
         }

@@ -271,7 +271,11 @@ unsafe extern "C" fn otherend_changed_callback<T: Driver>(
     // watch first).
     let data = unsafe { <Arc<T::Data> as ForeignOwnable>::borrow(ptr) };
     // SAFETY: `dev` is live during the callback.
-    T::otherend_changed(data, unsafe { Device::from_raw(dev) }, state_from_raw(state));
+    T::otherend_changed(
+        data,
+        unsafe { Device::from_raw(dev) },
+        state_from_raw(state),
+    );
 }
 
 unsafe extern "C" fn remove_callback<T: Driver>(dev: *mut b::xenbus_device) {

@@ -79,14 +79,22 @@ impl<K: Kick> Channel<K> {
     /// it once per [`KickReason::Event`] kick, after handling the event.
     pub fn eoi(&self, spurious: bool) {
         if let Some(bd) = self.bound.take() {
-            let flags = if spurious { b::XEN_EOI_FLAG_SPURIOUS } else { 0 };
+            let flags = if spurious {
+                b::XEN_EOI_FLAG_SPURIOUS
+            } else {
+                0
+            };
             // SAFETY: `bd.irq` is bound with late EOI (type invariant of `Binding`).
             unsafe { b::xen_irq_lateeoi(bd.irq, flags) };
             self.bound.set(Some(bd));
         }
     }
 
-    fn bind(&self, port: Port, bind: impl FnOnce(*mut kernel::ffi::c_void) -> i32) -> Result<Port, EvtchnError> {
+    fn bind(
+        &self,
+        port: Port,
+        bind: impl FnOnce(*mut kernel::ffi::c_void) -> i32,
+    ) -> Result<Port, EvtchnError> {
         let dev_id = self.target.clone().into_foreign();
         let irq = bind(dev_id as *mut _);
         match u32::try_from(irq) {
@@ -159,7 +167,13 @@ impl<K: Kick> EvtchnOps for Channel<K> {
             // SAFETY: `port` is our fresh unbound port; the handler and `dev_id` stay valid
             // until `unbind` (Binding invariant).
             unsafe {
-                b::bind_evtchn_to_irqhandler_lateeoi(port, Some(irq_handler::<K>), 0, name.as_char_ptr(), dev_id)
+                b::bind_evtchn_to_irqhandler_lateeoi(
+                    port,
+                    Some(irq_handler::<K>),
+                    0,
+                    name.as_char_ptr(),
+                    dev_id,
+                )
             }
         });
         if result.is_err() {

@@ -17,8 +17,8 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, Ordering};
 use kernel::prelude::*;
 use xen_grant::{
-    Access, AccessError, BatchError, CopyOp, EndAccess, GrantError, GrantOps, MapRequest, MapResult,
-    UnmapResult,
+    Access, AccessError, BatchError, CopyOp, EndAccess, GrantError, GrantOps, MapRequest,
+    MapResult, UnmapResult,
 };
 use xen_kbindings as b;
 use xen_sys::{DomId, GrantRef};
@@ -69,7 +69,10 @@ unsafe fn copy_in(base: *mut u8, offset: usize, src: &[u8]) -> bool {
 
 /// The busy-mask bit of pool slot `i` (0 for an index out of range).
 fn bit(i: usize) -> u32 {
-    u32::try_from(i).ok().and_then(|s| 1u32.checked_shl(s)).unwrap_or(0)
+    u32::try_from(i)
+        .ok()
+        .and_then(|s| 1u32.checked_shl(s))
+        .unwrap_or(0)
 }
 
 /// A zeroed page of our own memory, freed on drop.
@@ -187,11 +190,13 @@ impl Grants {
 
     fn take_slot(&self) -> Option<usize> {
         let mut found = None;
-        let _ = self.busy.fetch_update(Ordering::AcqRel, Ordering::Acquire, |mask| {
-            let free = (0..self.pool_len).find(|&i| mask & bit(i) == 0)?;
-            found = Some(free);
-            Some(mask | bit(free))
-        });
+        let _ = self
+            .busy
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |mask| {
+                let free = (0..self.pool_len).find(|&i| mask & bit(i) == 0)?;
+                found = Some(free);
+                Some(mask | bit(free))
+            });
         found
     }
 
@@ -214,7 +219,9 @@ impl Drop for Grants {
         if self.busy.load(Ordering::Acquire) != 0 {
             // A mapping was dropped without being unmapped: the pool pages may still hold
             // foreign frames, so they must never return to the allocator.
-            pr_err!("xen_kernel: grant mappings still in place at teardown; leaking the map pool\n");
+            pr_err!(
+                "xen_kernel: grant mappings still in place at teardown; leaking the map pool\n"
+            );
             return;
         }
         let nr = u32::try_from(self.pool_len).unwrap_or(0);
@@ -232,7 +239,12 @@ impl GrantOps for Grants {
         unsafe { core::ptr::write_bytes(page.addr.as_ptr(), 0, PAGE_SIZE) };
     }
 
-    fn grant_access(&self, domid: DomId, page: &LocalPage, access: Access) -> Result<GrantRef, AccessError> {
+    fn grant_access(
+        &self,
+        domid: DomId,
+        page: &LocalPage,
+        access: Access,
+    ) -> Result<GrantRef, AccessError> {
         // SAFETY: `page` is a live page of the direct map.
         let gfn = unsafe { b::xpvrs_virt_to_gfn(page.addr.as_ptr().cast()) };
         let readonly = i32::from(access == Access::ReadOnly);
@@ -267,7 +279,11 @@ impl GrantOps for Grants {
         stats::inc(&stats::DEFERRED);
     }
 
-    fn map_batch(&self, requests: &[MapRequest], results: &mut [MapResult<Mapping>]) -> Result<(), BatchError> {
+    fn map_batch(
+        &self,
+        requests: &[MapRequest],
+        results: &mut [MapResult<Mapping>],
+    ) -> Result<(), BatchError> {
         if requests.len() != results.len() {
             return Err(BatchError::LengthMismatch);
         }
@@ -303,7 +319,11 @@ impl GrantOps for Grants {
                 *res = MapResult::Failed(GrantError::NoSpace);
                 continue;
             };
-            *p = self.pool.get(slot).copied().unwrap_or(core::ptr::null_mut());
+            *p = self
+                .pool
+                .get(slot)
+                .copied()
+                .unwrap_or(core::ptr::null_mut());
             *s = slot;
             *w = i;
             *r = req.gref.raw();
@@ -347,7 +367,12 @@ impl GrantOps for Grants {
                         Some(addr) => {
                             stats::inc(&stats::MAPPINGS);
                             // INVARIANT: slot `slot` is busy and now holds this mapping.
-                            *res = MapResult::Mapped(Mapping { index: slot, addr, handle: h, readonly });
+                            *res = MapResult::Mapped(Mapping {
+                                index: slot,
+                                addr,
+                                handle: h,
+                                readonly,
+                            });
                         }
                         None => *res = MapResult::Failed(GrantError::BadVirtAddr),
                     }
@@ -361,7 +386,11 @@ impl GrantOps for Grants {
         Ok(())
     }
 
-    fn unmap_batch(&self, mappings: &mut [Option<Mapping>], results: &mut [UnmapResult]) -> Result<(), BatchError> {
+    fn unmap_batch(
+        &self,
+        mappings: &mut [Option<Mapping>],
+        results: &mut [UnmapResult],
+    ) -> Result<(), BatchError> {
         if mappings.len() != results.len() {
             return Err(BatchError::LengthMismatch);
         }
@@ -375,8 +404,14 @@ impl GrantOps for Grants {
         let mut n = 0usize;
         for (i, m) in mappings.iter().enumerate() {
             let Some(m) = m else { continue };
-            if let (Some(p), Some(h), Some(w)) = (pages.get_mut(n), handles.get_mut(n), which.get_mut(n)) {
-                *p = self.pool.get(m.index).copied().unwrap_or(core::ptr::null_mut());
+            if let (Some(p), Some(h), Some(w)) =
+                (pages.get_mut(n), handles.get_mut(n), which.get_mut(n))
+            {
+                *p = self
+                    .pool
+                    .get(m.index)
+                    .copied()
+                    .unwrap_or(core::ptr::null_mut());
                 *h = m.handle;
                 *w = i;
                 n += 1;
@@ -390,7 +425,14 @@ impl GrantOps for Grants {
             return Ok(());
         }
         // SAFETY: the first `n` entries are the pool pages and handles of live mappings.
-        let _ = unsafe { b::xpvrs_unmap_grants(pages.as_mut_ptr(), handles.as_ptr(), status.as_mut_ptr(), count) };
+        let _ = unsafe {
+            b::xpvrs_unmap_grants(
+                pages.as_mut_ptr(),
+                handles.as_ptr(),
+                status.as_mut_ptr(),
+                count,
+            )
+        };
         for k in 0..n {
             let i = which.get(k).copied().unwrap_or(usize::MAX);
             let st = status.get(k).copied().unwrap_or(-1);
@@ -411,7 +453,11 @@ impl GrantOps for Grants {
         Ok(())
     }
 
-    fn copy_batch(&self, ops: &[CopyOp<'_, LocalPage>], results: &mut [Result<(), GrantError>]) -> Result<(), BatchError> {
+    fn copy_batch(
+        &self,
+        ops: &[CopyOp<'_, LocalPage>],
+        results: &mut [Result<(), GrantError>],
+    ) -> Result<(), BatchError> {
         if ops.len() != results.len() {
             return Err(BatchError::LengthMismatch);
         }

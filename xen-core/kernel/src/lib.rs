@@ -37,7 +37,7 @@ pub mod ring;
 pub mod stats;
 pub mod store;
 
-use kernel::sync::{Arc, ArcBorrow};
+use kernel::sync::ArcBorrow;
 
 /// Something that wants to run when a watch fires or an event arrives.
 ///
@@ -70,7 +70,3 @@ pub fn xen_initial_domain() -> bool {
     // SAFETY: reads a global set once at boot; no preconditions.
     unsafe { xen_kbindings::xpvrs_xen_initial_domain() }
 }
-
-/// Keeps `Arc` in scope for the doc links of the submodules.
-#[doc(hidden)]
-pub type KickTarget<K> = Arc<K>;

@@ -52,12 +52,19 @@ impl FrontRingPages {
         let vaddr = NonNull::new(vaddr.cast::<u8>()).ok_or(ENOMEM)?;
         stats::inc(&stats::FRONT_RINGS);
         // INVARIANT: set up by xenbus_setup_ring just now.
-        Ok(FrontRingPages { vaddr, pages, grefs })
+        Ok(FrontRingPages {
+            vaddr,
+            pages,
+            grefs,
+        })
     }
 
     /// The grant of page `index`.
     pub fn gref(&self, index: usize) -> Option<GrantRef> {
-        self.grefs.get(..self.pages)?.get(index).map(|&g| GrantRef::new(g))
+        self.grefs
+            .get(..self.pages)?
+            .get(index)
+            .map(|&g| GrantRef::new(g))
     }
 
     /// Pages in the ring.
@@ -122,12 +129,17 @@ impl BackRingPages {
         let nr = u32::try_from(grefs.len()).map_err(|_| EINVAL)?;
         let mut vaddr: *mut kernel::ffi::c_void = core::ptr::null_mut();
         // SAFETY: `dev` is live; `raw` holds `nr` references; `vaddr` is a valid out-pointer.
-        let ret = unsafe { b::xenbus_map_ring_valloc(dev.as_raw(), raw.as_mut_ptr(), nr, &mut vaddr) };
+        let ret =
+            unsafe { b::xenbus_map_ring_valloc(dev.as_raw(), raw.as_mut_ptr(), nr, &mut vaddr) };
         kernel::error::to_result(ret)?;
         let vaddr = NonNull::new(vaddr.cast::<u8>()).ok_or(ENOMEM)?;
         stats::inc(&stats::BACK_RINGS);
         // INVARIANT: mapped just now.
-        Ok(BackRingPages { dev: dev.clone(), vaddr, pages: grefs.len() })
+        Ok(BackRingPages {
+            dev: dev.clone(),
+            vaddr,
+            pages: grefs.len(),
+        })
     }
 }
 
@@ -145,7 +157,8 @@ unsafe impl SharedMemory for BackRingPages {
 impl Drop for BackRingPages {
     fn drop(&mut self) {
         // SAFETY: mapped by xenbus_map_ring_valloc for this device (type invariant).
-        let ret = unsafe { b::xenbus_unmap_ring_vfree(self.dev.as_raw(), self.vaddr.as_ptr().cast()) };
+        let ret =
+            unsafe { b::xenbus_unmap_ring_vfree(self.dev.as_raw(), self.vaddr.as_ptr().cast()) };
         if ret == 0 {
             stats::dec(&stats::BACK_RINGS);
         }

@@ -14,13 +14,14 @@
 //! dropped; `unregister_xenbus_watch` waits for a callback in flight, so no callback runs
 //! after either.
 
-use core::ptr;
 use core::sync::atomic::{AtomicU32, Ordering};
 use kernel::error::from_err_ptr;
 use kernel::prelude::*;
 use kernel::sync::Arc;
 use kernel::types::Opaque;
-use xen_core::xs::{Errno, Error, Path, Perm, PermList, Strings, TxId, WatchEvent, WatchId, XenStore};
+use xen_core::xs::{
+    Errno, Error, Path, Perm, PermList, Strings, TxId, WatchEvent, WatchId, XenStore,
+};
 use xen_kbindings as b;
 use xen_sys::DomId;
 
@@ -99,10 +100,14 @@ unsafe extern "C" fn watch_callback<K: Kick>(
     // SAFETY: `watch` is the `watch` field of a registered `WatchSlot<K>` (only such watches
     // get this callback), which stays allocated until unregistered, and unregistration waits
     // for this callback to return. `Opaque<T>` is transparent over `T`.
-    let slot = unsafe { &*kernel::container_of!(watch.cast::<Opaque<b::xenbus_watch>>(), WatchSlot<K>, watch) };
+    let slot = unsafe {
+        &*kernel::container_of!(watch.cast::<Opaque<b::xenbus_watch>>(), WatchSlot<K>, watch)
+    };
     let _ = slot
         .pending
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_add(1)));
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            Some(n.saturating_add(1))
+        });
     K::kick(slot.target.as_arc_borrow(), KickReason::Watch);
 }
 
@@ -124,7 +129,11 @@ fn check(ret: i32) -> Result<(), Error> {
 }
 
 /// `bytes` with a NUL appended, in `buf`; fails with `err` if it does not fit or holds a NUL.
-fn to_c<'a, const N: usize>(bytes: &[u8], buf: &'a mut [u8; N], err: Error) -> Result<&'a [u8], Error> {
+fn to_c<'a, const N: usize>(
+    bytes: &[u8],
+    buf: &'a mut [u8; N],
+    err: Error,
+) -> Result<&'a [u8], Error> {
     if bytes.contains(&0) {
         return Err(Error::Malformed);
     }
@@ -150,7 +159,8 @@ impl<K: Kick> XenStore for KernelStore<K> {
         let mut len: kernel::ffi::c_uint = 0;
         // SAFETY: both strings are NUL-terminated and outlive the call; `len` is a valid
         // out-pointer. The result is a kmalloc'ed buffer or an ERR_PTR.
-        let raw = unsafe { b::xenbus_read(tx(t), p.as_ptr().cast(), EMPTY.as_ptr().cast(), &mut len) };
+        let raw =
+            unsafe { b::xenbus_read(tx(t), p.as_ptr().cast(), EMPTY.as_ptr().cast(), &mut len) };
         let value = from_err_ptr(raw).map_err(|e| xs_error(e.to_errno()))?;
         let len = usize::try_from(len).unwrap_or(usize::MAX);
         let result = match buf.get_mut(..len) {
@@ -174,18 +184,30 @@ impl<K: Kick> XenStore for KernelStore<K> {
         let v = to_c(value, &mut v, Error::NoSpace)?;
         // SAFETY: all three strings are NUL-terminated and outlive the call.
         check(unsafe {
-            b::xenbus_write(tx(t), p.as_ptr().cast(), EMPTY.as_ptr().cast(), v.as_ptr().cast())
+            b::xenbus_write(
+                tx(t),
+                p.as_ptr().cast(),
+                EMPTY.as_ptr().cast(),
+                v.as_ptr().cast(),
+            )
         })
     }
 
-    fn directory<'a>(&mut self, t: TxId, path: Path<'_>, buf: &'a mut [u8]) -> Result<Strings<'a>, Error> {
+    fn directory<'a>(
+        &mut self,
+        t: TxId,
+        path: Path<'_>,
+        buf: &'a mut [u8],
+    ) -> Result<Strings<'a>, Error> {
         let mut p = [0u8; PATH_CAP];
         let p = to_c(path.as_bytes(), &mut p, Error::PathTooLong)?;
         let mut num: kernel::ffi::c_uint = 0;
         // SAFETY: both strings are NUL-terminated and outlive the call; `num` is a valid
         // out-pointer. The result is one kmalloc'ed block (the pointer array followed by the
         // strings) or an ERR_PTR.
-        let raw = unsafe { b::xenbus_directory(tx(t), p.as_ptr().cast(), EMPTY.as_ptr().cast(), &mut num) };
+        let raw = unsafe {
+            b::xenbus_directory(tx(t), p.as_ptr().cast(), EMPTY.as_ptr().cast(), &mut num)
+        };
         let list = from_err_ptr(raw).map_err(|e| xs_error(e.to_errno()))?;
         let num = usize::try_from(num).unwrap_or(0);
         let mut used = 0usize;
@@ -225,7 +247,12 @@ impl<K: Kick> XenStore for KernelStore<K> {
     }
 
     /// The kernel exports no permission calls: `ENOSYS`.
-    fn get_perms<'a>(&mut self, _t: TxId, _path: Path<'_>, _buf: &'a mut [u8]) -> Result<PermList<'a>, Error> {
+    fn get_perms<'a>(
+        &mut self,
+        _t: TxId,
+        _path: Path<'_>,
+        _buf: &'a mut [u8],
+    ) -> Result<PermList<'a>, Error> {
         Err(Error::Daemon(Errno::Enosys))
     }
 
@@ -287,7 +314,11 @@ impl<K: Kick> XenStore for KernelStore<K> {
         if self.generations.get(index).copied() != Some(id.generation) {
             return Err(Error::NoSuchWatch);
         }
-        let w = self.slots.get_mut(index).and_then(Option::take).ok_or(Error::NoSuchWatch)?;
+        let w = self
+            .slots
+            .get_mut(index)
+            .and_then(Option::take)
+            .ok_or(Error::NoSuchWatch)?;
         unregister(w);
         if let Some(g) = self.generations.get_mut(index) {
             *g = g.wrapping_add(1);
@@ -300,7 +331,11 @@ impl<K: Kick> XenStore for KernelStore<K> {
         if self.generations.get(index).copied() != Some(id.generation) {
             return Err(Error::NoSuchWatch);
         }
-        let w = self.slots.get(index).and_then(Option::as_ref).ok_or(Error::NoSuchWatch)?;
+        let w = self
+            .slots
+            .get(index)
+            .and_then(Option::as_ref)
+            .ok_or(Error::NoSuchWatch)?;
         let node = w.node.get(..w.node_len).ok_or(Error::NoSpace)?;
         let dst = buf.get_mut(..node.len()).ok_or(Error::NoSpace)?;
         if w.pending.swap(0, Ordering::AcqRel) == 0 {
@@ -312,7 +347,8 @@ impl<K: Kick> XenStore for KernelStore<K> {
 
     fn get_domain_path(&mut self, domid: DomId, buf: &mut [u8]) -> Result<usize, Error> {
         let mut w = Cursor { buf, at: 0 };
-        core::fmt::write(&mut w, format_args!("/local/domain/{}", domid.raw())).map_err(|_| Error::NoSpace)?;
+        core::fmt::write(&mut w, format_args!("/local/domain/{}", domid.raw()))
+            .map_err(|_| Error::NoSpace)?;
         Ok(w.at)
     }
 }
@@ -331,10 +367,4 @@ impl core::fmt::Write for Cursor<'_> {
         self.at = end;
         Ok(())
     }
-}
-
-/// Keeps `ptr` imported for the doc of `unregister`.
-#[allow(dead_code)]
-fn _unused() -> *const u8 {
-    ptr::null()
 }
