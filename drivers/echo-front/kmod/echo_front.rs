@@ -144,8 +144,9 @@ impl WorkItem<0> for FrontDev {
         let connected = engine.is_connected();
         if connected && !st.was_connected {
             pr_info!(
-                "XENPVRS-ECHO-FRONT connected state={}\n",
-                u32::from(engine.state())
+                "XENPVRS-ECHO-FRONT connected state={} ring_pages={}\n",
+                u32::from(engine.state()),
+                engine.ring_memory().map_or(0, |r| r.pages())
             );
             st.completed = 0;
             st.mismatches = 0;
@@ -187,6 +188,7 @@ impl WorkItem<1> for FrontDev {
     fn run(this: Arc<FrontDev>) {
         let run = this.runs.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
         let start = Ktime::ktime_get();
+        let mut last_progress = start;
         let mut sent = 0u64;
         let mut buf = [0u8; 256];
         let mut guard = this.state.lock();
@@ -216,11 +218,16 @@ impl WorkItem<1> for FrontDev {
             if engine.push().is_err() {
                 break "push failed";
             }
+            // Wake-ups without progress (a spurious event, XenStore news) are normal: only a
+            // whole STALL_MS without any completion ends the run.
             let before = st.completed;
             let _ = this
                 .progress
-                .wait_interruptible_timeout(&mut guard, msecs_to_jiffies(STALL_MS));
-            if guard.completed == before && !this.stopping.load(Ordering::Acquire) {
+                .wait_interruptible_timeout(&mut guard, msecs_to_jiffies(1000));
+            let now = Ktime::ktime_get();
+            if guard.completed != before {
+                last_progress = now;
+            } else if kernel::time::ktime_ms_delta(now, last_progress) > i64::from(STALL_MS) {
                 break "stalled";
             }
         };

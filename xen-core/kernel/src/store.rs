@@ -68,6 +68,24 @@ impl<K: Kick> KernelStore<K> {
         }
     }
 
+    /// Writes the formatted `args` at `path` (the `xenbus_printf` of this API), e.g.
+    /// `store.write_fmt(tx, path, format_args!("{}", port))`.
+    pub fn write_fmt(
+        &mut self,
+        t: TxId,
+        path: Path<'_>,
+        args: core::fmt::Arguments<'_>,
+    ) -> Result<(), Error> {
+        let mut value = [0u8; VALUE_CAP];
+        let mut w = Cursor {
+            buf: &mut value,
+            at: 0,
+        };
+        core::fmt::write(&mut w, args).map_err(|_| Error::NoSpace)?;
+        let len = w.at;
+        self.write(t, path, value.get(..len).unwrap_or(&[]))
+    }
+
     /// Unregisters every watch (also done on drop).
     pub fn unwatch_all(&mut self) {
         for slot in self.slots.iter_mut() {
