@@ -95,8 +95,10 @@ xen_bindgen_items := \
 	--allowlist-type 'xenbus_(device|driver|device_id|watch|transaction|state)' \
 	--allowlist-var 'XEN_EOI_FLAG_SPURIOUS|GNTMAP_(host_map|readonly)' \
 	--opaque-type 'device|device_driver|completion|work_struct|semaphore|kobj_uevent_env' \
-	--opaque-type 'page|module|list_head' \
-	--rustified-enum xenbus_state
+	--opaque-type 'page|module|list_head'
+# `enum xenbus_state` stays a plain integer (bindgen's default): the kernel passes
+# otherend_changed whatever number the peer wrote, and a Rust enum must never hold a value
+# outside its variants.
 
 xen_bindgen_c_flags = $(filter-out $(xen_bindgen_skip_c_flags), $(c_flags)) \
 	-w --target=x86_64-linux-gnu -fno-builtin -D__BINDGEN__ -DMODULE -I$(XEN_KERNEL_SRC)

@@ -77,9 +77,7 @@ impl Device {
     /// Writes our `state` node through the core (which also keeps its own copy), as
     /// `xenbus_switch_state` does.
     pub fn switch_state(&self, state: XenbusState) -> Result {
-        let raw = u32::from(state);
-        // SAFETY: the rustified enum covers the values 0..=8 that `XenbusState` converts to.
-        let state = unsafe { core::mem::transmute::<u32, b::xenbus_state>(raw) };
+        let state: b::xenbus_state = u32::from(state);
         // SAFETY: `self` is a live device (type invariant).
         to_result(unsafe { b::xenbus_switch_state(self.as_raw(), state) })
     }
@@ -237,8 +235,9 @@ impl<T: Driver> PinnedDrop for Registration<T> {
     }
 }
 
+/// The peer's state as the core read it: any number the peer wrote; unknown ones are `Unknown`.
 fn state_from_raw(raw: b::xenbus_state) -> XenbusState {
-    XenbusState::try_from(raw as u32).unwrap_or(XenbusState::Unknown)
+    XenbusState::try_from(raw).unwrap_or(XenbusState::Unknown)
 }
 
 unsafe extern "C" fn probe_callback<T: Driver>(
