@@ -19,15 +19,17 @@ s=$RESULTS/smoke
 if [ -f "$s/guest-domu.log" ]; then
     echo "Xen:   $(grep -a -m1 'Xen version' "$s/serial.log" | sed 's/.*(XEN) //' | tr -d '\r')"
     echo "dom0:  Linux $(sed -n 's/.*DOM0-ALIVE.*kernel=\([^ ]*\).*/\1/p' "$s/serial.log" | head -1) (our Rust-enabled build)"
-    echo "guest: PV domU, 256 MiB virtual disk xvda backed by a file in dom0, vif on bridge xenbr0"
-    grep -a 'CHECK \(disk-pattern\|fsck-ext4\|net-sha256\|net-bytes\|domu result\)' "$s/serial.log" "$s/guest-domu.log" |
-        sed 's/^[^:]*:\[[^]]*\] /  /'
+    echo "guest: PV domU, 256 MiB virtual disk xvda backed by a file in dom0, vif on bridge xenbr0,"
+    echo "       Linux C xen-blkfront/xen-netfront against xen-blkback/xen-netback"
+    grep -a -h 'CHECK \(disk-write\|disk-verify\|mkfs-ext4\|fsck-ext4\|net-received\|fs-verify\)\|dom0 received' \
+        "$s/guest-domu.log" "$s/serial.log" | grep -v '^{' | sed 's/^\[[^]]*\] /  /'
+    echo "  (disk: 256 MiB pseudo-random pattern written and read back byte for byte; net: 64 MiB to dom0 over TCP)"
 fi
 h=$RESULTS/rust-hello
 if [ -f "$h/serial.log" ]; then
     echo "rust:  $(grep -a -h 'XENPVRS-HELLO' "$h/serial.log" "$h/guest-domu.log" 2>/dev/null | sed 's/.*XENPVRS-HELLO/xenpvrs_hello:/' | tr -d '\r' | sort -u | tr '\n' ';')"
 fi
-grep -a -h '^SCENARIO ' "$RESULTS"/*/verdict 2>/dev/null || true
+for v in smoke rust-hello; do cat "$RESULTS/$v/verdict" 2>/dev/null; done
 echo "logs:  $RESULTS/<scenario>/{serial,guest-*,xen-dmesg,dom0-dmesg}.log"
 echo "time:  $(( $(now) - t0 )) s in all"
 exit $status

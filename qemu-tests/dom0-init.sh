@@ -9,6 +9,10 @@ mkdir -p /dev/pts /run/xen /run/xenstored /sys/kernel/debug
 mount -t devpts devpts /dev/pts
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t xenfs xenfs /proc/xen
+# Scenario data (disk images, received streams) gets its own, sized tmpfs: the initramfs root is
+# capped at half of dom0's memory and already holds the image.
+mkdir -p /data
+mount -t tmpfs -o size=640m tmpfs /data
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin:/usr/lib/xen-4.17/bin
 export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
 . /lib/xen-pv-rs.sh

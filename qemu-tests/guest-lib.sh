@@ -55,19 +55,23 @@ kernel_log_clean() {
     return 0
 }
 
+# cmdline_value KEY: the value of KEY=value on the kernel command line.
+cmdline_value() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^$1=//p" | tail -1; }
+
 # scenario_name: the scenario this boot runs, from the kernel command line.
 scenario_name() { sed -n 's/.*xenpvrs\.scenario=\([^ ]*\).*/\1/p' /proc/cmdline; }
 
 # --- dom0 side ---------------------------------------------------------------------------------
 
-# write_domu_cfg NAME MEMORY_MB EXTRA_CFG_LINES: a PV guest running this scenario's domu_main.
+# write_domu_cfg NAME MEMORY_MB EXTRA_CFG_LINES: a PV guest running this scenario's domu_main;
+# $DOMU_CMDLINE is appended to its kernel command line (read it back with cmdline_value).
 write_domu_cfg() {
     cat > "/etc/xen/$1.cfg" <<CFG
 name = "$1"
 type = "pv"
 kernel = "/boot/bzImage"
 ramdisk = "/boot/domu.cpio.gz"
-extra = "console=hvc0 xenpvrs.scenario=$(scenario_name) xenpvrs.domu=$1"
+extra = "console=hvc0 xenpvrs.scenario=$(scenario_name) xenpvrs.domu=$1 ${DOMU_CMDLINE:-}"
 memory = $2
 vcpus = 1
 on_poweroff = "destroy"

@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 t0=$(now)
 kdir=$(kernel_dir)
-[ -f "$kdir/.xen-pv-rs-built" ] || { echo "image: no kernel build at $kdir: run 'cargo xtask kernel' first" >&2; exit 1; }
+require_kernel image
 kver=$(cat "$kdir/include/config/kernel.release")
 out=$ROOT/target/qemu
 mkdir -p "$out"
@@ -47,11 +47,19 @@ common_root() {
     fi
     depmod -b "$r" "$kver"
     copy_bin "$r" /sbin/mke2fs /sbin/e2fsck
+    cp "$ROOT/target/release/xpattern" "$r/usr/bin/xpattern"
+    copy_bin "$r" "$ROOT/target/release/xpattern"
+    rm -rf "$r$ROOT"
     ln -sf mke2fs "$r/sbin/mkfs.ext4"
     mkdir -p "$r/scenarios"
     cp "$here"/scenarios/*.sh "$r/scenarios/"
     cp "$here/guest-lib.sh" "$r/lib/xen-pv-rs.sh"
 }
+
+# Test tools of ours (tests/src/bin): xs-interop (our XenStore client against the real xenstored)
+# and xpattern (fast, position-dependent data patterns for disks and streams).
+(cd "$ROOT" && cargo build --release -q -p xen-sim --bin xs-interop --bin xpattern) ||
+    { echo "image: building the test tools failed" >&2; exit 1; }
 
 t1=$(now)
 common_root "$out/domu-root"
@@ -60,8 +68,6 @@ cp "$here/domu-init.sh" "$out/domu-root/init"
 stage "image: domU ($(du -h "$out/domu.cpio.gz" | cut -f1))" "$t1"
 
 t2=$(now)
-# xs-interop (tests/src/bin): our XenStore client against the real xenstored, for xenstore-interop.
-(cd "$ROOT" && cargo build --release -q -p xen-sim --bin xs-interop) || { echo "image: xs-interop build failed" >&2; exit 1; }
 r=$out/dom0-root
 common_root "$r"
 X=/usr/lib/xen-4.17/bin

@@ -51,7 +51,7 @@ run_one() {
     qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 \
         -display none -monitor none -no-reboot -serial "file:$dir/serial.log" \
         -kernel "$img/xen" \
-        -append "console=com1 com1=115200 dom0_mem=768M,max:768M noreboot loglvl=all guest_loglvl=all" \
+        -append "console=com1 com1=115200 dom0_mem=1024M,max:1024M noreboot loglvl=all guest_loglvl=all" \
         -initrd "$img/bzImage console=hvc0 earlyprintk=xen xenpvrs.scenario=$s,$img/dom0.cpio.gz" \
         > "$dir/qemu.log" 2>&1 < /dev/null &
     qpid=$!
