@@ -359,6 +359,10 @@ fn teardown(this: &Arc<FrontDev>) {
     drop(store);
     drop(engine);
     cancel(&this.work);
+    // The event work may have queued the runner just before `stopping` was set: with the work
+    // item gone nothing queues it any more, so this wait is the last.
+    this.stopping.store(true, Ordering::Release);
+    cancel(&this.runner);
 }
 
 /// Fields drop in order: the registration first (removing every device), then the report.
