@@ -2,9 +2,9 @@
 # frontend module (xenpvrs_echo_front) in a PV guest connect through XenStore nodes written as a
 # toolstack would, and exchange 100,000 complement requests whose data both sides verify (the
 # back validates, maps and checksums each request; the front checks every checksum and every
-# complemented page). Then the guest module is unloaded, reloaded and runs again; then the dom0
-# module is unloaded while the guest is connected, and the guest survives and reports the
-# disconnect. Both modules print their layer's counters at unload: every grant, mapping, ring,
+# complemented page). Then the guest module is unloaded, reloaded and runs again; then dom0
+# writes a bogus backend state (42) and unloads its module while the guest is connected, and
+# the guest survives and reports the disconnect. Both modules print their layer's counters at unload: every grant, mapping, ring,
 # event channel and watch must be given back (clean=1).
 TIMEOUT=1500
 
@@ -83,6 +83,10 @@ dom0_main() {
     fi
     kscan XENPVRS-ECHO-BACK connected
     check_eq back-connects 2 "$KN"
+    # A state number no XenBus state has, where the front reads its peer's state: the kernel
+    # hands it to the front's otherend_changed as is; the front must shrug it off.
+    check bogus-back-state xenstore-write "/local/domain/0/backend/echo/$d/0/state" 42
+    sleep 2
     check unbind-echo-back unbind_all /sys/bus/xen-backend/drivers/xenpvrs-echo-back
     check rmmod-echo-back rmmod xenpvrs_echo_back
     kscan XENPVRS-ECHO-BACK unload
