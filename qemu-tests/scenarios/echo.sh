@@ -131,6 +131,9 @@ front_unload() {
 
 domu_main() {
     check modprobe-echo-front modprobe xenpvrs_echo_front || return
+    # The module's load-time self-test of the glue's grant copy (two local frames).
+    kscan XENPVRS-ECHO-FRONT grant-copy
+    check_eq grant-copy "grant-copy ok" "$KLAST"
     front_run 1 || return
     front_unload 1
     check modprobe-echo-front-again modprobe xenpvrs_echo_front || return

@@ -134,3 +134,38 @@ int xpvrs_unmap_grants(struct page **pages, const grant_handle_t *handles, int16
 		status[i] = ops[i].status;
 	return err;
 }
+
+static void xpvrs_fill_copy_end(const struct xpvrs_copy_end *end, grant_ref_t *ref,
+				xen_pfn_t *gmfn, domid_t *domid, uint16_t *offset)
+{
+	if (end->is_gref)
+		*ref = (grant_ref_t)end->gref_or_gfn;
+	else
+		*gmfn = (xen_pfn_t)end->gref_or_gfn;
+	*domid = end->domid;
+	*offset = end->offset;
+}
+
+int xpvrs_grant_copy(const struct xpvrs_copy_end *src, const struct xpvrs_copy_end *dst,
+		     const uint16_t *len, int16_t *status, unsigned int count)
+{
+	struct gnttab_copy ops[XPVRS_MAX_BATCH];
+	unsigned int i;
+
+	if (count > XPVRS_MAX_BATCH)
+		return -E2BIG;
+	memset(ops, 0, sizeof(ops));
+	for (i = 0; i < count; i++) {
+		xpvrs_fill_copy_end(&src[i], &ops[i].source.u.ref, &ops[i].source.u.gmfn,
+				    &ops[i].source.domid, &ops[i].source.offset);
+		xpvrs_fill_copy_end(&dst[i], &ops[i].dest.u.ref, &ops[i].dest.u.gmfn,
+				    &ops[i].dest.domid, &ops[i].dest.offset);
+		ops[i].len = len[i];
+		ops[i].flags = (src[i].is_gref ? GNTCOPY_source_gref : 0) |
+			       (dst[i].is_gref ? GNTCOPY_dest_gref : 0);
+	}
+	gnttab_batch_copy(ops, count);
+	for (i = 0; i < count; i++)
+		status[i] = ops[i].status;
+	return 0;
+}

@@ -31,4 +31,14 @@ int xpvrs_unmap_grants(struct page **pages, const grant_handle_t *handles, int16
 void *xpvrs_page_address(struct page *page);
 struct page *xpvrs_virt_to_page(const void *addr);
 
+/* One end of a grant copy: a foreign grant (is_gref) or a local frame (gfn, DOMID_SELF). */
+struct xpvrs_copy_end {
+	uint64_t gref_or_gfn;
+	uint16_t domid;
+	uint16_t offset;
+	bool is_gref;
+};
+int xpvrs_grant_copy(const struct xpvrs_copy_end *src, const struct xpvrs_copy_end *dst,
+		     const uint16_t *len, int16_t *status, unsigned int count);
+
 #endif

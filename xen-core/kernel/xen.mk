@@ -92,7 +92,7 @@ xen_bindgen_items := \
 	--allowlist-function 'bind_(interdomain_)?evtchn_to_irqhandler_lateeoi' \
 	--allowlist-function 'unbind_from_irqhandler|xen_irq_lateeoi|notify_remote_via_irq|get_device|put_device' \
 	--allowlist-function 'xpvrs_.*|kfree' \
-	--allowlist-type 'xenbus_(device|driver|device_id|watch|transaction|state)' \
+	--allowlist-type 'xenbus_(device|driver|device_id|watch|transaction|state)|xpvrs_copy_end' \
 	--allowlist-var 'XEN_EOI_FLAG_SPURIOUS|GNTMAP_(host_map|readonly)' \
 	--opaque-type 'device|device_driver|completion|work_struct|semaphore|kobj_uevent_env' \
 	--opaque-type 'page|module|list_head'
