@@ -49,7 +49,7 @@ wait_for() {
 
 # kernel_log_clean: the kernel log has no warning, oops or BUG.
 kernel_log_clean() {
-    if dmesg | grep -E 'WARNING:|BUG:|Oops|Call Trace|general protection|Kernel panic'; then
+    if dmesg | grep -E 'WARNING:|BUG:|Oops|Call Trace|Kernel panic'; then
         return 1
     fi
     return 0

@@ -36,7 +36,7 @@ split_logs() {
 
 # warnings FILE...: kernel warnings, oopses and BUGs in guest kernel logs (not Xen's own lines).
 warnings() {
-    cat "$@" 2>/dev/null | grep -v '(XEN)' | grep -E 'WARNING:|BUG:|Oops|Call Trace|general protection|Kernel panic' | head -5
+    cat "$@" 2>/dev/null | grep -v '(XEN)' | grep -E 'WARNING:|BUG:|Oops|Call Trace|Kernel panic' | head -5
 }
 
 run_one() {

@@ -89,6 +89,8 @@ fn run(args: &[String]) -> Result<String, String> {
             let mut f = OpenOptions::new()
                 .write(true)
                 .create(true)
+                // A device keeps its size; a file is written over from the start either way.
+                .truncate(false)
                 .open(path)
                 .map_err(|e| format!("{path}: {e}"))?;
             emit(&mut f, bytes, seed).map_err(|e| format!("{path}: {e}"))?;
