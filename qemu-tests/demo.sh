@@ -11,7 +11,7 @@ sh "$here/kernel.sh"
 sh "$here/modules.sh"
 sh "$here/image.sh"
 status=0
-XEN_PV_RS_NO_BUILD=1 sh "$here/run.sh" smoke rust-hello || status=$?
+XEN_PV_RS_NO_BUILD=1 sh "$here/run.sh" smoke rust-hello echo || status=$?
 
 echo
 echo "================ xen-pv-rs demo report ================"
@@ -29,7 +29,14 @@ h=$RESULTS/rust-hello
 if [ -f "$h/serial.log" ]; then
     echo "rust:  $(grep -a -h 'XENPVRS-HELLO' "$h/serial.log" "$h/guest-domu.log" 2>/dev/null | sed 's/.*XENPVRS-HELLO/xenpvrs_hello:/' | tr -d '\r' | sort -u | tr '\n' ';')"
 fi
-for v in smoke rust-hello; do cat "$RESULTS/$v/verdict" 2>/dev/null; done
+e=$RESULTS/echo
+if [ -f "$e/serial.log" ]; then
+    echo "echo:  our Rust PV pair: xenpvrs_echo_front in the guest, xenpvrs_echo_back in dom0, data in granted pages"
+    grep -a -h 'ECHO-RUN[0-9] result\|XENPVRS-ECHO-BACK disconnected\|unload .*clean=' "$e/serial.log" | grep -v '^{' |
+        sed 's/^\[[^]]*\] */  /' | tr -d '\r' | head -6
+    grep -a -h 'ECHO-RUN[0-9] result\|unload .*clean=' "$e/guest-domu.log" 2>/dev/null | sed 's/^\[[^]]*\] */  guest: /' | head -4
+fi
+for v in smoke rust-hello echo; do cat "$RESULTS/$v/verdict" 2>/dev/null; done
 echo "logs:  $RESULTS/<scenario>/{serial,guest-*,xen-dmesg,dom0-dmesg}.log"
 echo "time:  $(( $(now) - t0 )) s in all"
 exit $status
