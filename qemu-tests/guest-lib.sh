@@ -56,7 +56,15 @@ kernel_log_clean() {
 }
 
 # cmdline_value KEY: the value of KEY=value on the kernel command line.
-cmdline_value() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^$1=//p" | tail -1; }
+# Shell builtins only: no helper process that could fail.
+cmdline_value() {
+    _v=
+    read -r _cmdline < /proc/cmdline
+    for _w in $_cmdline; do
+        case "$_w" in "$1="*) _v=${_w#*=} ;; esac
+    done
+    echo "$_v"
+}
 
 # scenario_name: the scenario this boot runs, from the kernel command line.
 scenario_name() { sed -n 's/.*xenpvrs\.scenario=\([^ ]*\).*/\1/p' /proc/cmdline; }
