@@ -278,25 +278,7 @@ impl bus::Driver for Driver {
             }),
             GFP_KERNEL,
         )?;
-        let dir = dev.nodename().to_str().map_err(|_| EINVAL)?;
-        let dir = PathBuf::try_from_str(dir).map_err(|_| EINVAL)?;
-        let handle = dev.handle();
-        let env = Env {
-            dev: handle.clone(),
-            grants: Grants::new(),
-            chan: Channel::new(handle, this.clone(), c_str!("xenpvrs-echo-front")),
-        };
-        let config = FrontConfig::default();
-        // The engine is large (a slot table): built in place on the heap, not on the stack.
-        let engine = KBox::new(EchoFront::new(env, dir, config), GFP_KERNEL)?;
-        let mut guard = this.state.lock();
-        let st = &mut *guard;
-        let store = st.store.insert(KernelStore::new(this.clone()));
-        let engine = st.engine.insert(engine);
-        let started = engine.start(store);
-        sync_state(engine);
-        drop(guard);
-        if let Err(e) = started {
+        if let Err(e) = connect(&this, dev) {
             pr_err!("XENPVRS-ECHO-FRONT start failed: {:?}\n", e);
             teardown(&this);
             return Err(EIO);
@@ -308,6 +290,37 @@ impl bus::Driver for Driver {
     fn otherend_changed(data: ArcBorrow<'_, FrontDev>, _dev: &Device, _state: XenbusState) {
         // The engine watches the back's state itself; this is one more nudge to look.
         FrontDev::kick(data, KickReason::Watch);
+    }
+
+    fn resume(this: ArcBorrow<'_, FrontDev>, dev: &Device) -> Result {
+        // The domain was restored: the backend that had our ring mapped is gone and a new one
+        // waits in InitWait. The old grants and event channel are dropped without a word to
+        // it (revoking succeeds: the restored grant table has no mappings of them, and the
+        // channel's port is already closed), then a fresh engine runs the handshake.
+        let this: Arc<FrontDev> = this.into();
+        let (engine, store) = {
+            let mut guard = this.state.lock();
+            let st = &mut *guard;
+            if let (Some(engine), Some(store)) = (st.engine.as_mut(), st.store.as_mut()) {
+                let _ = engine.stop(store);
+            }
+            st.was_connected = false;
+            (st.engine.take(), st.store.take())
+        };
+        drop(store);
+        drop(engine);
+        // A runner still waiting finds no engine and ends; a queued one is dropped, and the
+        // next connection queues a new one.
+        this.progress.notify_all();
+        cancel(&this.work);
+        cancel(&this.runner);
+        this.state.lock().runner_queued = false;
+        if let Err(e) = connect(&this, dev) {
+            pr_err!("XENPVRS-ECHO-FRONT resume failed: {:?}\n", e);
+            return Err(EIO);
+        }
+        pr_info!("XENPVRS-ECHO-FRONT resumed {}\n", dev.nodename());
+        Ok(())
     }
 
     fn remove(this: Arc<FrontDev>, _dev: &Device) {
@@ -338,6 +351,32 @@ impl bus::Driver for Driver {
         teardown(&this);
         pr_info!("XENPVRS-ECHO-FRONT removed\n");
     }
+}
+
+/// Builds an engine for `dev` and starts the handshake (probe, and again after a restore).
+fn connect(this: &Arc<FrontDev>, dev: &Device) -> Result<(), xen_echo::Error> {
+    let dir = dev
+        .nodename()
+        .to_str()
+        .map_err(|_| xen_echo::Error::NotStarted)?;
+    let dir = PathBuf::try_from_str(dir).map_err(|_| xen_echo::Error::NotStarted)?;
+    let handle = dev.handle();
+    let env = Env {
+        dev: handle.clone(),
+        grants: Grants::new(),
+        chan: Channel::new(handle, this.clone(), c_str!("xenpvrs-echo-front")),
+    };
+    let config = FrontConfig::default();
+    // The engine is large (a slot table): built in place on the heap, not on the stack.
+    let engine = KBox::new(EchoFront::new(env, dir, config), GFP_KERNEL)
+        .map_err(|_| xen_echo::Error::NoMemory)?;
+    let mut guard = this.state.lock();
+    let st = &mut *guard;
+    let store = st.store.insert(KernelStore::new(this.clone()));
+    let engine = st.engine.insert(engine);
+    let started = engine.start(store);
+    sync_state(engine);
+    started
 }
 
 /// Waits for a work item to finish and makes sure it is not queued.

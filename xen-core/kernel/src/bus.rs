@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! XenBus drivers: registration for a device type, and probe, otherend_changed and remove as
-//! safe methods.
+//! XenBus drivers: registration for a device type, and probe, otherend_changed, remove, suspend
+//! and resume as safe methods.
 //!
 //! A driver implements [`Driver`]; its module keeps a [`Registration`] alive for as long as it
 //! is loaded. For each device of its type the XenBus core calls [`Driver::probe`], which
@@ -153,6 +153,21 @@ pub trait Driver: 'static {
 
     /// The device goes away or the driver unloads: tear down everything referring to `dev`.
     fn remove(data: Arc<Self::Data>, dev: &Device);
+
+    /// The domain is about to be saved or migrated (the PM `freeze` step, frontends only). The
+    /// core ignores a failure beyond a warning. By default nothing is done.
+    fn suspend(_data: ArcBorrow<'_, Self::Data>, _dev: &Device) -> Result {
+        Ok(())
+    }
+
+    /// The domain was restored, possibly on another host (frontends only). The core has re-read
+    /// the other end's keys and reset its copy of our state to Initialising; it watches the
+    /// other end again after this returns. The backend is a new one: a frontend drops its old
+    /// ring, grants and event channel without waiting for the old backend (it is gone) and
+    /// starts the handshake again. By default nothing is done.
+    fn resume(_data: ArcBorrow<'_, Self::Data>, _dev: &Device) -> Result {
+        Ok(())
+    }
 }
 
 /// A registered XenBus driver; unregisters on drop. Keep it pinned in the module.
@@ -196,6 +211,8 @@ impl<T: Driver> Registration<T> {
                     probe: Some(probe_callback::<T>),
                     otherend_changed: Some(otherend_changed_callback::<T>),
                     remove: Some(remove_callback::<T>),
+                    suspend: Some(suspend_callback::<T>),
+                    resume: Some(resume_callback::<T>),
                     ..Default::default()
                 };
                 // SAFETY: `slot` is valid for writes (pin-init contract).
@@ -289,4 +306,39 @@ unsafe extern "C" fn remove_callback<T: Driver>(dev: *mut b::xenbus_device) {
     let data = unsafe { <Arc<T::Data> as ForeignOwnable>::from_foreign(ptr) };
     // SAFETY: `dev` is live during remove.
     T::remove(data, unsafe { Device::from_raw(dev) });
+}
+
+unsafe extern "C" fn suspend_callback<T: Driver>(dev: *mut b::xenbus_device) -> kernel::ffi::c_int {
+    // SAFETY: the PM core calls this with a live, bound device, under the device lock, so not
+    // concurrently with probe or remove.
+    let ptr = unsafe { b::xpvrs_get_drvdata(dev) };
+    if ptr.is_null() {
+        return 0;
+    }
+    // SAFETY: `ptr` came from `into_foreign` in probe; remove (the only reclaimer) cannot run
+    // while the device lock is held.
+    let data = unsafe { <Arc<T::Data> as ForeignOwnable>::borrow(ptr) };
+    // SAFETY: `dev` is live during the callback.
+    match T::suspend(data, unsafe { Device::from_raw(dev) }) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+unsafe extern "C" fn resume_callback<T: Driver>(dev: *mut b::xenbus_device) -> kernel::ffi::c_int {
+    // SAFETY: the PM `restore` step calls this with a live, bound device under its device
+    // lock. (Only a domain that runs xenstored itself defers it to a work item without that
+    // lock; such a domain is not saved while its devices are being unbound.)
+    let ptr = unsafe { b::xpvrs_get_drvdata(dev) };
+    if ptr.is_null() {
+        return 0;
+    }
+    // SAFETY: `ptr` came from `into_foreign` in probe and is not reclaimed before remove,
+    // which does not run concurrently with a PM callback (see above).
+    let data = unsafe { <Arc<T::Data> as ForeignOwnable>::borrow(ptr) };
+    // SAFETY: `dev` is live during the callback.
+    match T::resume(data, unsafe { Device::from_raw(dev) }) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
 }
