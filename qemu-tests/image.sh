@@ -54,6 +54,7 @@ common_root() {
     mkdir -p "$r/scenarios"
     cp "$here"/scenarios/*.sh "$r/scenarios/"
     cp "$here/guest-lib.sh" "$r/lib/xen-pv-rs.sh"
+    cp "$here/echo-lib.sh" "$r/lib/xen-pv-rs-echo.sh"
 }
 
 # Test tools of ours (tests/src/bin): xs-interop (our XenStore client against the real xenstored)
