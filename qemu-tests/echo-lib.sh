@@ -1,38 +1,5 @@
 # Helpers shared by the echo scenarios (sourced by qemu-tests/scenarios/echo*.sh; busybox sh).
 # shellcheck shell=sh
-# kv LINE KEY: the value of KEY=value in LINE (shell expansion only: few processes, see below).
-kv() {
-    case " $1" in
-    *" $2="*) _v=${1##*"$2="}; echo "${_v%% *}" ;;
-    esac
-}
-
-# kscan TAG WHAT: over the kernel log, KN = how many lines hold "TAG WHAT", KLAST = the last one
-# from WHAT on. One process (dmesg) and shell builtins: busybox processes in these guests crash
-# now and then under TCG, with or without our modules, so the scenario starts as few as it can.
-kscan() {
-    KN=0
-    KLAST=
-    dmesg > /tmp/kmsg || return
-    while IFS= read -r _l; do
-        case "$_l" in
-        *"$1 $2"*) KN=$((KN + 1)); KLAST=${_l#*"$1 "} ;;
-        esac
-    done < /tmp/kmsg
-}
-
-# kwait TAG WHAT N SECS: wait until there are at least N such lines (KLAST is the last).
-kwait() {
-    _n=$4
-    kscan "$1" "$2"
-    while [ "$KN" -lt "$3" ] && [ "$_n" -gt 0 ]; do
-        sleep 2
-        _n=$((_n - 2))
-        kscan "$1" "$2"
-    done
-    [ "$KN" -ge "$3" ]
-}
-
 # unbind_all DRIVERDIR: unbind every device from a XenBus driver. The XenBus core holds a
 # reference on a driver's module while a device is bound, so a module is unloaded by unbinding
 # its devices (as for the C PV drivers), then rmmod.

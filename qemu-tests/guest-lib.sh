@@ -69,6 +69,39 @@ cmdline_value() {
 # scenario_name: the scenario this boot runs, from the kernel command line.
 scenario_name() { sed -n 's/.*xenpvrs\.scenario=\([^ ]*\).*/\1/p' /proc/cmdline; }
 
+# kv LINE KEY: the value of KEY=value in LINE (shell expansion only: few processes, see below).
+kv() {
+    case " $1" in
+    *" $2="*) _v=${1##*"$2="}; echo "${_v%% *}" ;;
+    esac
+}
+
+# kscan TAG WHAT: over the kernel log, KN = how many lines hold "TAG WHAT", KLAST = the last one
+# from WHAT on. One process (dmesg) and shell builtins: busybox processes in these guests crash
+# now and then under TCG, with or without our modules, so the scenario starts as few as it can.
+kscan() {
+    KN=0
+    KLAST=
+    dmesg > /tmp/kmsg || return
+    while IFS= read -r _l; do
+        case "$_l" in
+        *"$1 $2"*) KN=$((KN + 1)); KLAST=${_l#*"$1 "} ;;
+        esac
+    done < /tmp/kmsg
+}
+
+# kwait TAG WHAT N SECS: wait until there are at least N such lines (KLAST is the last).
+kwait() {
+    _n=$4
+    kscan "$1" "$2"
+    while [ "$KN" -lt "$3" ] && [ "$_n" -gt 0 ]; do
+        sleep 2
+        _n=$((_n - 2))
+        kscan "$1" "$2"
+    done
+    [ "$KN" -ge "$3" ]
+}
+
 # --- dom0 side ---------------------------------------------------------------------------------
 
 # write_domu_cfg NAME MEMORY_MB EXTRA_CFG_LINES: a PV guest running this scenario's domu_main;
@@ -97,11 +130,21 @@ follow_guest() {
     tail -n +1 -f "$_log" 2>/dev/null | while IFS= read -r _l; do echo "{$1} $_l"; done &
 }
 
+# guest_dump NAME: ask a stuck guest's kernel for its blocked tasks and CPU backtraces (magic
+# SysRq through Xen); they land in the guest's console log, which the scenario's log follows.
+guest_dump() {
+    log "dumping the state of guest $1"
+    xl sysrq "$1" w
+    xl sysrq "$1" l
+    sleep 5
+}
+
 # domu_result NAME SECS: wait for the guest's verdict line and fold it into ours.
 domu_result() {
     _log=$(guest_log "$1")
     if ! wait_for "$_log" '^DOMU-RESULT ' "$2"; then
         fail "$1: no result from the guest within $2 s"
+        guest_dump "$1"
         return 1
     fi
     _line=$(grep -a '^DOMU-RESULT ' "$_log" | tail -1 | tr -d '\r')
@@ -124,3 +167,27 @@ wait_for_dev() {
     while [ ! -e "$1" ] && [ "$_n" -gt 0 ]; do sleep 1; _n=$((_n - 1)); done
     [ -e "$1" ]
 }
+
+# --- tools disk -----------------------------------------------------------------------------------
+# fio and its libraries weigh ~80 MB: too much for a guest's initramfs. dom0 has them, so it
+# builds an ext4 image holding fio, every library it loads and the loader, and gives it to the
+# guest as one more (read-only) disk; the guest mounts it and runs fio through that loader.
+
+# make_tools_disk IMG (dom0): build the tools image.
+make_tools_disk() {
+    _t=/data/tools
+    rm -rf "$_t" && mkdir -p "$_t/lib" || return
+    cp /usr/bin/fio "$_t/fio" || return
+    cp -L /lib64/ld-linux-x86-64.so.2 "$_t/ld.so" || return
+    /lib64/ld-linux-x86-64.so.2 --list /usr/bin/fio > /tmp/fio.libs || return
+    while read -r _a _b _c _d; do
+        case "$_c" in /*) cp -L "$_c" "$_t/lib/" || return ;; esac
+    done < /tmp/fio.libs
+    rm -f "$1" && truncate -s 160M "$1" && /sbin/mke2fs -q -t ext4 -d "$_t" "$1" && rm -rf "$_t"
+}
+
+# use_tools DEV (domU): mount the tools disk; fio is then a function.
+use_tools() {
+    mkdir -p /tools && mount -t ext4 -o ro "$1" /tools
+}
+fio() { /tools/ld.so --library-path /tools/lib /tools/fio "$@"; }

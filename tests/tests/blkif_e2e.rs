@@ -203,6 +203,12 @@ fn whole_disk_round_trip<const S: usize>(order: u32, persistent: bool, indirect:
         assert!(pooled > 0 && pooled <= 256 * 11, "{pooled}");
         assert!(back.persistent_grants() > 0 && back.persistent_grants() <= 2048);
         assert!(b.persistent_hits > b.segments / 2, "{b:?}");
+        // Every grant made stays in the pool (data and indirect pages alike): a bounded set,
+        // whatever the number of requests.
+        let f = front.stats();
+        assert_eq!(f.grants - f.grant_ends, pooled, "{f:?}");
+        assert!(f.grants <= 256 * (S as u64 + 8), "{f:?}");
+        assert_eq!(f.grant_ends, 0, "nothing revoked while connected: {f:?}");
         eprintln!("persistent: {b:?}, pooled {pooled}, deferred {deferred}");
     } else {
         assert_eq!(b.persistent_hits, 0);

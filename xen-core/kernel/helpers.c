@@ -53,7 +53,8 @@ void xpvrs_notify_evtchn(evtchn_port_t port)
 
 void *xpvrs_alloc_page(void)
 {
-	return (void *)get_zeroed_page(GFP_KERNEL);
+	/* GFP_NOIO: block drivers allocate on their I/O path, which reclaim may wait on. */
+	return (void *)get_zeroed_page(GFP_NOIO);
 }
 
 void xpvrs_free_page(void *addr)
@@ -168,4 +169,225 @@ int xpvrs_grant_copy(const struct xpvrs_copy_end *src, const struct xpvrs_copy_e
 	for (i = 0; i < count; i++)
 		status[i] = ops[i].status;
 	return 0;
+}
+
+/* --- block layer (xen_kernel::blk) ----------------------------------------------------- */
+
+#include <linux/blk-mq.h>
+#include <linux/blkdev.h>
+#include <linux/debugfs.h>
+#include <linux/err.h>
+#include <linux/highmem.h>
+#include <linux/module.h>
+#include "blk_helpers.h"
+
+static const struct block_device_operations xpvrs_blk_fops = {
+	.owner = THIS_MODULE,
+};
+
+struct blk_mq_tag_set *xpvrs_blk_alloc_tag_set(const struct blk_mq_ops *ops,
+					       const struct xpvrs_disk_params *p)
+{
+	struct blk_mq_tag_set *set = kzalloc(sizeof(*set), GFP_KERNEL);
+	int err;
+
+	if (!set)
+		return ERR_PTR(-ENOMEM);
+	set->ops = ops;
+	set->nr_hw_queues = p->nr_queues;
+	set->nr_maps = 1;
+	set->queue_depth = p->queue_depth;
+	set->numa_node = NUMA_NO_NODE;
+	set->flags = BLK_MQ_F_SHOULD_MERGE | (p->blocking ? BLK_MQ_F_BLOCKING : 0);
+	set->cmd_size = 0;
+	err = blk_mq_alloc_tag_set(set);
+	if (err) {
+		kfree(set);
+		return ERR_PTR(err);
+	}
+	return set;
+}
+
+void xpvrs_blk_free_tag_set(struct blk_mq_tag_set *set)
+{
+	blk_mq_free_tag_set(set);
+	kfree(set);
+}
+
+struct gendisk *xpvrs_blk_add_disk(struct blk_mq_tag_set *set,
+				   const struct xpvrs_disk_params *p, void *queuedata)
+{
+	struct queue_limits lim = {
+		.logical_block_size = p->logical_block_size,
+		.physical_block_size = p->physical_block_size,
+		.max_hw_sectors = p->max_hw_sectors,
+		/* Data is copied through our own pages: any bvec layout is fine. */
+		.max_segments = 512,
+		.max_segment_size = UINT_MAX,
+	};
+	struct gendisk *disk;
+	int err;
+
+	if (p->write_cache)
+		lim.features |= BLK_FEAT_WRITE_CACHE;
+	if (p->fua)
+		lim.features |= BLK_FEAT_FUA;
+	if (p->max_discard_sectors) {
+		lim.max_hw_discard_sectors = p->max_discard_sectors;
+		lim.discard_granularity = p->discard_granularity;
+		lim.discard_alignment = p->discard_alignment;
+		if (p->secure_erase)
+			lim.max_secure_erase_sectors = p->max_discard_sectors;
+	}
+	disk = blk_mq_alloc_disk(set, &lim, queuedata);
+	if (IS_ERR(disk))
+		return disk;
+	disk->fops = &xpvrs_blk_fops;
+	strscpy(disk->disk_name, p->name, sizeof(disk->disk_name));
+	set_capacity(disk, p->capacity);
+	set_disk_ro(disk, p->read_only);
+	err = add_disk(disk);
+	if (err) {
+		put_disk(disk);
+		return ERR_PTR(err);
+	}
+	return disk;
+}
+
+void xpvrs_blk_del_disk(struct gendisk *disk)
+{
+	del_gendisk(disk);
+	put_disk(disk);
+}
+
+void *xpvrs_blk_hctx_data(void *hctx, unsigned int *queue_num)
+{
+	struct blk_mq_hw_ctx *h = hctx;
+
+	*queue_num = h->queue_num;
+	return h->queue->queuedata;
+}
+
+void xpvrs_blk_stop_queue(void *hctx)
+{
+	blk_mq_stop_hw_queue(hctx);
+}
+
+void xpvrs_blk_start_queues(struct gendisk *disk)
+{
+	blk_mq_start_stopped_hw_queues(disk->queue, true);
+}
+
+void xpvrs_blk_set_capacity(struct gendisk *disk, u64 sectors)
+{
+	set_capacity_and_notify(disk, sectors);
+}
+
+void xpvrs_blk_set_ro(struct gendisk *disk, bool ro)
+{
+	set_disk_ro(disk, ro);
+}
+
+void xpvrs_blk_rq_start(struct request *rq)
+{
+	blk_mq_start_request(rq);
+}
+
+u64 xpvrs_blk_rq_sector(const struct request *rq)
+{
+	return blk_rq_pos(rq);
+}
+
+u32 xpvrs_blk_rq_bytes(const struct request *rq)
+{
+	return blk_rq_bytes(rq);
+}
+
+u32 xpvrs_blk_rq_op(const struct request *rq)
+{
+	switch (req_op(rq)) {
+	case REQ_OP_READ:
+		return XPVRS_BLK_READ;
+	case REQ_OP_WRITE:
+		return XPVRS_BLK_WRITE;
+	case REQ_OP_FLUSH:
+		return XPVRS_BLK_FLUSH;
+	case REQ_OP_DISCARD:
+		return XPVRS_BLK_DISCARD;
+	case REQ_OP_SECURE_ERASE:
+		return XPVRS_BLK_SECURE_ERASE;
+	default:
+		return XPVRS_BLK_OTHER;
+	}
+}
+
+bool xpvrs_blk_rq_fua(const struct request *rq)
+{
+	return rq->cmd_flags & REQ_FUA;
+}
+
+/*
+ * Copies the request's data to (to_pages) or from whole pages, in order: byte i of the
+ * request is byte i % PAGE_SIZE of pages[i / PAGE_SIZE]. Returns the bytes copied, which is
+ * less than blk_rq_bytes() only if the pages run out.
+ */
+u32 xpvrs_blk_rq_copy(struct request *rq, void *const *pages, u32 nr_pages, bool to_pages)
+{
+	struct req_iterator iter;
+	struct bio_vec bv;
+	size_t at = 0, limit = (size_t)nr_pages * PAGE_SIZE;
+
+	rq_for_each_segment(bv, rq, iter) {
+		unsigned int done = 0;
+
+		while (done < bv.bv_len) {
+			size_t in_page = at % PAGE_SIZE;
+			unsigned int n = min_t(size_t, bv.bv_len - done, PAGE_SIZE - in_page);
+			char *p;
+			void *mem;
+
+			if (at >= limit)
+				return at;
+			p = (char *)pages[at / PAGE_SIZE] + in_page;
+			mem = bvec_kmap_local(&bv);
+			if (to_pages)
+				memcpy(p, mem + done, n);
+			else
+				memcpy(mem + done, p, n);
+			kunmap_local(mem);
+			done += n;
+			at += n;
+		}
+		if (!to_pages)
+			flush_dcache_page(bv.bv_page);
+	}
+	return at;
+}
+
+void xpvrs_blk_rq_end(struct request *rq, int err)
+{
+	blk_mq_end_request(rq, errno_to_blk_status(err));
+}
+
+void xpvrs_blk_rq_requeue(struct request *rq)
+{
+	blk_mq_requeue_request(rq, true);
+}
+
+struct dentry *xpvrs_debugfs_counters(const char *dir, const char *const *names,
+				      u64 *vals, u32 n)
+{
+	struct dentry *d = debugfs_create_dir(dir, NULL);
+	u32 i;
+
+	if (IS_ERR(d))
+		return NULL;
+	for (i = 0; i < n; i++)
+		debugfs_create_u64(names[i], 0444, d, &vals[i]);
+	return d;
+}
+
+void xpvrs_debugfs_remove(struct dentry *d)
+{
+	debugfs_remove_recursive(d);
 }

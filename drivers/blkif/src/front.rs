@@ -7,7 +7,7 @@ use xen_echo::env::{PageAlloc, PageBytes};
 use xen_echo::Progress;
 use xen_evtchn::{EvtchnOps, Nanos, Outcome, Throttle, ThrottleConfig};
 use xen_grant::{Access, AccessError, EndAccess, GrantOps};
-use xen_ring::{FrontRing, RingError, SharedMemory};
+use xen_ring::{FrontRing, GeometryError, RingError, SharedMemory};
 use xen_sys::wire::blkif::{
     self as wire, DiscardFlags, Op, Status, MAX_INDIRECT_PAGES_PER_REQUEST,
     MAX_SEGMENTS_PER_REQUEST, SEGMENTS_PER_INDIRECT_FRAME,
@@ -67,6 +67,10 @@ pub struct FrontStats {
     /// Pages whose grant the backend still mapped when the request completed: handed to
     /// `defer_free`, not freed or reused.
     pub deferred_frees: u64,
+    /// Grants made (data, indirect and persistent pages).
+    pub grants: u64,
+    /// Grants ended.
+    pub grant_ends: u64,
 }
 
 /// A response that breaks the protocol. Any of these fails the device.
@@ -120,14 +124,19 @@ pub struct Completion {
     pub status: Status,
 }
 
-/// The data pages of a completed read, readable once their grants are revoked.
-pub struct ReadData<'a, Pg> {
+/// The granted data pages of one request, in order, each holding 4096 bytes of its data (the
+/// last possibly fewer): what a write's `fill` closure writes into and what a completed read
+/// is read from.
+pub struct DataPages<'a, Pg> {
     pages: &'a [Option<(GrantRef, Pg)>],
     bytes: usize,
 }
 
-impl<Pg: PageBytes> ReadData<'_, Pg> {
-    /// Bytes of data (0 for anything but a read).
+/// The data pages of a completed read, readable once their grants are revoked.
+pub type ReadData<'a, Pg> = DataPages<'a, Pg>;
+
+impl<Pg: PageBytes> DataPages<'_, Pg> {
+    /// Bytes of data (0 for anything but a read, or for a failed read).
     pub fn len(&self) -> usize {
         self.bytes
     }
@@ -135,6 +144,19 @@ impl<Pg: PageBytes> ReadData<'_, Pg> {
     /// Whether there is no data.
     pub fn is_empty(&self) -> bool {
         self.bytes == 0
+    }
+
+    /// Pages holding the data (`len().div_ceil(4096)`).
+    pub fn page_count(&self) -> usize {
+        self.bytes.div_ceil(4096).min(self.pages.len())
+    }
+
+    /// The page holding bytes `index * 4096 ..`, if `index < page_count()`.
+    pub fn page(&self, index: usize) -> Option<&Pg> {
+        if index >= self.page_count() {
+            return None;
+        }
+        self.pages.get(index)?.as_ref().map(|(_, p)| p)
     }
 
     /// Copies the data to `dst` (at most [`len`](Self::len) bytes); `false` if a page could
@@ -152,6 +174,22 @@ impl<Pg: PageBytes> ReadData<'_, Pg> {
         }
         true
     }
+
+    /// Copies `src` (at most [`len`](Self::len) bytes) into the pages; `false` if a page
+    /// could not be written.
+    pub fn copy_from(&self, src: &[u8]) -> bool {
+        let n = src.len().min(self.bytes);
+        let Some(src) = src.get(..n) else {
+            return false;
+        };
+        for (chunk, page) in src.chunks(4096).zip(self.pages.iter()) {
+            match page {
+                Some((_, p)) if p.write_bytes(0, chunk) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
 }
 
 /// Granted pages, each with its grant.
@@ -159,6 +197,9 @@ type PageSet<Pg, const K: usize> = [Option<(GrantRef, Pg)>; K];
 
 /// The indirect pages of one request.
 type IndirectPages<Pg> = PageSet<Pg, MAX_INDIRECT_PAGES_PER_REQUEST>;
+
+/// A slot's kept data and indirect pages (persistent grants).
+type SparePages<'a, Pg, const S: usize> = (&'a mut PageSet<Pg, S>, &'a mut IndirectPages<Pg>);
 
 struct Live<Pg, const S: usize> {
     /// The operation the response must carry (an indirect request's inner one).
@@ -169,14 +210,46 @@ struct Live<Pg, const S: usize> {
     bytes: usize,
 }
 
-struct Entry<Pg, const S: usize> {
+/// One request slot of a frontend's table: the request outstanding in it, if any, and (with
+/// persistent grants) the pages it keeps granted for its next request.
+///
+/// Public so that a platform can allocate a table on the heap one slot at a time
+/// ([`BlkFront::with_table`]); its contents are the engine's.
+pub struct SlotEntry<Pg, const S: usize> {
     generation: u32,
     live: Option<Live<Pg, S>>,
     /// With persistent grants: the data pages this slot's last request used, still granted
     /// read-write, for the next request in this slot. So at most `N * S` pages stay granted,
     /// like Linux's per-ring pool.
     spare: PageSet<Pg, S>,
+    /// With persistent grants: this slot's indirect pages, kept granted read-write for its
+    /// next indirect request (a backend using persistent grants maps them writable and keeps
+    /// them mapped, as it does data pages).
+    spare_indirect: IndirectPages<Pg>,
 }
+
+impl<Pg, const S: usize> SlotEntry<Pg, S> {
+    /// An empty slot.
+    pub fn new() -> Self {
+        SlotEntry {
+            generation: 0,
+            live: None,
+            spare: empty_pages(),
+            spare_indirect: empty_pages(),
+        }
+    }
+}
+
+impl<Pg, const S: usize> Default for SlotEntry<Pg, S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+type Entry<Pg, const S: usize> = SlotEntry<Pg, S>;
+
+/// A table of `N` slots held inline, the default storage.
+pub type InlineTable<Pg, const N: usize, const S: usize> = [SlotEntry<Pg, S>; N];
 
 /// The frontend of one blkif ring, with at most `N` requests outstanding of at most `S`
 /// segments (pages) each: 11 fit in a ring slot, more need indirect descriptors
@@ -188,12 +261,22 @@ struct Entry<Pg, const S: usize> {
 /// fires. A response that breaks the protocol fails the device: every outstanding request
 /// completes with `Error`, every grant is revoked (pages the backend still maps are deferred,
 /// never freed), and every later call returns [`Error::Disconnected`].
-pub struct BlkFront<P: GrantOps, M, const N: usize, const S: usize = MAX_SEGMENTS_PER_REQUEST> {
+///
+/// The slot table is `T`: inline by default, or any slice storage of exactly `N` slots (e.g. a
+/// kernel vector, filled slot by slot, when the table is too large to build on a stack).
+pub struct BlkFront<
+    P: GrantOps,
+    M,
+    const N: usize,
+    const S: usize = MAX_SEGMENTS_PER_REQUEST,
+    T = InlineTable<<P as GrantOps>::Page, N, S>,
+> {
     env: P,
     ring: FrontRing<M, NativeSlot, NativeResponse>,
     backend: DomId,
     port: Port,
-    table: [Entry<P::Page, S>; N],
+    table: T,
+    _slots: core::marker::PhantomData<Entry<P::Page, S>>,
     free: [u16; N],
     nr_free: usize,
     budget: u32,
@@ -223,6 +306,38 @@ where
         port: Port,
         config: FrontConfig,
     ) -> Result<Self, RingError> {
+        let table = core::array::from_fn(|_| SlotEntry::new());
+        Self::with_table(env, ring, backend, port, config, table)
+    }
+}
+
+impl<P, M, const N: usize, const S: usize, T> BlkFront<P, M, N, S, T>
+where
+    P: GrantOps + EvtchnOps + PageAlloc<Page = <P as GrantOps>::Page>,
+    <P as GrantOps>::Page: PageBytes,
+    M: SharedMemory,
+    T: AsRef<[Entry<Pg<P>, S>]> + AsMut<[Entry<Pg<P>, S>]>,
+{
+    /// As [`new`](BlkFront::new), with the slot table in `table`, which must hold exactly
+    /// `N` empty slots ([`SlotEntry::new`]); otherwise
+    /// `RingError::Geometry(BadLength(len))`.
+    pub fn with_table(
+        env: P,
+        ring: M,
+        backend: DomId,
+        port: Port,
+        config: FrontConfig,
+        table: T,
+    ) -> Result<Self, RingError> {
+        let len = table.as_ref().len();
+        let empty = table.as_ref().iter().all(|e| {
+            e.live.is_none()
+                && e.spare.iter().all(Option::is_none)
+                && e.spare_indirect.iter().all(Option::is_none)
+        });
+        if len != N || !empty {
+            return Err(RingError::Geometry(GeometryError::BadLength(len)));
+        }
         let ring = FrontRing::init(ring)?;
         // Slot numbers must fit the id's low half and the free stack's u16.
         let n = N.min(usize::from(u16::MAX));
@@ -231,11 +346,8 @@ where
             ring,
             backend,
             port,
-            table: core::array::from_fn(|_| Entry {
-                generation: 0,
-                live: None,
-                spare: empty_pages(),
-            }),
+            table,
+            _slots: core::marker::PhantomData,
             // Hand out low slots first.
             free: core::array::from_fn(|i| u16::try_from(n.saturating_sub(i + 1)).unwrap_or(0)),
             nr_free: n,
@@ -265,20 +377,46 @@ where
 
     /// Requests outstanding.
     pub fn outstanding(&self) -> usize {
-        self.table.iter().filter(|e| e.live.is_some()).count()
+        self.table
+            .as_ref()
+            .iter()
+            .filter(|e| e.live.is_some())
+            .count()
     }
 
     /// Granted pages kept for reuse (persistent grants).
     pub fn pooled_pages(&self) -> usize {
         self.table
+            .as_ref()
             .iter()
-            .map(|e| e.spare.iter().filter(|p| p.is_some()).count())
+            .map(|e| {
+                e.spare.iter().filter(|p| p.is_some()).count()
+                    + e.spare_indirect.iter().filter(|p| p.is_some()).count()
+            })
             .sum()
     }
 
     /// The largest request in 512-byte sectors (8 per segment).
     pub fn max_sectors(&self) -> u32 {
         u32::try_from(self.max_segments * 8).unwrap_or(u32::MAX)
+    }
+
+    /// Sets what is negotiated at connection time, after the rings exist: the indirect
+    /// segments per request and persistent grants (a Linux backend announces
+    /// `feature-max-indirect-segments` and `feature-persistent` only then). Refused (`false`)
+    /// while requests are outstanding or pages are pooled.
+    pub fn configure(&mut self, indirect: u16, persistent: bool) -> bool {
+        if self.outstanding() > 0 || self.pooled_pages() > 0 {
+            return false;
+        }
+        self.max_segments = max_segments(indirect, S);
+        self.persistent = persistent;
+        true
+    }
+
+    /// Whether persistent grants are in use.
+    pub fn is_persistent(&self) -> bool {
+        self.persistent
     }
 
     /// Whether the device failed (or was closed).
@@ -293,7 +431,12 @@ where
             return Err(SubmitError::BadLength);
         }
         let bytes = usize::try_from(sectors).map_err(|_| SubmitError::BadLength)? * SECTOR;
-        self.submit_data(Op::Read, sector, bytes, None)
+        self.submit_data(
+            Op::Read,
+            sector,
+            bytes,
+            None::<fn(&DataPages<'_, Pg<P>>) -> bool>,
+        )
     }
 
     /// Queues a write of `data` (a multiple of 512 bytes, at most
@@ -302,7 +445,29 @@ where
         if data.is_empty() || data.len() % SECTOR != 0 || data.len() > self.max_segments * 4096 {
             return Err(SubmitError::BadLength);
         }
-        self.submit_data(Op::Write, sector, data.len(), Some(data))
+        self.submit_data(
+            Op::Write,
+            sector,
+            data.len(),
+            Some(|pages: &DataPages<'_, Pg<P>>| pages.copy_from(data)),
+        )
+    }
+
+    /// Queues a write of `bytes` (a multiple of 512, at most
+    /// [`max_sectors`](Self::max_sectors) sectors) at `sector`, whose data `fill` writes into
+    /// the request's zeroed pages (e.g. straight from the block layer's pages, without an
+    /// intermediate buffer). The pages are granted but not yet published when `fill` runs; if
+    /// it returns `false` nothing is queued and [`SubmitError::BadLength`] is returned.
+    pub fn submit_write_with(
+        &mut self,
+        sector: Sector,
+        bytes: usize,
+        fill: impl FnOnce(&DataPages<'_, Pg<P>>) -> bool,
+    ) -> Result<Ticket, SubmitError> {
+        if bytes == 0 || bytes % SECTOR != 0 || bytes > self.max_segments * 4096 {
+            return Err(SubmitError::BadLength);
+        }
+        self.submit_data(Op::Write, sector, bytes, Some(fill))
     }
 
     /// Queues a cache flush (`FLUSH_DISKCACHE`, no data).
@@ -372,18 +537,18 @@ where
             return Err(SubmitError::Busy);
         }
         let slot = usize::from(*self.free.get(self.nr_free - 1).ok_or(SubmitError::Busy)?);
-        let entry = self.table.get(slot).ok_or(SubmitError::Busy)?;
+        let entry = self.table.as_ref().get(slot).ok_or(SubmitError::Busy)?;
         let generation = entry.generation.wrapping_add(1);
         let id = (u64::from(generation) << 32) | u64::try_from(slot).unwrap_or(0);
         Ok((slot, id))
     }
 
-    fn submit_data(
+    fn submit_data<F: FnOnce(&DataPages<'_, Pg<P>>) -> bool>(
         &mut self,
         op: Op,
         sector: Sector,
         bytes: usize,
-        data: Option<&[u8]>,
+        fill: Option<F>,
     ) -> Result<Ticket, SubmitError> {
         let count = bytes.div_ceil(4096);
         if count == 0 || count > self.max_segments {
@@ -404,12 +569,12 @@ where
         let mut descs = [wire::Segment::ZERO; S];
         let mut left = bytes;
         let mut result = Ok(());
-        for (i, (page_slot, desc)) in live.pages.iter_mut().zip(descs.iter_mut()).enumerate() {
+        for (page_slot, desc) in live.pages.iter_mut().zip(descs.iter_mut()) {
             if left == 0 {
                 break;
             }
             let here = left.min(4096);
-            match self.grant_page(slot, access, data, i, here) {
+            match self.grant_page(slot, access) {
                 Ok((gref, page)) => {
                     desc.gref = gref.raw();
                     desc.first_sect = 0;
@@ -422,6 +587,15 @@ where
                 }
             }
             left -= here;
+        }
+        if let (Ok(()), Some(fill)) = (&result, fill) {
+            let pages = DataPages {
+                pages: &live.pages,
+                bytes,
+            };
+            if !fill(&pages) {
+                result = Err(SubmitError::BadLength);
+            }
         }
         let descs = descs.get(..count).unwrap_or(&[]);
         let image = match result {
@@ -436,7 +610,7 @@ where
                 }
                 Ok(req.to_bytes())
             }
-            Ok(()) => self.indirect_request(op, id, sector, descs, &mut live.indirect),
+            Ok(()) => self.indirect_request(slot, op, id, sector, descs, &mut live.indirect),
             Err(e) => Err(e),
         };
         match image {
@@ -454,10 +628,12 @@ where
         }
     }
 
-    /// Writes `descs` into fresh zeroed pages (512 descriptors each), grants them read-only,
-    /// and returns the slot image of the indirect request naming them.
+    /// Writes `descs` into zeroed pages (512 descriptors each) and returns the slot image of
+    /// the indirect request naming them. The pages are fresh and granted read-only, or, with
+    /// persistent grants, the slot's kept ones (granted read-write, as the backend maps them).
     fn indirect_request(
         &mut self,
+        slot_index: usize,
         op: Op,
         id: u64,
         sector: Sector,
@@ -475,34 +651,59 @@ where
             .zip(pages.iter_mut())
             .zip(req.indirect_grefs.iter_mut())
         {
-            let mut page = self.env.alloc_page().ok_or(SubmitError::NoMemory)?;
+            let pooled = if self.persistent {
+                self.table
+                    .as_mut()
+                    .get_mut(slot_index)
+                    .and_then(|e| e.spare_indirect.iter_mut().find_map(Option::take))
+            } else {
+                None
+            };
+            let (granted, mut page) = match pooled {
+                Some((gref, page)) => (Some(gref), page),
+                None => (None, self.env.alloc_page().ok_or(SubmitError::NoMemory)?),
+            };
             self.env.zero_page(&mut page);
+            let gref = match granted {
+                Some(gref) => gref,
+                None => {
+                    let access = if self.persistent {
+                        Access::ReadWrite
+                    } else {
+                        Access::ReadOnly
+                    };
+                    let gref = match self.env.grant_access(self.backend, &page, access) {
+                        Ok(g) => g,
+                        Err(e) => {
+                            drop(page);
+                            return Err(SubmitError::Grant(e));
+                        }
+                    };
+                    self.stats.grants = self.stats.grants.wrapping_add(1);
+                    gref
+                }
+            };
+            // Held in the request from here on, so an error below revokes it.
+            *gref_out = gref.raw();
+            let page = &slot.insert((gref, page)).1;
             for (j, d) in chunk.iter().enumerate() {
                 if !page.write_bytes(j * wire::Segment::SIZE, &d.to_bytes()) {
                     return Err(SubmitError::NoMemory);
                 }
             }
-            let gref = self
-                .env
-                .grant_access(self.backend, &page, Access::ReadOnly)
-                .map_err(SubmitError::Grant)?;
-            *gref_out = gref.raw();
-            *slot = Some((gref, page));
         }
         Ok(wire::Request::from(req).to_bytes())
     }
 
-    /// A fresh page, zeroed, with `data[index * 4096..][..len]` copied in, granted.
+    /// A zeroed page, granted: one the slot kept (persistent grants) or a fresh one.
     fn grant_page(
         &mut self,
         slot: usize,
         access: Access,
-        data: Option<&[u8]>,
-        index: usize,
-        len: usize,
     ) -> Result<(GrantRef, Pg<P>), SubmitError> {
         let pooled = if self.persistent {
             self.table
+                .as_mut()
                 .get_mut(slot)
                 .and_then(|e| e.spare.iter_mut().find_map(Option::take))
         } else {
@@ -516,15 +717,6 @@ where
         // (a pooled page is zeroed again: it only ever held this backend's data, but the
         // request must carry nothing but its own).
         self.env.zero_page(&mut page);
-        if let Some(data) = data {
-            let chunk = data
-                .get(index * 4096..)
-                .and_then(|d| d.get(..len))
-                .ok_or(SubmitError::BadLength)?;
-            if !page.write_bytes(0, chunk) {
-                return Err(SubmitError::NoMemory);
-            }
-        }
         if let Some(gref) = granted {
             return Ok((gref, page));
         }
@@ -532,6 +724,7 @@ where
             .env
             .grant_access(self.backend, &page, access)
             .map_err(SubmitError::Grant)?;
+        self.stats.grants = self.stats.grants.wrapping_add(1);
         Ok((gref, page))
     }
 
@@ -547,7 +740,7 @@ where
             return Err(SubmitError::Busy);
         }
         let id = u64::from_ne_bytes(image[8..16].try_into().unwrap_or([0; 8]));
-        if let Some(entry) = self.table.get_mut(slot) {
+        if let Some(entry) = self.table.as_mut().get_mut(slot) {
             entry.generation = entry.generation.wrapping_add(1);
             entry.live = Some(live);
         }
@@ -582,11 +775,14 @@ where
                 for raw in batch {
                     // Copied out once; only the copy is checked.
                     let rsp = wire::Response::from_bytes(&raw);
-                    match check(&mut self.table, &rsp) {
+                    match check(self.table.as_mut(), &rsp) {
                         Ok((slot, live, status)) => {
                             done += 1;
                             let pool = if self.persistent {
-                                self.table.get_mut(slot).map(|e| &mut e.spare)
+                                self.table
+                                    .as_mut()
+                                    .get_mut(slot)
+                                    .map(|e| (&mut e.spare, &mut e.spare_indirect))
                             } else {
                                 None
                             };
@@ -645,7 +841,7 @@ where
     /// revoked or deferred. Idempotent. Also what the glue calls to close.
     pub fn fail(&mut self, mut complete: impl FnMut(Completion, &ReadData<'_, Pg<P>>)) {
         self.failed = true;
-        for (slot, entry) in self.table.iter_mut().enumerate() {
+        for (slot, entry) in self.table.as_mut().iter_mut().enumerate() {
             if let Some(live) = entry.live.take() {
                 let id = (u64::from(entry.generation) << 32) | u64::try_from(slot).unwrap_or(0);
                 let (mut pages, mut indirect) = (live.pages, live.indirect);
@@ -666,8 +862,9 @@ where
                 );
             }
         }
-        for entry in self.table.iter_mut() {
+        for entry in self.table.as_mut().iter_mut() {
             revoke_into(&self.env, &mut self.stats, &mut entry.spare);
+            revoke_into(&self.env, &mut self.stats, &mut entry.spare_indirect);
         }
         self.nr_free = 0;
     }
@@ -717,11 +914,11 @@ fn check<Pg, const S: usize>(
 
 /// Completes a checked request: revoke its grants first, then hand the data over, then free
 /// the pages (or defer those the backend still maps). With persistent grants (`pool`), the
-/// data pages stay granted and go back to the slot's spare set.
+/// data and indirect pages stay granted and go back to the slot's spare sets.
 fn finish<P: GrantOps, const S: usize>(
     env: &P,
     stats: &mut FrontStats,
-    mut pool: Option<&mut PageSet<P::Page, S>>,
+    pool: Option<SparePages<'_, P::Page, S>>,
     id: u64,
     live: Live<P::Page, S>,
     status: Status,
@@ -733,7 +930,20 @@ fn finish<P: GrantOps, const S: usize>(
         mut indirect,
         bytes,
     } = live;
-    // The descriptors were read by the backend before it answered; they are not reused.
+    let mut pool = match pool {
+        Some((data, ind)) => {
+            // Persistent: the descriptor pages are kept for the slot's next request.
+            for (free, page) in ind.iter_mut().zip(indirect.iter_mut()) {
+                if free.is_none() {
+                    *free = page.take();
+                }
+            }
+            Some(data)
+        }
+        None => None,
+    };
+    // The descriptors were read by the backend before it answered; they are not reused
+    // (without persistent grants; with them, any the spare set could not take).
     revoke_into(env, stats, &mut indirect);
     // A page the backend no longer maps cannot change under us once its grant is ended. A
     // page it still maps is read all the same (a backend can only spoil its own guest's data)
@@ -742,6 +952,7 @@ fn finish<P: GrantOps, const S: usize>(
     if pool.is_none() {
         for (p, still) in pages.iter().zip(still_mapped.iter_mut()) {
             if let Some((gref, _)) = p {
+                stats.grant_ends = stats.grant_ends.wrapping_add(1);
                 *still = env.end_access(*gref) == EndAccess::StillMapped;
             }
         }
@@ -772,6 +983,7 @@ fn finish<P: GrantOps, const S: usize>(
                     // Cannot happen (a request has at most as many pages as a spare set);
                     // revoke rather than leak.
                     let (gref, page) = entry;
+                    stats.grant_ends = stats.grant_ends.wrapping_add(1);
                     let ended = env.end_access(gref) == EndAccess::Ended;
                     (gref, page, !ended)
                 }
@@ -795,6 +1007,7 @@ fn revoke_into<P: GrantOps>(
 ) {
     for p in pages.iter_mut() {
         if let Some((gref, page)) = p.take() {
+            stats.grant_ends = stats.grant_ends.wrapping_add(1);
             match env.end_access(gref) {
                 EndAccess::Ended => drop(page),
                 EndAccess::StillMapped => {

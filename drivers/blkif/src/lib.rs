@@ -46,10 +46,14 @@ pub mod cache;
 pub mod front;
 pub mod parse;
 pub mod storage;
+pub mod vdev;
 
 pub use abi::Abi;
 pub use back::{BackConfig, BackStats, BlkBack};
-pub use front::{BlkFront, Completion, FrontConfig, FrontStats, ResponseFault, SubmitError};
+pub use front::{
+    BlkFront, Completion, DataPages, FrontConfig, FrontStats, InlineTable, ReadData, ResponseFault,
+    SlotEntry, SubmitError,
+};
 pub use parse::{Invalid, Limits, Sector};
 #[cfg(any(test, feature = "std"))]
 pub use storage::VecDisk;

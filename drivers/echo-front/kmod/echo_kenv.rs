@@ -21,7 +21,7 @@ use xen_kernel::Kick;
 use xen_sys::{DomId, GrantRef, Port};
 
 /// A page of ours the front grants.
-pub struct Page(LocalPage);
+pub struct Page(pub LocalPage);
 
 /// A front's page mapped by the back.
 pub struct Mapped(Mapping);

@@ -97,6 +97,12 @@ impl LocalPage {
         NonNull::new(addr.cast()).map(|addr| LocalPage { addr })
     }
 
+    /// The page's kernel address, for C code that copies whole pages (e.g. the block layer's
+    /// request copy in [`crate::blk`]); valid while `self` is borrowed.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.addr.as_ptr()
+    }
+
     /// Copies bytes out of the page (see `xen_echo::env::PageBytes`).
     pub fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> bool {
         // SAFETY: we own the page (type invariant).

@@ -15,6 +15,7 @@
 //! | [`grant`] | `gnttab_*`, `gnttab_map_refs` | [`grant::Grants`], an implementation of xen-grant's `GrantOps` |
 //! | [`evtchn`] | `xenbus_alloc_evtchn`, `bind_*_lateeoi`, `xen_irq_lateeoi` | [`evtchn::Channel`], an implementation of xen-evtchn's `EvtchnOps` with late EOI |
 //! | [`ring`] | `xenbus_setup_ring`, `xenbus_map_ring_valloc` | ring pages implementing xen-ring's `SharedMemory` |
+//! | [`blk`] | blk-mq tag sets, `gendisk`, requests | [`blk::Disk`], [`blk::Request`]: a multi-queue disk served by safe code |
 //! | [`stats`] | | counters of live grants, mappings and rings, for leak checks |
 //!
 //! # Safety story
@@ -30,6 +31,7 @@
 /// The prefix of this crate's `pr_*!` messages.
 const __LOG_PREFIX: &[u8] = b"xen_kernel\0";
 
+pub mod blk;
 pub mod bus;
 pub mod evtchn;
 pub mod grant;

@@ -322,6 +322,11 @@ pub struct DiskInfo {
     pub discard: Option<Discard>,
     /// `feature-max-indirect-segments`, if offered.
     pub max_indirect_segments: Option<u32>,
+    /// `feature-persistent` as the backend states it before Connected. Linux's blkback
+    /// writes it only then (not before InitWait), so a frontend announces its own wish in its
+    /// [`FrontRequest`] and uses persistent grants only if this is set too, as Linux's
+    /// blkfront does.
+    pub persistent: bool,
 }
 
 const K_SECTORS: &str = "sectors";
@@ -350,7 +355,7 @@ impl DiskInfo {
         if let Some(n) = self.max_indirect_segments {
             write_decimal(keys, K_INDIRECT, n)?;
         }
-        Ok(())
+        write_bool(keys, K_PERSISTENT, self.persistent)
     }
 
     /// Reads and validates a backend's properties (frontend side). Geometry errors fail;
@@ -384,6 +389,7 @@ impl DiskInfo {
         let flush_cache = read_bool(keys, "feature-flush-cache", false)?;
         let barrier = read_bool(keys, "feature-barrier", false)?;
         let max_indirect_segments = read_u32(keys, K_INDIRECT, K_INDIRECT)?;
+        let persistent = read_bool(keys, K_PERSISTENT, false)?;
         let (discard, discard_rejected) = if read_bool(keys, "feature-discard", false)? {
             match read_discard(keys, sector_size) {
                 Ok(d) => (Some(d), None),
@@ -402,6 +408,7 @@ impl DiskInfo {
             barrier,
             discard,
             max_indirect_segments,
+            persistent,
         };
         Ok((disk, discard_rejected))
     }
@@ -721,6 +728,7 @@ mod tests {
                 secure: true,
             }),
             max_indirect_segments: Some(256),
+            persistent: true,
         };
         let mut k = MapKeys::default();
         d.write(&mut k).unwrap();

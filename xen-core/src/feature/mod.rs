@@ -83,6 +83,12 @@ pub trait KeysMut {
     fn write(&mut self, key: &str, value: &[u8]) -> Result<(), xs::Error>;
 }
 
+/// Longest device key path [`StoreDir`] builds (e.g.
+/// `/local/domain/0/backend/vbd/12/51712/queue-3/ring-ref15`). Kept well below XenStore's 3072
+/// bytes: the path is built on the stack, and kernel stacks are 16 KiB. A longer path is
+/// refused with [`xs::Error::NoSpace`].
+pub const KEY_PATH_MAX: usize = 256;
+
 /// A XenStore directory seen as [`Keys`]/[`KeysMut`], inside transaction `tx` (or none).
 pub struct StoreDir<'a, S: XenStore + ?Sized> {
     store: &'a mut S,
@@ -96,7 +102,7 @@ impl<'a, S: XenStore + ?Sized> StoreDir<'a, S> {
         Self { store, dir, tx }
     }
 
-    fn key_path(&self, key: &str) -> Result<PathBuf<{ xs::wire::ABS_PATH_MAX }>, xs::Error> {
+    fn key_path(&self, key: &str) -> Result<PathBuf<KEY_PATH_MAX>, xs::Error> {
         let mut p = PathBuf::from_path(self.dir)?;
         p.join(key)?;
         Ok(p)

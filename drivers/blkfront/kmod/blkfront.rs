@@ -1,0 +1,940 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `xenpvrs_blkfront`: the Xen virtual block device frontend, xen-blkif's `BlkFront` engine
+//! behind a blk-mq disk.
+//!
+//! One [`Dev`] per `device/vbd/<id>`: it runs the XenBus handshake (ring order, queues,
+//! persistent grants, protocol; then the backend's disk properties) in a work item driven by
+//! the backend's state, and owns the disk (`xvdX`, named from `virtual-device` like Linux).
+//! One [`Queue`] per negotiated ring: its own engine, ring, event channel and blk-mq hardware
+//! queue. Requests are copied through the engine's zeroed, granted pages (persistent when the
+//! backend agrees), so no guest page other than those is ever shared with the backend: this is
+//! the `trusted=0` behaviour of Linux, always. Responses are copied once and checked by the
+//! engine; a response that breaks the protocol fails the device's requests with an I/O error,
+//! never the kernel.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use echo_kenv::{Env, Page};
+use kernel::prelude::*;
+use kernel::str::CString;
+use kernel::sync::{Arc, ArcBorrow, Mutex};
+use kernel::time::Ktime;
+use kernel::workqueue::{self, impl_has_work, new_work, Work, WorkItem};
+use kernel::{c_str, fmt, new_mutex};
+use xen_blkif::front::{Completion, DataPages, FrontConfig, SlotEntry, SubmitError};
+use xen_blkif::vdev::{self, DiskName};
+use xen_blkif::{BlkFront, Sector};
+use xen_core::feature::blkif::{
+    write_queue, BackOffer, DiskInfo, DiskParams, FrontLimits, FrontRequest, MAX_QUEUES,
+    MAX_RING_PAGE_ORDER,
+};
+use xen_core::feature::{FeatureError, StoreDir};
+use xen_core::xs::{self, with_transaction, PathBuf, TxId, XenStore};
+use xen_evtchn::{EvtchnOps, Nanos};
+use xen_kernel::blk::{self, DebugCounters, Disk, DiscardParams, Op, QueueRqError, Request};
+use xen_kernel::bus::{self, Device, DeviceHandle, Side};
+use xen_kernel::evtchn::Channel;
+use xen_kernel::grant::{Grants, LocalPage};
+use xen_kernel::ring::FrontRingPages;
+use xen_kernel::store::KernelStore;
+use xen_kernel::{stats, Kick, KickReason};
+use xen_sys::wire::blkif::{Op as WireOp, Status, VdiskInfo};
+use xen_sys::{GrantRef, XenbusState};
+
+module! {
+    type: BlkFrontModule,
+    name: "xenpvrs_blkfront",
+    author: "xen-pv-rs",
+    description: "xen-pv-rs: Xen virtual block device frontend",
+    license: "GPL",
+    alias: ["xen:vbd"],
+}
+
+extern "C" {
+    fn xpvrs_blkfront_max_indirect_segments() -> u32;
+    fn xpvrs_blkfront_max_queues() -> u32;
+    fn xpvrs_blkfront_max_ring_page_order() -> u32;
+    fn xpvrs_blkfront_feature_persistent() -> bool;
+    fn xpvrs_blkfront_online_cpus() -> u32;
+}
+
+/// A device directory path. XenStore allows 3072 bytes, but a path lives on the stack here
+/// (kernel stacks are 16 KiB) and device paths are short: a longer one fails cleanly.
+type DevPath = PathBuf<{ xen_core::feature::KEY_PATH_MAX }>;
+
+/// Request slots per queue (also the blk-mq queue depth, capped by the ring's size).
+const SLOTS: usize = 64;
+/// Most segments (pages) per request: 11 direct, up to this many with indirect descriptors.
+const SEGS: usize = 64;
+
+/// The slot table, on the heap: one slot is ~2 KiB, too large for a stack as a whole.
+struct Table(KVec<SlotEntry<Page, SEGS>>);
+
+impl AsRef<[SlotEntry<Page, SEGS>]> for Table {
+    fn as_ref(&self) -> &[SlotEntry<Page, SEGS>] {
+        &self.0
+    }
+}
+
+impl AsMut<[SlotEntry<Page, SEGS>]> for Table {
+    fn as_mut(&mut self) -> &mut [SlotEntry<Page, SEGS>] {
+        &mut self.0
+    }
+}
+
+type Engine = BlkFront<Env<Queue>, FrontRingPages, SLOTS, SEGS, Table>;
+
+fn now() -> Nanos {
+    Nanos(u64::try_from(Ktime::ktime_get().to_ns()).unwrap_or(0))
+}
+
+/// The frontend's limits from the module parameters (as Linux: queues capped by the CPUs).
+fn limits() -> FrontLimits {
+    // SAFETY: the getters read module parameters; no preconditions.
+    let (indirect, queues, order, persistent, cpus) = unsafe {
+        (
+            xpvrs_blkfront_max_indirect_segments(),
+            xpvrs_blkfront_max_queues(),
+            xpvrs_blkfront_max_ring_page_order(),
+            xpvrs_blkfront_feature_persistent(),
+            xpvrs_blkfront_online_cpus(),
+        )
+    };
+    FrontLimits {
+        max_ring_page_order: order.min(MAX_RING_PAGE_ORDER),
+        max_queues: queues.min(cpus).clamp(1, MAX_QUEUES),
+        persistent,
+        max_indirect_segments: indirect.min(SEGS as u32),
+    }
+}
+
+// --- counters ---------------------------------------------------------------------------------
+
+const COUNTERS: usize = 11;
+const COUNTER_NAMES: [&kernel::str::CStr; COUNTERS] = [
+    c_str!("requests"),
+    c_str!("completed"),
+    c_str!("aborted"),
+    c_str!("segments"),
+    c_str!("notifications_sent"),
+    c_str!("events_received"),
+    c_str!("spurious_events"),
+    c_str!("grants"),
+    c_str!("grant_ends"),
+    c_str!("persistent_pages"),
+    c_str!("deferred_frees"),
+];
+
+// --- one queue ----------------------------------------------------------------------------------
+
+struct QState {
+    engine: Option<KBox<Engine>>,
+    /// The block request of each outstanding engine slot.
+    inflight: KVec<Option<Request>>,
+    events: u64,
+}
+
+/// One ring with its engine and blk-mq hardware queue.
+#[pin_data]
+struct Queue {
+    index: u32,
+    shared: Arc<Shared>,
+    #[pin]
+    state: Mutex<QState>,
+    #[pin]
+    work: Work<Queue, 0>,
+    event_kicked: AtomicBool,
+    /// Read by debugfs (as plain u64s: `AtomicU64` has `u64`'s layout).
+    counters: [AtomicU64; COUNTERS],
+}
+
+impl_has_work! {
+    impl HasWork<Self, 0> for Queue { self.work }
+}
+
+impl Kick for Queue {
+    fn kick(this: ArcBorrow<'_, Self>, reason: KickReason) {
+        if reason == KickReason::Event {
+            this.event_kicked.store(true, Ordering::Release);
+        }
+        let this: Arc<Self> = this.into();
+        let _ = workqueue::system_highpri().enqueue::<Arc<Queue>, 0>(this);
+    }
+}
+
+impl Queue {
+    fn new(index: u32, shared: Arc<Shared>) -> Result<Arc<Queue>> {
+        let mut inflight = KVec::with_capacity(SLOTS, GFP_KERNEL)?;
+        for _ in 0..SLOTS {
+            inflight.push(None, GFP_KERNEL)?;
+        }
+        Arc::pin_init(
+            pin_init!(Queue {
+                index,
+                shared,
+                state <- new_mutex!(QState {
+                    engine: None,
+                    inflight,
+                    events: 0,
+                }),
+                work <- new_work!("Queue::work"),
+                event_kicked: AtomicBool::new(false),
+                counters: [const { AtomicU64::new(0) }; COUNTERS],
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    fn publish(&self, engine: &Engine, events: u64) {
+        let s = engine.stats();
+        let vals = [
+            s.submitted,
+            s.completed,
+            s.aborted,
+            s.segments,
+            s.notifications,
+            events,
+            s.spurious_events,
+            s.grants,
+            s.grant_ends,
+            engine.pooled_pages() as u64,
+            s.deferred_frees,
+        ];
+        for (c, v) in self.counters.iter().zip(vals) {
+            c.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Builds this queue's ring, channel and engine; returns what goes into XenStore.
+    #[inline(never)]
+    fn setup(
+        self: &Arc<Self>,
+        dev: &DeviceHandle,
+        pages: usize,
+    ) -> Result<([GrantRef; 16], xen_sys::Port)> {
+        let backend = dev.otherend_id();
+        let ring = FrontRingPages::new(dev, pages)?;
+        let mut grefs = [GrantRef::new(0); 16];
+        for (i, g) in grefs.iter_mut().enumerate().take(pages) {
+            *g = ring.gref(i).ok_or(EINVAL)?;
+        }
+        let env = Env {
+            dev: dev.clone(),
+            grants: Grants::new(),
+            chan: Channel::new(dev.clone(), self.clone(), c_str!("xenpvrs-blkfront")),
+        };
+        let port = env.alloc_unbound(backend).map_err(|_| EIO)?;
+        let mut table = KVec::with_capacity(SLOTS, GFP_KERNEL)?;
+        for _ in 0..SLOTS {
+            table.push(SlotEntry::new(), GFP_KERNEL)?;
+        }
+        // Indirect segments and persistent grants are set at connection (`configure`).
+        let config = FrontConfig::default();
+        let engine = Engine::with_table(env, ring, backend, port, config, Table(table))
+            .map_err(|_| EINVAL)?;
+        let engine = KBox::new(engine, GFP_KERNEL)?;
+        let mut st = self.state.lock();
+        st.engine = Some(engine);
+        st.events = 0;
+        Ok((grefs, port))
+    }
+
+    /// Fails every outstanding request and drops the engine (revoking its grants, closing
+    /// its channel, releasing its ring).
+    fn shutdown(&self) {
+        let mut done = KVec::new();
+        let engine = {
+            let mut guard = self.state.lock();
+            let QState {
+                engine, inflight, ..
+            } = &mut *guard;
+            if let Some(e) = engine.as_mut() {
+                e.fail(|c, _| {
+                    if let Some(rq) = take_request(inflight, &c) {
+                        let _ = done.push((rq, Err(EIO)), GFP_ATOMIC);
+                    }
+                });
+            }
+            for slot in inflight.iter_mut() {
+                if let Some(rq) = slot.take() {
+                    let _ = done.push((rq, Err(EIO)), GFP_ATOMIC);
+                }
+            }
+            engine.take()
+        };
+        drop(engine);
+        for (rq, r) in done {
+            rq.end(r);
+        }
+    }
+}
+
+/// `EOPNOTSUPP`, which the kernel crate does not name.
+fn eopnotsupp() -> Error {
+    Error::from_errno(-(kernel::bindings::EOPNOTSUPP as i32))
+}
+
+fn take_request(inflight: &mut KVec<Option<Request>>, c: &Completion) -> Option<Request> {
+    let slot = usize::try_from(c.ticket.0 & 0xffff_ffff).ok()?;
+    inflight.get_mut(slot)?.take()
+}
+
+fn pages_of<'a>(data: &'a DataPages<'_, Page>) -> impl Iterator<Item = &'a LocalPage> + 'a {
+    (0..data.page_count()).filter_map(move |i| data.page(i).map(|p| &p.0))
+}
+
+/// Most completions ended per work run (the engine's budget).
+const BUDGET: usize = 64;
+
+impl WorkItem<0> for Queue {
+    type Pointer = Arc<Queue>;
+
+    /// Handles the ring's responses: checks them (engine), copies read data into the block
+    /// requests, and ends those requests once the lock is dropped (their completion may
+    /// submit new I/O to this very queue).
+    fn run(this: Arc<Queue>) {
+        if !this.event_kicked.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let mut done: [Option<(Request, Result)>; BUDGET] = [const { None }; BUDGET];
+        let mut n = 0usize;
+        let mut requeue = false;
+        {
+            let mut guard = this.state.lock();
+            let QState {
+                engine,
+                inflight,
+                events,
+            } = &mut *guard;
+            let Some(engine) = engine.as_mut() else {
+                return;
+            };
+            *events = events.wrapping_add(1);
+            let result = engine.handle_event(now(), |c, data| {
+                let Some(rq) = take_request(inflight, &c) else {
+                    return;
+                };
+                let r = match c.status {
+                    Status::Okay if c.op == WireOp::Read => {
+                        if rq.copy_from_pages(pages_of(data)) {
+                            Ok(())
+                        } else {
+                            Err(EIO)
+                        }
+                    }
+                    Status::Okay => Ok(()),
+                    Status::Eopnotsupp => Err(eopnotsupp()),
+                    Status::Error => Err(EIO),
+                };
+                match done.get_mut(n) {
+                    Some(slot) => {
+                        *slot = Some((rq, r));
+                        n += 1;
+                    }
+                    // Cannot happen (the budget bounds completions); end it here rather
+                    // than lose it.
+                    None => rq.end(r),
+                }
+            });
+            match result {
+                Ok(p) => {
+                    if p.more {
+                        requeue = true;
+                    } else {
+                        engine.env().chan.eoi(p.done == 0);
+                    }
+                }
+                Err(e) => {
+                    pr_err!(
+                        "XENPVRS-BLKFRONT queue {}: backend broke the protocol ({:?}); failing its requests\n",
+                        this.index,
+                        e
+                    );
+                    engine.env().chan.eoi(false);
+                }
+            }
+            this.publish(engine, *events);
+        }
+        for slot in done.iter_mut().take(n) {
+            if let Some((rq, r)) = slot.take() {
+                rq.end(r);
+            }
+        }
+        if requeue {
+            this.event_kicked.store(true, Ordering::Release);
+            let _ = workqueue::system_highpri().enqueue::<Arc<Queue>, 0>(this.clone());
+        }
+        if n > 0 {
+            this.shared.restart();
+        }
+    }
+}
+
+// --- the device ---------------------------------------------------------------------------------
+
+/// What the queues and the device share: the disk, for restarting stopped queues.
+#[pin_data]
+struct Shared {
+    #[pin]
+    disk: Mutex<Option<Disk<Dev>>>,
+    dead: AtomicBool,
+    read_only: AtomicBool,
+}
+
+impl Kick for Shared {
+    /// No watches are registered through the device's store.
+    fn kick(_this: ArcBorrow<'_, Self>, _reason: KickReason) {}
+}
+
+impl Shared {
+    fn restart(&self) {
+        if let Some(d) = self.disk.lock().as_ref() {
+            d.start_queues();
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    /// Nothing set up.
+    Idle,
+    /// Rings and channels published; waiting for the backend to connect.
+    Initialised,
+    /// The disk is live.
+    Connected,
+    /// Torn down after the backend closed; a backend back in InitWait gets a new handshake.
+    Closed,
+}
+
+struct Ctl {
+    store: Option<KernelStore<Shared>>,
+    phase: Phase,
+    request: Option<FrontRequest>,
+    limits: FrontLimits,
+    debug: KVec<DebugCounters>,
+    connections: u32,
+}
+
+/// One virtual block device.
+#[pin_data]
+struct Dev {
+    handle: DeviceHandle,
+    name: DiskName,
+    queues: KVec<Arc<Queue>>,
+    shared: Arc<Shared>,
+    #[pin]
+    ctl: Mutex<Ctl>,
+    #[pin]
+    ctl_work: Work<Dev, 0>,
+    backend_state: AtomicU32,
+}
+
+impl_has_work! {
+    impl HasWork<Self, 0> for Dev { self.ctl_work }
+}
+
+impl Dev {
+    /// Runs the handshake work (after a backend state change).
+    fn kick(this: ArcBorrow<'_, Self>) {
+        let this: Arc<Self> = this.into();
+        let _ = workqueue::system().enqueue::<Arc<Dev>, 0>(this);
+    }
+}
+
+impl WorkItem<0> for Dev {
+    type Pointer = Arc<Dev>;
+
+    /// Moves the handshake along after a backend state change.
+    fn run(this: Arc<Dev>) {
+        let backend = XenbusState::try_from(this.backend_state.load(Ordering::Acquire))
+            .unwrap_or(XenbusState::Unknown);
+        let mut guard = this.ctl.lock();
+        let ctl = &mut *guard;
+        let result = match (ctl.phase, backend) {
+            (Phase::Idle | Phase::Closed, XenbusState::InitWait) => this.talk(ctl),
+            (Phase::Initialised, XenbusState::Connected) => this.connect(ctl),
+            (Phase::Initialised | Phase::Connected, XenbusState::Closing | XenbusState::Closed) => {
+                this.disconnect(ctl, "backend closed");
+                Ok(())
+            }
+            (Phase::Idle, XenbusState::Closing) => {
+                // Closing before we ever connected: just say we are closed.
+                let _ = this.handle.switch_state(XenbusState::Closed);
+                ctl.phase = Phase::Closed;
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            pr_err!(
+                "XENPVRS-BLKFRONT {}: handshake failed ({}) in phase {:?}, backend {:?}\n",
+                this.name.as_str(),
+                e,
+                ctl.phase,
+                backend
+            );
+            this.disconnect(ctl, "handshake failed");
+        }
+    }
+}
+
+/// Why the handshake failed.
+#[derive(Debug)]
+enum HandshakeError {
+    Kernel(Error),
+    Feature(FeatureError),
+    Store(xs::Error),
+}
+
+impl From<Error> for HandshakeError {
+    fn from(e: Error) -> Self {
+        HandshakeError::Kernel(e)
+    }
+}
+
+impl core::fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            HandshakeError::Kernel(e) => write!(f, "kernel error {:?}", e),
+            HandshakeError::Feature(e) => write!(f, "{}", e),
+            HandshakeError::Store(e) => write!(f, "xenstore error {:?}", e),
+        }
+    }
+}
+
+impl From<kernel::alloc::AllocError> for HandshakeError {
+    fn from(_: kernel::alloc::AllocError) -> Self {
+        HandshakeError::Kernel(ENOMEM)
+    }
+}
+
+impl From<FeatureError> for HandshakeError {
+    fn from(e: FeatureError) -> Self {
+        HandshakeError::Feature(e)
+    }
+}
+
+impl From<xs::Error> for HandshakeError {
+    fn from(e: xs::Error) -> Self {
+        HandshakeError::Store(e)
+    }
+}
+
+impl Dev {
+    fn nodename(&self) -> Result<DevPath, HandshakeError> {
+        let s = self.handle.nodename().to_str().map_err(|_| EINVAL)?;
+        Ok(PathBuf::try_from_str(s)?)
+    }
+
+    fn otherend(&self) -> Result<DevPath, HandshakeError> {
+        let s = self.handle.otherend().ok_or(EINVAL)?;
+        let s = s.to_str().map_err(|_| EINVAL)?;
+        Ok(PathBuf::try_from_str(s)?)
+    }
+
+    /// Backend in InitWait: read its offer, build the rings and publish them (Initialised).
+    #[inline(never)]
+    fn talk(self: &Arc<Self>, ctl: &mut Ctl) -> Result<(), HandshakeError> {
+        let store = ctl.store.as_mut().ok_or(EINVAL)?;
+        let other = self.otherend()?;
+        let offer = BackOffer::read(&mut StoreDir::new(store, other.as_path()?, TxId::NONE))?;
+        ctl.limits = limits();
+        let mut req = FrontRequest::negotiate(&ctl.limits, &offer);
+        // Like Linux: announce our own wish; a Linux backend states its own only before
+        // Connected, where `connect` combines the two.
+        req.persistent = ctl.limits.persistent;
+        let nq = usize::try_from(req.num_queues).map_err(|_| EINVAL)?;
+        let mut published = KVec::new();
+        for q in self.queues.iter().take(nq) {
+            let (grefs, port) = q.setup(&self.handle, req.nr_ring_pages())?;
+            published.push((grefs, port), GFP_KERNEL)?;
+        }
+        let me = self.nodename()?;
+        let pages = req.nr_ring_pages();
+        with_transaction(store, 16, |st, tx| -> Result<(), FeatureError> {
+            let mut dir = StoreDir::new(st, me.as_path()?, tx);
+            req.write(&mut dir)?;
+            for (q, (grefs, port)) in published.iter().enumerate() {
+                let refs = grefs.get(..pages).ok_or(FeatureError::Inconsistent("ring-ref"))?;
+                write_queue(&mut dir, &req, q as u32, refs, *port)?;
+            }
+            Ok(())
+        })?;
+        self.handle.switch_state(XenbusState::Initialised)?;
+        ctl.request = Some(req);
+        ctl.phase = Phase::Initialised;
+        Ok(())
+    }
+
+    /// Backend Connected: read the disk's properties, finish the engines' setup and add the
+    /// disk (Connected).
+    #[inline(never)]
+    fn connect(self: &Arc<Self>, ctl: &mut Ctl) -> Result<(), HandshakeError> {
+        let req = ctl.request.ok_or(EINVAL)?;
+        let store = ctl.store.as_mut().ok_or(EINVAL)?;
+        let other = self.otherend()?;
+        let (info, rejected) =
+            DiskInfo::read(&mut StoreDir::new(store, other.as_path()?, TxId::NONE))?;
+        let params = DiskParams::negotiate(&ctl.limits, &info, rejected);
+        let nq = usize::try_from(req.num_queues).map_err(|_| EINVAL)?;
+        let indirect = u16::try_from(params.indirect_segments).unwrap_or(0);
+        let persistent = req.persistent && info.persistent;
+        let mut max_sectors = u32::MAX;
+        let mut depth = u32::MAX;
+        for q in self.queues.iter().take(nq) {
+            let mut st = q.state.lock();
+            let engine = st.engine.as_mut().ok_or(EINVAL)?;
+            if !engine.configure(indirect, persistent) {
+                return Err(EBUSY.into());
+            }
+            max_sectors = max_sectors.min(engine.max_sectors());
+            depth = depth.min(engine.ring_entries());
+        }
+        let read_only = info.info.contains(VdiskInfo::READONLY);
+        self.shared.read_only.store(read_only, Ordering::Release);
+        self.shared.dead.store(false, Ordering::Release);
+        let discard = params.discard.map(|d| DiscardParams {
+            // A request's byte count is 32 bits.
+            max_sectors: u32::MAX >> 9,
+            granularity: d.granularity,
+            alignment: d.alignment,
+            secure: d.secure,
+        });
+        let dp = blk::DiskParams {
+            name: self.name.as_str(),
+            capacity: info.sectors,
+            logical_block_size: info.sector_size,
+            physical_block_size: info.physical_sector_size,
+            max_hw_sectors: max_sectors,
+            nr_queues: req.num_queues,
+            queue_depth: depth.min(SLOTS as u32),
+            write_cache: params.flush_cache,
+            fua: false,
+            discard,
+            read_only,
+        };
+        if let Some(e) = params.discard_rejected {
+            pr_warn!(
+                "XENPVRS-BLKFRONT {}: discard offered but refused: {:?}\n",
+                self.name.as_str(),
+                e
+            );
+        }
+        let disk = Disk::new(&dp, self.clone())?;
+        *self.shared.disk.lock() = Some(disk);
+        self.handle.switch_state(XenbusState::Connected)?;
+        ctl.phase = Phase::Connected;
+        ctl.connections = ctl.connections.wrapping_add(1);
+        ctl.debug = KVec::new();
+        for q in self.queues.iter().take(nq) {
+            let name = CString::try_from_fmt(fmt!(
+                "xenpvrs-blkfront-{}-q{}",
+                self.name.as_str(),
+                q.index
+            ))?;
+            let vals = core::ptr::from_ref(&q.counters).cast_mut().cast::<[u64; COUNTERS]>();
+            // SAFETY: `q.counters` lives in the queue's `Arc`, which the device keeps for as
+            // long as `ctl.debug` (dropped first in `disconnect` and `remove`).
+            if let Some(d) = unsafe { DebugCounters::new(&name, &COUNTER_NAMES, vals) } {
+                ctl.debug.push(d, GFP_KERNEL)?;
+            }
+        }
+        pr_info!(
+            "XENPVRS-BLKFRONT {}: connected sectors={} sector-size={} physical-sector-size={} queues={} ring-pages={} indirect-segments={} persistent={} flush={} discard={} secure-discard={} read-only={} max-sectors={} depth={}\n",
+            self.name.as_str(),
+            info.sectors,
+            info.sector_size,
+            info.physical_sector_size,
+            req.num_queues,
+            req.nr_ring_pages(),
+            params.indirect_segments,
+            u8::from(persistent),
+            u8::from(params.flush_cache),
+            u8::from(params.discard.is_some()),
+            u8::from(params.discard.is_some_and(|d| d.secure)),
+            u8::from(read_only),
+            max_sectors,
+            dp.queue_depth
+        );
+        Ok(())
+    }
+
+    /// Fails outstanding I/O, deletes the disk, drops the rings, and tells the backend we are
+    /// Closed.
+    #[inline(never)]
+    fn disconnect(&self, ctl: &mut Ctl, why: &str) {
+        if matches!(ctl.phase, Phase::Idle | Phase::Closed) && !self.shared.dead.load(Ordering::Acquire) {
+            // Nothing was set up beyond, perhaps, some queues of a failed handshake.
+            for q in self.queues.iter() {
+                q.shutdown();
+            }
+            let _ = self.handle.switch_state(XenbusState::Closed);
+            ctl.phase = Phase::Closed;
+            return;
+        }
+        self.shared.dead.store(true, Ordering::Release);
+        ctl.debug = KVec::new();
+        for q in self.queues.iter() {
+            q.shutdown();
+        }
+        // Stopped queues run again and find the device dead: their requests fail at once, so
+        // deleting the disk (which waits for every request) cannot hang.
+        self.shared.restart();
+        let disk = self.shared.disk.lock().take();
+        drop(disk);
+        let _ = self.handle.switch_state(XenbusState::Closed);
+        pr_info!(
+            "XENPVRS-BLKFRONT {}: disconnected ({})\n",
+            self.name.as_str(),
+            why
+        );
+        ctl.phase = Phase::Closed;
+        ctl.request = None;
+    }
+}
+
+impl blk::Operations for Dev {
+    fn queue_rq(
+        this: ArcBorrow<'_, Self>,
+        queue: u32,
+        rq: Request,
+        last: bool,
+    ) -> Result<(), QueueRqError> {
+        let Some(q) = usize::try_from(queue).ok().and_then(|i| this.queues.get(i)) else {
+            rq.end(Err(EIO));
+            return Ok(());
+        };
+        if this.shared.dead.load(Ordering::Acquire) {
+            rq.end(Err(EIO));
+            return Ok(());
+        }
+        let read_only = this.shared.read_only.load(Ordering::Acquire);
+        let mut guard = q.state.lock();
+        let QState {
+            engine,
+            inflight,
+            events,
+        } = &mut *guard;
+        let Some(engine) = engine.as_mut() else {
+            drop(guard);
+            rq.end(Err(EIO));
+            return Ok(());
+        };
+        let sector = Sector(rq.sector());
+        let bytes = rq.bytes();
+        let sectors = bytes / 512;
+        let submitted = match rq.op() {
+            Op::Read => engine.submit_read(sector, sectors),
+            Op::Write if read_only => Err(SubmitError::Failed),
+            Op::Write => engine.submit_write_with(sector, bytes as usize, |pages| {
+                rq.copy_to_pages(pages_of(pages))
+            }),
+            Op::Flush => engine.submit_flush(),
+            Op::Discard if !read_only => engine.submit_discard(sector, u64::from(sectors), false),
+            Op::SecureErase if !read_only => {
+                engine.submit_discard(sector, u64::from(sectors), true)
+            }
+            _ => Err(SubmitError::BadLength),
+        };
+        match submitted {
+            Ok(ticket) => {
+                let slot = usize::try_from(ticket.0 & 0xffff_ffff).unwrap_or(usize::MAX);
+                match inflight.get_mut(slot) {
+                    Some(s) => *s = Some(rq),
+                    // Cannot happen: tickets name table slots. The response will find no
+                    // request and be dropped; this one fails now.
+                    None => rq.end(Err(EIO)),
+                }
+                if last {
+                    let _ = engine.push();
+                    q.publish(engine, *events);
+                }
+                Ok(())
+            }
+            Err(SubmitError::Busy) => {
+                let _ = engine.push();
+                Err(QueueRqError::Busy(rq))
+            }
+            Err(e) => {
+                let _ = engine.push();
+                drop(guard);
+                let err = match e {
+                    SubmitError::NoMemory => ENOMEM,
+                    SubmitError::Failed if read_only => EROFS,
+                    _ => EIO,
+                };
+                rq.end(Err(err));
+                Ok(())
+            }
+        }
+    }
+
+    fn commit_rqs(this: ArcBorrow<'_, Self>, queue: u32) {
+        let Some(q) = usize::try_from(queue).ok().and_then(|i| this.queues.get(i)) else {
+            return;
+        };
+        let mut guard = q.state.lock();
+        let events = guard.events;
+        if let Some(engine) = guard.engine.as_mut() {
+            let _ = engine.push();
+            q.publish(engine, events);
+        }
+    }
+}
+
+/// The disk name from our `virtual-device` key.
+#[inline(never)]
+fn read_name(store: &mut KernelStore<Shared>, dev: &Device) -> Result<(DiskName, u32)> {
+    let dir = dev.nodename().to_str().map_err(|_| EINVAL)?;
+    let mut path: DevPath =
+        PathBuf::try_from_str(dir).map_err(|_| EINVAL)?;
+    path.join("virtual-device").map_err(|_| EINVAL)?;
+    let mut buf = [0u8; 16];
+    let n = store
+        .read(TxId::NONE, path.as_path().map_err(|_| EINVAL)?, &mut buf)
+        .map_err(|_| ENODEV)?;
+    let text = core::str::from_utf8(buf.get(..n).unwrap_or(&[])).map_err(|_| EINVAL)?;
+    let vdevice: u32 = text.trim().parse().map_err(|_| EINVAL)?;
+    let name = vdev::disk_name(vdevice).map_err(|e| {
+        pr_err!(
+            "XENPVRS-BLKFRONT virtual-device {} names no disk: {:?}\n",
+            vdevice,
+            e
+        );
+        ENODEV
+    })?;
+    Ok((name, vdevice))
+}
+
+struct Driver;
+
+impl bus::Driver for Driver {
+    type Data = Dev;
+    const SIDE: Side = Side::Frontend;
+    const TYPE: &'static kernel::str::CStr = c_str!("vbd");
+
+    fn probe(dev: &Device) -> Result<Arc<Dev>> {
+        let shared = Arc::pin_init(
+            pin_init!(Shared {
+                disk <- new_mutex!(None),
+                dead: AtomicBool::new(false),
+                read_only: AtomicBool::new(false),
+            }),
+            GFP_KERNEL,
+        )?;
+        let limits = limits();
+        let mut queues = KVec::new();
+        for i in 0..limits.max_queues {
+            queues.push(Queue::new(i, shared.clone())?, GFP_KERNEL)?;
+        }
+        // The store's watch target is the shared part (the driver registers no watches: the
+        // XenBus core reports the backend's state through `otherend_changed`).
+        let mut store = KernelStore::new(shared.clone());
+        let (name, vdevice) = read_name(&mut store, dev)?;
+        let handle = dev.handle();
+        let this = Arc::pin_init(
+            pin_init!(Dev {
+                handle,
+                name,
+                queues,
+                shared,
+                ctl <- new_mutex!(Ctl {
+                    store: Some(store),
+                    phase: Phase::Idle,
+                    request: None,
+                    limits,
+                    debug: KVec::new(),
+                    connections: 0,
+                }),
+                ctl_work <- new_work!("Dev::ctl_work"),
+                backend_state: AtomicU32::new(0),
+            }),
+            GFP_KERNEL,
+        )?;
+        pr_info!(
+            "XENPVRS-BLKFRONT probe {} virtual-device={} disk={}\n",
+            dev.nodename(),
+            vdevice,
+            this.name.as_str()
+        );
+        Ok(this)
+    }
+
+    fn otherend_changed(data: ArcBorrow<'_, Dev>, _dev: &Device, state: XenbusState) {
+        data.backend_state.store(u32::from(state), Ordering::Release);
+        Dev::kick(data);
+    }
+
+    fn remove(this: Arc<Dev>, _dev: &Device) {
+        cancel(&this.ctl_work);
+        {
+            let mut guard = this.ctl.lock();
+            this.disconnect(&mut guard, "removed");
+            guard.store = None;
+        }
+        for q in this.queues.iter() {
+            cancel_queue(&q.work);
+        }
+        pr_info!("XENPVRS-BLKFRONT {}: removed\n", this.name.as_str());
+    }
+}
+
+/// Waits for a device work item to finish and makes sure it is not queued.
+fn cancel(work: &Work<Dev, 0>) {
+    // SAFETY: `work` is an initialised work item embedded in a live `Dev`.
+    unsafe { kernel::bindings::cancel_work_sync(Work::raw_get(work)) };
+}
+
+/// As [`cancel`], for a queue's work item.
+fn cancel_queue(work: &Work<Queue, 0>) {
+    // SAFETY: `work` is an initialised work item embedded in a live `Queue`.
+    unsafe { kernel::bindings::cancel_work_sync(Work::raw_get(work)) };
+}
+
+/// Fields drop in order: the registration first (removing every device), then the report.
+struct BlkFrontModule {
+    _reg: Pin<KBox<bus::Registration<Driver>>>,
+    _report: Report,
+}
+
+impl kernel::Module for BlkFrontModule {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        if !xen_kernel::xen_domain() {
+            return Err(ENODEV);
+        }
+        let l = limits();
+        let reg = KBox::pin_init(
+            bus::Registration::<Driver>::new(c_str!("xenpvrs-blkfront")),
+            GFP_KERNEL,
+        )?;
+        pr_info!(
+            "XENPVRS-BLKFRONT loaded max_queues={} max_ring_page_order={} max_indirect_segments={} feature_persistent={}\n",
+            l.max_queues,
+            l.max_ring_page_order,
+            l.max_indirect_segments,
+            u8::from(l.persistent)
+        );
+        Ok(BlkFrontModule {
+            _reg: reg,
+            _report: Report,
+        })
+    }
+}
+
+/// Reports the layer's counters once every device is gone.
+struct Report;
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        let c = stats::counters();
+        pr_info!(
+            "XENPVRS-BLKFRONT unload grants={} deferred={} rings={} channels={} watches={} clean={}\n",
+            c.grants,
+            c.deferred,
+            c.front_rings,
+            c.channels,
+            c.watches,
+            u32::from(c.is_clean())
+        );
+    }
+}

@@ -1,0 +1,91 @@
+# bench-blk (run by `cargo xtask bench blk`, which reads its BENCH lines): in one boot, the same
+# file-backed disk (xvdb, 256 MiB in dom0's tmpfs) behind the Linux C blkback is driven by the
+# Linux C blkfront and by ours in turn, three rounds of C then Rust, each with the same fio jobs:
+# 4 KiB random reads at queue depth 32 (IOPS) and 1 MiB sequential reads and writes (MB/s).
+# Both drivers run with their defaults (Linux's: 1-page rings, queues = vCPUs, 32 indirect
+# segments, persistent grants). The guest switches drivers by unbinding the device from one
+# and binding it to the other, as a user would. Events received per request come from
+# /proc/interrupts (both drivers); notifications sent from our debugfs counters.
+TIMEOUT=2400
+
+DISK_BYTES=268435456
+ROUNDS=3
+RUNTIME=8
+
+dom0_main() {
+    check modprobe-blkback modprobe xen-blkback || return
+    check fill-disk xpattern write /data/bench.img "$DISK_BYTES" 1
+    check tools-disk make_tools_disk /data/tools.img || return
+    write_domu_cfg domu 320 "vcpus = 2
+disk = [ 'format=raw,vdev=xvdb,access=rw,target=/data/bench.img',
+         'format=raw,vdev=xvdc,access=ro,target=/data/tools.img' ]"
+    follow_guest domu
+    check xl-create xl create /etc/xen/domu.cfg || return
+    domu_result domu 2000
+}
+
+# --- domU ----------------------------------------------------------------------------------
+
+VBD=vbd-51728
+C_DRV=/sys/bus/xen/drivers/vbd
+RUST_DRV=/sys/bus/xen/drivers/xenpvrs-blkfront
+
+# bind_to DRIVERDIR: move xvdb to that driver and wait for the disk.
+bind_to() {
+    for d in "$C_DRV" "$RUST_DRV"; do
+        [ -e "$d/$VBD" ] && echo "$VBD" > "$d/unbind"
+    done
+    n=60
+    while [ -e /dev/xvdb ] && [ $n -gt 0 ]; do sleep 1; n=$((n - 1)); done
+    echo "$VBD" > "$1/bind" || return 1
+    wait_for_dev /dev/xvdb 60
+}
+
+# evtchn_irqs: events received by the blkif interrupts of xvdb so far (both drivers name
+# their interrupts after the device or the driver).
+evtchn_irqs() {
+    awk '/blkif|xvdb|xenpvrs-blkfront/ { for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i } END { print s + 0 }' /proc/interrupts
+}
+
+# run_fio DRIVER ROUND NAME FIO-ARGS...: one job; prints a BENCH line.
+run_fio() {
+    drv=$1 round=$2 name=$3
+    shift 3
+    ev0=$(evtchn_irqs)
+    if ! fio --name="$name" --filename=/dev/xvdb --direct=1 --ioengine=libaio --time_based \
+        --runtime="$RUNTIME" --output-format=terse --terse-version=3 "$@" > /tmp/fio.terse; then
+        fail "fio $name with $drv"
+        return
+    fi
+    ev1=$(evtchn_irqs)
+    # terse v3: field 6/7/8 read KiB, KiB/s, IOPS; 47/48/49 the same for writes.
+    line=$(tail -1 /tmp/fio.terse)
+    echo "$line" | awk -F';' -v d="$drv" -v r="$round" -v n="$name" -v ev=$((ev1 - ev0)) '{
+        ios = ($8 + $49) * '"$RUNTIME"';
+        printf "BENCH driver=%s round=%s test=%s iops=%d kibps=%d ios=%d events=%d\n",
+            d, r, n, $8 + $49, $7 + $48, ios, ev }'
+}
+
+domu_main() {
+    check modprobe-c-blkfront modprobe xen-blkfront || return
+    check modprobe-rust-blkfront modprobe xenpvrs_blkfront || return
+    wait_for_dev /dev/xvdc 60 || { fail "no tools disk"; return; }
+    use_tools /dev/xvdc || { fail "cannot mount the tools disk"; return; }
+    r=1
+    while [ $r -le $ROUNDS ]; do
+        for drv in c rust; do
+            if [ $drv = c ]; then dir=$C_DRV; else dir=$RUST_DRV; fi
+            check "bind-$drv-$r" bind_to "$dir" || return
+            run_fio $drv $r randread-4k-qd32 --rw=randread --bs=4k --iodepth=32
+            run_fio $drv $r seqread-1m --rw=read --bs=1M --iodepth=4
+            run_fio $drv $r seqwrite-1m --rw=write --bs=1M --iodepth=4
+            if [ $drv = rust ]; then
+                for q in /sys/kernel/debug/xenpvrs-blkfront-xvdb-q*; do
+                    echo "BENCH-COUNTERS round=$r queue=${q##*-q} requests=$(cat "$q/requests") notifications_sent=$(cat "$q/notifications_sent") events_received=$(cat "$q/events_received")"
+                done
+            fi
+        done
+        r=$((r + 1))
+    done
+    umount /tools
+}
