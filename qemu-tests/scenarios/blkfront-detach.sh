@@ -11,8 +11,20 @@ CYCLES=10
 DISK_BYTES=67108864
 KEEP_BYTES=16777216
 
+# attach: xl block-attach. xl itself sometimes aborts here ("malloc(): corrupted top size",
+# exit 134; seen in both argument forms, with nothing of ours in dom0's kernel): a failed
+# attempt is logged and retried, or taken as done if the device was created all the same.
 attach() {
-    xl block-attach domu 'format=raw,vdev=xvdb,access=rw,target=/data/det.img'
+    for _try in 1 2 3; do
+        xl block-attach domu format=raw vdev=xvdb access=rw target=/data/det.img && return 0
+        log "xl block-attach failed (exit $?), attempt $_try"
+        if xl block-list domu | grep -q 51728; then
+            log "the device exists all the same"
+            return 0
+        fi
+        sleep 1
+    done
+    return 1
 }
 
 dom0_main() {
@@ -57,7 +69,7 @@ domu_main() {
     while [ $i -le $((CYCLES + 1)) ]; do
         wait_for_dev /dev/xvdb 120 || { fail "cycle $i: no /dev/xvdb"; echo "CYCLE $i FAILED"; return; }
         if [ $i -gt 1 ]; then
-            check "cycle-$i-previous-data" xpattern verify /dev/xvdb "$KEEP_BYTES" "$((SEED + i - 1))"
+            check "cycle-$i-previous-data" xpattern verify-prefix /dev/xvdb "$KEEP_BYTES" "$((SEED + i - 1))"
         fi
         [ $i -gt $CYCLES ] && break
         check "cycle-$i-write" xpattern write /dev/xvdb "$KEEP_BYTES" "$((SEED + i))"

@@ -49,8 +49,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
             }
             ring(round_trips)
         }
+        Some("blk") => crate::bench_blk::run(),
         Some(other) => Err(format!("unknown benchmark `{other}`")),
-        None => Err("usage: cargo xtask bench ring [ROUND_TRIPS]".into()),
+        None => Err("usage: cargo xtask bench ring [ROUND_TRIPS] | blk".into()),
     }
 }
 

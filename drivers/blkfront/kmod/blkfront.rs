@@ -283,6 +283,9 @@ fn pages_of<'a>(data: &'a DataPages<'_, Page>) -> impl Iterator<Item = &'a Local
     (0..data.page_count()).filter_map(move |i| data.page(i).map(|p| &p.0))
 }
 
+/// Longest wait for the backend to unmap after we wrote Closed.
+const CLOSE_WAIT_MS: u32 = 5000;
+
 /// Most completions ended per work run (the engine's budget).
 const BUDGET: usize = 64;
 
@@ -453,7 +456,16 @@ impl WorkItem<0> for Dev {
         let result = match (ctl.phase, backend) {
             (Phase::Idle | Phase::Closed, XenbusState::InitWait) => this.talk(ctl),
             (Phase::Initialised, XenbusState::Connected) => this.connect(ctl),
-            (Phase::Initialised | Phase::Connected, XenbusState::Closing | XenbusState::Closed) => {
+            (Phase::Initialised | Phase::Connected, XenbusState::Closing) => {
+                // Closed first: a Linux backend finishes its in-flight requests and unmaps our
+                // rings and persistent grants only once it sees the frontend Closed. Revoking
+                // after that frees the pages at once instead of deferring each one.
+                let _ = this.handle.switch_state(XenbusState::Closed);
+                this.wait_backend(XenbusState::Closed, CLOSE_WAIT_MS);
+                this.disconnect(ctl, "backend closed");
+                Ok(())
+            }
+            (Phase::Initialised | Phase::Connected, XenbusState::Closed) => {
                 this.disconnect(ctl, "backend closed");
                 Ok(())
             }
@@ -661,6 +673,17 @@ impl Dev {
 
     /// Fails outstanding I/O, deletes the disk, drops the rings, and tells the backend we are
     /// Closed.
+    /// Waits (sleeping) until the backend's state is `want`, at most `ms` milliseconds.
+    fn wait_backend(&self, want: XenbusState, ms: u32) {
+        for _ in 0..ms / 20 {
+            if self.backend_state.load(Ordering::Acquire) == u32::from(want) {
+                return;
+            }
+            // SAFETY: sleeping in process context (a work item) holding only our own mutex.
+            unsafe { kernel::bindings::msleep(20) };
+        }
+    }
+
     #[inline(never)]
     fn disconnect(&self, ctl: &mut Ctl, why: &str) {
         if matches!(ctl.phase, Phase::Idle | Phase::Closed) && !self.shared.dead.load(Ordering::Acquire) {

@@ -9,6 +9,7 @@
 //! xpattern gen BYTES SEED            > stream     pattern to stdout
 //! xpattern write PATH BYTES SEED                  pattern into a device or a (new) file, then fsync
 //! xpattern verify PATH BYTES SEED                 read PATH (or - for stdin) and compare
+//! xpattern verify-prefix PATH BYTES SEED          compare the first BYTES bytes of PATH only
 //! ```
 
 use std::fs::OpenOptions;
@@ -45,7 +46,9 @@ fn emit(out: &mut dyn Write, bytes: u64, seed: u64) -> io::Result<()> {
     out.flush()
 }
 
-fn verify(input: &mut dyn Read, bytes: u64, seed: u64) -> Result<(), String> {
+/// Compares the first `bytes` bytes of `input` with the pattern; with `exact`, `input` must
+/// also end there.
+fn verify(input: &mut dyn Read, bytes: u64, seed: u64, exact: bool) -> Result<(), String> {
     let mut got = vec![0u8; CHUNK];
     let mut want = vec![0u8; CHUNK];
     let mut off = 0u64;
@@ -65,6 +68,9 @@ fn verify(input: &mut dyn Read, bytes: u64, seed: u64) -> Result<(), String> {
             return Err(format!("mismatch at byte {}", off + i as u64));
         }
         off += n as u64;
+    }
+    if !exact {
+        return Ok(());
     }
     let mut extra = [0u8; 1];
     match input.read(&mut extra) {
@@ -97,18 +103,19 @@ fn run(args: &[String]) -> Result<String, String> {
             f.sync_all().map_err(|e| format!("{path}: fsync: {e}"))?;
             Ok(format!("wrote {bytes} bytes"))
         }
-        [cmd, path, bytes, seed] if cmd == "verify" => {
+        [cmd, path, bytes, seed] if cmd == "verify" || cmd == "verify-prefix" => {
             let (bytes, seed) = (num(bytes)?, num(seed)?);
+            let exact = cmd == "verify";
             if path == "-" {
-                verify(&mut io::stdin().lock(), bytes, seed)?;
+                verify(&mut io::stdin().lock(), bytes, seed, exact)?;
             } else {
                 let mut f = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
-                verify(&mut f, bytes, seed)?;
+                verify(&mut f, bytes, seed, exact)?;
             }
             Ok(format!("verified {bytes} bytes"))
         }
         _ => Err(
-            "usage: xpattern gen BYTES SEED | write PATH BYTES SEED | verify PATH BYTES SEED"
+            "usage: xpattern gen BYTES SEED | write PATH BYTES SEED | verify[-prefix] PATH BYTES SEED"
                 .into(),
         ),
     }
@@ -138,10 +145,10 @@ mod tests {
     fn verify_accepts_the_pattern_and_names_the_first_bad_byte() {
         let mut data = Vec::new();
         emit(&mut data, 3 * 4096 + 5, 9).unwrap();
-        assert!(verify(&mut data.as_slice(), data.len() as u64, 9).is_ok());
+        assert!(verify(&mut data.as_slice(), data.len() as u64, 9, true).is_ok());
         data[4100] ^= 1;
         assert_eq!(
-            verify(&mut data.as_slice(), data.len() as u64, 9),
+            verify(&mut data.as_slice(), data.len() as u64, 9, true),
             Err("mismatch at byte 4100".into())
         );
     }
@@ -152,9 +159,23 @@ mod tests {
         emit(&mut data, 8 * 512, 1).unwrap();
         let (a, b) = data.split_at_mut(512);
         a.copy_from_slice(&b[..512]);
-        assert!(verify(&mut data.as_slice(), 8 * 512, 1).is_err());
+        assert!(verify(&mut data.as_slice(), 8 * 512, 1, true).is_err());
         let mut short = Vec::new();
         emit(&mut short, 1000, 1).unwrap();
-        assert!(verify(&mut short.as_slice(), 1001, 1).is_err());
+        assert!(verify(&mut short.as_slice(), 1001, 1, true).is_err());
+    }
+
+    #[test]
+    fn verify_prefix_ignores_what_follows_but_exact_does_not() {
+        let mut data = Vec::new();
+        emit(&mut data, 4096, 3).unwrap();
+        data.extend_from_slice(&[0xee; 512]);
+        assert!(verify(&mut data.as_slice(), 4096, 3, false).is_ok());
+        assert_eq!(
+            verify(&mut data.as_slice(), 4096, 3, true),
+            Err("more than 4096 bytes".into())
+        );
+        data[100] ^= 1;
+        assert!(verify(&mut data.as_slice(), 4096, 3, false).is_err());
     }
 }
