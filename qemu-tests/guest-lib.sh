@@ -120,6 +120,29 @@ $3
 CFG
 }
 
+# xl_attach DOMAIN VDEV SPEC...: xl block-attach DOMAIN SPEC... (VDEV is the virtual-device
+# number, e.g. 51728 for xvdb). Under TCG, xl itself sometimes aborts here ("malloc(): corrupted
+# top size", exit 134) and the hotplug script's busybox sometimes segfaults (see
+# docs/harness.md). A failed attempt is logged; if the device got set up all the same (its
+# hotplug script reported connected) that is taken as done, otherwise what is left of it is
+# detached and the attach tried again, three times at most.
+xl_attach() {
+    _dom=$1 _vdev=$2
+    shift 2
+    for _try in 1 2 3; do
+        xl block-attach "$_dom" "$@" && return 0
+        log "xl block-attach failed (exit $?), attempt $_try"
+        _be=/local/domain/0/backend/vbd/$(xl domid "$_dom")/$_vdev
+        if [ "$(xenstore-read "$_be/hotplug-status" 2>/dev/null)" = connected ]; then
+            log "the device is set up all the same"
+            return 0
+        fi
+        xl block-detach "$_dom" "$_vdev" 2>/dev/null
+        sleep 2
+    done
+    return 1
+}
+
 # guest_log NAME: path of the guest's console log in dom0.
 guest_log() { echo "$CONSOLE_DIR/guest-$1.log"; }
 

@@ -3,9 +3,10 @@
 # Linux C blkfront and by ours in turn, three rounds of C then Rust, each with the same fio jobs:
 # 4 KiB random reads at queue depth 32 (IOPS) and 1 MiB sequential reads and writes (MB/s).
 # Both drivers run with their defaults (Linux's: 1-page rings, queues = vCPUs, 32 indirect
-# segments, persistent grants). The guest switches drivers by unbinding the device from one
-# and binding it to the other, as a user would. Events received per request come from
-# /proc/interrupts (both drivers); notifications sent from our debugfs counters.
+# segments, persistent grants). Each run gets a fresh device: dom0 attaches the disk, the C
+# driver (loaded first) takes it, and for our runs the guest moves it to ours (unbind, bind);
+# dom0 detaches it after the run. Events received per request come from /proc/interrupts
+# (both drivers); notifications sent from our debugfs counters.
 TIMEOUT=2400
 
 DISK_BYTES=268435456
@@ -17,11 +18,27 @@ dom0_main() {
     check fill-disk xpattern write /data/bench.img "$DISK_BYTES" 1
     check tools-disk make_tools_disk /data/tools.img || return
     write_domu_cfg domu 320 "vcpus = 2
-disk = [ 'format=raw,vdev=xvdb,access=rw,target=/data/bench.img',
-         'format=raw,vdev=xvdc,access=ro,target=/data/tools.img' ]"
+disk = [ 'format=raw,vdev=xvdc,access=ro,target=/data/tools.img' ]"
     follow_guest domu
     check xl-create xl create /etc/xen/domu.cfg || return
-    domu_result domu 2000
+    g=$(guest_log domu)
+    wait_for "$g" '^BENCH-READY' 120 || { fail "guest not ready"; guest_dump domu; return; }
+    r=1
+    while [ $r -le $ROUNDS ]; do
+        for drv in c rust; do
+            check "attach-$r-$drv" xl_attach domu 51728 format=raw vdev=xvdb access=rw \
+                target=/data/bench.img || return
+            if ! wait_for "$g" "^BENCH-(DONE $r $drv|FAILED)" 600; then
+                fail "round $r $drv did not finish"
+                guest_dump domu
+                return
+            fi
+            check "detach-$r-$drv" xl block-detach domu xvdb || return
+            wait_for "$g" "^BENCH-GONE $r $drv" 120 || { fail "disk did not go ($r $drv)"; return; }
+        done
+        r=$((r + 1))
+    done
+    domu_result domu 300
 }
 
 # --- domU ----------------------------------------------------------------------------------
@@ -30,21 +47,19 @@ VBD=vbd-51728
 C_DRV=/sys/bus/xen/drivers/vbd
 RUST_DRV=/sys/bus/xen/drivers/xenpvrs-blkfront
 
-# bind_to DRIVERDIR: move xvdb to that driver and wait for the disk.
-bind_to() {
-    for d in "$C_DRV" "$RUST_DRV"; do
-        [ -e "$d/$VBD" ] && echo "$VBD" > "$d/unbind"
-    done
+# to_rust: move xvdb from the C driver to ours and wait for the disk.
+to_rust() {
+    echo "$VBD" > "$C_DRV/unbind" || return 1
     n=60
     while [ -e /dev/xvdb ] && [ $n -gt 0 ]; do sleep 1; n=$((n - 1)); done
-    echo "$VBD" > "$1/bind" || return 1
+    echo "$VBD" > "$RUST_DRV/bind" || return 1
     wait_for_dev /dev/xvdb 60
 }
 
-# evtchn_irqs: events received by the blkif interrupts of xvdb so far (both drivers name
-# their interrupts after the device or the driver).
+# evtchn_irqs: events received by block-device interrupts so far ("blkif" for the C driver,
+# "xenpvrs-blkfront" for ours; the tools disk's, on the C driver, is nearly idle).
 evtchn_irqs() {
-    awk '/blkif|xvdb|xenpvrs-blkfront/ { for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i } END { print s + 0 }' /proc/interrupts
+    awk '/blkif|xenpvrs-blkfront/ { for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i } END { print s + 0 }' /proc/interrupts
 }
 
 # run_fio DRIVER ROUND NAME FIO-ARGS...: one job; prints a BENCH line.
@@ -58,12 +73,11 @@ run_fio() {
         return
     fi
     ev1=$(evtchn_irqs)
-    # terse v3: field 6/7/8 read KiB, KiB/s, IOPS; 47/48/49 the same for writes.
-    line=$(tail -1 /tmp/fio.terse)
-    echo "$line" | awk -F';' -v d="$drv" -v r="$round" -v n="$name" -v ev=$((ev1 - ev0)) '{
-        ios = ($8 + $49) * '"$RUNTIME"';
+    # terse v3: fields 6/7/8 are read KiB, KiB/s, IOPS; 47/48/49 the same for writes.
+    tail -1 /tmp/fio.terse | awk -F';' -v d="$drv" -v r="$round" -v n="$name" \
+        -v ev=$((ev1 - ev0)) -v t="$RUNTIME" '{
         printf "BENCH driver=%s round=%s test=%s iops=%d kibps=%d ios=%d events=%d\n",
-            d, r, n, $8 + $49, $7 + $48, ios, ev }'
+            d, r, n, $8 + $49, $7 + $48, ($8 + $49) * t, ev }'
 }
 
 domu_main() {
@@ -71,11 +85,16 @@ domu_main() {
     check modprobe-rust-blkfront modprobe xenpvrs_blkfront || return
     wait_for_dev /dev/xvdc 60 || { fail "no tools disk"; return; }
     use_tools /dev/xvdc || { fail "cannot mount the tools disk"; return; }
+    echo "BENCH-READY"
     r=1
     while [ $r -le $ROUNDS ]; do
         for drv in c rust; do
-            if [ $drv = c ]; then dir=$C_DRV; else dir=$RUST_DRV; fi
-            check "bind-$drv-$r" bind_to "$dir" || return
+            wait_for_dev /dev/xvdb 120 || { fail "no xvdb ($r $drv)"; echo "BENCH-FAILED"; return; }
+            if [ $drv = rust ]; then
+                check "to-rust-$r" to_rust || { echo "BENCH-FAILED"; return; }
+            fi
+            # Which driver has the disk, from sysfs.
+            log "round $r: xvdb on $(basename "$(readlink /sys/bus/xen/devices/$VBD/driver)")"
             run_fio $drv $r randread-4k-qd32 --rw=randread --bs=4k --iodepth=32
             run_fio $drv $r seqread-1m --rw=read --bs=1M --iodepth=4
             run_fio $drv $r seqwrite-1m --rw=write --bs=1M --iodepth=4
@@ -84,6 +103,10 @@ domu_main() {
                     echo "BENCH-COUNTERS round=$r queue=${q##*-q} requests=$(cat "$q/requests") notifications_sent=$(cat "$q/notifications_sent") events_received=$(cat "$q/events_received")"
                 done
             fi
+            echo "BENCH-DONE $r $drv"
+            n=120
+            while [ -e /dev/xvdb ] && [ $n -gt 0 ]; do sleep 1; n=$((n - 1)); done
+            echo "BENCH-GONE $r $drv"
         done
         r=$((r + 1))
     done

@@ -11,20 +11,8 @@ CYCLES=10
 DISK_BYTES=67108864
 KEEP_BYTES=16777216
 
-# attach: xl block-attach. xl itself sometimes aborts here ("malloc(): corrupted top size",
-# exit 134; seen in both argument forms, with nothing of ours in dom0's kernel): a failed
-# attempt is logged and retried, or taken as done if the device was created all the same.
 attach() {
-    for _try in 1 2 3; do
-        xl block-attach domu format=raw vdev=xvdb access=rw target=/data/det.img && return 0
-        log "xl block-attach failed (exit $?), attempt $_try"
-        if xl block-list domu | grep -q 51728; then
-            log "the device exists all the same"
-            return 0
-        fi
-        sleep 1
-    done
-    return 1
+    xl_attach domu 51728 format=raw vdev=xvdb access=rw target=/data/det.img
 }
 
 dom0_main() {

@@ -349,3 +349,52 @@ fn rejects_indirect_response_with_the_outer_operation() {
     assert_eq!(aborted, 1);
     assert_eq!(sim.live_grants(D1), 1, "data and descriptor pages revoked");
 }
+
+/// What is negotiated at connection (indirect segments, persistent grants) cannot change under
+/// requests in flight: a request sized for one setting must not be completed under another.
+#[test]
+fn configure_is_refused_while_requests_are_outstanding() {
+    let mut rig = Rig::new();
+    assert!(rig.front.configure(32, true));
+    assert!(rig.front.is_persistent());
+    // The engine holds at most S = 11 segments per request here: the offer is capped.
+    assert_eq!(rig.front.max_sectors(), 11 * 8);
+    let reqs = submit_two_reads(&mut rig);
+    assert!(
+        !rig.front.configure(0, false),
+        "refused with two requests out"
+    );
+    assert!(rig.front.is_persistent());
+    let mut done = Done::new();
+    for r in &reqs {
+        rig.answer(r.id, r.operation, 0);
+    }
+    rig.event(Nanos(1), &mut done).unwrap();
+    assert_eq!(done.len(), 2);
+    // Persistent pages are pooled now: still refused until the pool is gone.
+    assert!(rig.front.pooled_pages() > 0);
+    assert!(!rig.front.configure(0, false));
+}
+
+/// A write whose data is filled in place (as the kernel copies from the block layer's pages)
+/// reaches the backend's pages intact, and a fill that fails queues nothing and leaves no grant.
+#[test]
+fn write_filled_in_place_reaches_the_backend_and_a_failed_fill_leaves_nothing() {
+    let mut rig = Rig::new();
+    let before = rig.data_grants();
+    let r = rig
+        .front
+        .submit_write_with(Sector(4), 4096 + 512, |_| false);
+    assert_eq!(r, Err(xen_blkif::SubmitError::BadLength));
+    assert_eq!(rig.data_grants(), before);
+    assert_eq!(rig.front.outstanding(), 0);
+    let data: Vec<u8> = (0..4608u32).map(|i| (i % 251) as u8).collect();
+    rig.front
+        .submit_write_with(Sector(4), data.len(), |pages| pages.copy_from(&data))
+        .unwrap();
+    rig.front.push().unwrap();
+    let reqs = rig.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].nr_segments, 2);
+    assert_eq!(rig.data_grants(), before + 2);
+}

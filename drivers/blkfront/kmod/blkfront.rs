@@ -874,6 +874,9 @@ impl bus::Driver for Driver {
             }),
             GFP_KERNEL,
         )?;
+        // A device unbound from a driver is left Closed by the XenBus core; saying
+        // Initialising again asks the backend for a new handshake (a no-op on a fresh device).
+        let _ = dev.switch_state(XenbusState::Initialising);
         pr_info!(
             "XENPVRS-BLKFRONT probe {} virtual-device={} disk={}\n",
             dev.nodename(),

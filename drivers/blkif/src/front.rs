@@ -16,6 +16,10 @@ use xen_sys::{DomId, GrantRef, Port};
 
 /// Bytes in a sector on the ring.
 const SECTOR: usize = 512;
+/// Bytes in a granted page.
+const PAGE_BYTES: usize = 4096;
+/// What a kept page's unused tail is cleared with.
+static ZEROS: [u8; PAGE_BYTES] = [0; PAGE_BYTES];
 /// Most sectors in one direct request (11 full pages).
 pub const MAX_SECTORS_PER_REQUEST: u32 = (MAX_SEGMENTS_PER_REQUEST * 8) as u32;
 // `TryFrom` is not usable in a constant; 88 fits.
@@ -574,7 +578,7 @@ where
                 break;
             }
             let here = left.min(4096);
-            match self.grant_page(slot, access) {
+            match self.grant_page(slot, access, op == Op::Write, here) {
                 Ok((gref, page)) => {
                     desc.gref = gref.raw();
                     desc.first_sect = 0;
@@ -695,11 +699,19 @@ where
         Ok(wire::Request::from(req).to_bytes())
     }
 
-    /// A zeroed page, granted: one the slot kept (persistent grants) or a fresh one.
+    /// A page for `len` bytes of a request, granted: one the slot kept (persistent grants) or
+    /// a fresh one, zeroed.
+    ///
+    /// A kept page is not zeroed again: it only ever held data this backend wrote or was
+    /// given, and a read's page is overwritten by the backend, a write's first `len` bytes by
+    /// the data. Only a write's tail past `len` is cleared, so a request carries nothing but
+    /// its own bytes.
     fn grant_page(
         &mut self,
         slot: usize,
         access: Access,
+        write: bool,
+        len: usize,
     ) -> Result<(GrantRef, Pg<P>), SubmitError> {
         let pooled = if self.persistent {
             self.table
@@ -713,13 +725,18 @@ where
             Some((gref, page)) => (Some(gref), page),
             None => (None, self.env.alloc_page().ok_or(SubmitError::NoMemory)?),
         };
-        // Zero the whole page before sharing it: no stale kernel data reaches the backend
-        // (a pooled page is zeroed again: it only ever held this backend's data, but the
-        // request must carry nothing but its own).
-        self.env.zero_page(&mut page);
         if let Some(gref) = granted {
+            if write && len < PAGE_BYTES {
+                let tail = ZEROS.get(..PAGE_BYTES - len).unwrap_or(&[]);
+                if !page.write_bytes(len, tail) {
+                    return Err(SubmitError::NoMemory);
+                }
+            }
             return Ok((gref, page));
         }
+        // A fresh page is zeroed whole before it is shared: no stale kernel data reaches the
+        // backend.
+        self.env.zero_page(&mut page);
         let gref = self
             .env
             .grant_access(self.backend, &page, access)
