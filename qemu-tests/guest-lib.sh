@@ -143,6 +143,18 @@ xl_attach() {
     return 1
 }
 
+# xl_detach DOMAIN VDEV: xl block-detach, retried like xl_attach (xl aborts the same way now
+# and then); done once the device is gone from `xl block-list`.
+xl_detach() {
+    for _try in 1 2 3; do
+        xl block-detach "$1" "$2" && return 0
+        log "xl block-detach failed (exit $?), attempt $_try"
+        sleep 2
+        xl block-list "$1" | grep -q "^$2 " || { log "the device is gone all the same"; return 0; }
+    done
+    return 1
+}
+
 # guest_log NAME: path of the guest's console log in dom0.
 guest_log() { echo "$CONSOLE_DIR/guest-$1.log"; }
 

@@ -33,7 +33,7 @@ disk = [ 'format=raw,vdev=xvdc,access=ro,target=/data/tools.img' ]"
                 guest_dump domu
                 return
             fi
-            check "detach-$r-$drv" xl block-detach domu xvdb || return
+            check "detach-$r-$drv" xl_detach domu 51728 || return
             wait_for "$g" "^BENCH-GONE $r $drv" 120 || { fail "disk did not go ($r $drv)"; return; }
         done
         r=$((r + 1))

@@ -32,7 +32,7 @@ dom0_main() {
             guest_dump domu
             return
         fi
-        check "detach-$i" xl block-detach domu xvdb || return
+        check "detach-$i" xl_detach domu 51728 || return
         if ! wait_for "$(guest_log domu)" "^CYCLE $i GONE" 120; then
             fail "cycle $i: the guest did not see the disk go"
             guest_dump domu

@@ -88,6 +88,9 @@ domu_main() {
     check_eq xvdb-ring-pages 4 "$(kv "$KLAST" ring-pages)"
     check_eq xvdb-persistent 1 "$(kv "$KLAST" persistent)"
     check_eq xvdb-flush 1 "$(kv "$KLAST" flush)"
+    # Linux's numbers for Xen disks: major 202, 16 minors each (xvdb = 202:16, xvdc = 202:32).
+    check_eq xvdb-devt ca:10 "$(stat -c %t:%T /dev/xvdb)"
+    check_eq xvdc-devt ca:20 "$(stat -c %t:%T /dev/xvdc)"
     log "queues in sysfs: $(ls /sys/block/xvdb/mq | tr '\n' ' ')"
     check_eq xvdb-mq-dirs 2 "$(ls /sys/block/xvdb/mq | wc -l)"
     use_tools /dev/xvde || { fail "cannot mount the tools disk"; return; }

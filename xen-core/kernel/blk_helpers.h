@@ -27,6 +27,9 @@ struct xpvrs_disk_params {
 	u32 discard_alignment;
 	u32 nr_queues;
 	u32 queue_depth;
+	u32 major; /* 0: a dynamic device number */
+	u32 first_minor;
+	u32 minors;
 	bool secure_erase;
 	bool write_cache;
 	bool fua;

@@ -243,6 +243,11 @@ struct gendisk *xpvrs_blk_add_disk(struct blk_mq_tag_set *set,
 	if (IS_ERR(disk))
 		return disk;
 	disk->fops = &xpvrs_blk_fops;
+	if (p->major) {
+		disk->major = p->major;
+		disk->first_minor = p->first_minor;
+		disk->minors = p->minors;
+	}
 	strscpy(disk->disk_name, p->name, sizeof(disk->disk_name));
 	set_capacity(disk, p->capacity);
 	set_disk_ro(disk, p->read_only);

@@ -382,6 +382,9 @@ struct Shared {
     disk: Mutex<Option<Disk<Dev>>>,
     dead: AtomicBool,
     read_only: AtomicBool,
+    /// The backend offers `feature-barrier` but not `feature-flush-cache`: flushes are sent
+    /// as empty write barriers.
+    barrier_only: AtomicBool,
 }
 
 impl Kick for Shared {
@@ -423,6 +426,7 @@ struct Ctl {
 struct Dev {
     handle: DeviceHandle,
     name: DiskName,
+    vdevice: u32,
     queues: KVec<Arc<Queue>>,
     shared: Arc<Shared>,
     #[pin]
@@ -604,6 +608,9 @@ impl Dev {
         }
         let read_only = info.info.contains(VdiskInfo::READONLY);
         self.shared.read_only.store(read_only, Ordering::Release);
+        self.shared
+            .barrier_only
+            .store(params.barrier && !params.flush_cache, Ordering::Release);
         self.shared.dead.store(false, Ordering::Release);
         let discard = params.discard.map(|d| DiscardParams {
             // A request's byte count is 32 bits.
@@ -620,10 +627,11 @@ impl Dev {
             max_hw_sectors: max_sectors,
             nr_queues: req.num_queues,
             queue_depth: depth.min(SLOTS as u32),
-            write_cache: params.flush_cache,
+            write_cache: params.flush_cache || params.barrier,
             fua: false,
             discard,
             read_only,
+            devt: vdev::disk_devt(self.vdevice).ok(),
         };
         if let Some(e) = params.discard_rejected {
             pr_warn!(
@@ -652,7 +660,7 @@ impl Dev {
             }
         }
         pr_info!(
-            "XENPVRS-BLKFRONT {}: connected sectors={} sector-size={} physical-sector-size={} queues={} ring-pages={} indirect-segments={} persistent={} flush={} discard={} secure-discard={} read-only={} max-sectors={} depth={}\n",
+            "XENPVRS-BLKFRONT {}: connected sectors={} sector-size={} physical-sector-size={} queues={} ring-pages={} indirect-segments={} persistent={} flush={} discard={} secure-discard={} barrier={} read-only={} max-sectors={} depth={}\n",
             self.name.as_str(),
             info.sectors,
             info.sector_size,
@@ -664,6 +672,7 @@ impl Dev {
             u8::from(params.flush_cache),
             u8::from(params.discard.is_some()),
             u8::from(params.discard.is_some_and(|d| d.secure)),
+            u8::from(params.barrier),
             u8::from(read_only),
             max_sectors,
             dp.queue_depth
@@ -752,6 +761,9 @@ impl blk::Operations for Dev {
             Op::Write => engine.submit_write_with(sector, bytes as usize, |pages| {
                 rq.copy_to_pages(pages_of(pages))
             }),
+            Op::Flush if this.shared.barrier_only.load(Ordering::Acquire) => {
+                engine.submit_barrier()
+            }
             Op::Flush => engine.submit_flush(),
             Op::Discard if !read_only => engine.submit_discard(sector, u64::from(sectors), false),
             Op::SecureErase if !read_only => {
@@ -842,6 +854,7 @@ impl bus::Driver for Driver {
                 disk <- new_mutex!(None),
                 dead: AtomicBool::new(false),
                 read_only: AtomicBool::new(false),
+                barrier_only: AtomicBool::new(false),
             }),
             GFP_KERNEL,
         )?;
@@ -859,6 +872,7 @@ impl bus::Driver for Driver {
             pin_init!(Dev {
                 handle,
                 name,
+                vdevice,
                 queues,
                 shared,
                 ctl <- new_mutex!(Ctl {

@@ -476,12 +476,22 @@ where
 
     /// Queues a cache flush (`FLUSH_DISKCACHE`, no data).
     pub fn submit_flush(&mut self) -> Result<Ticket, SubmitError> {
+        self.submit_empty(Op::FlushDiskcache)
+    }
+
+    /// Queues an empty write barrier (`WRITE_BARRIER`, no data): how a flush is asked of a
+    /// backend that offers `feature-barrier` but not `feature-flush-cache`, as Linux does.
+    pub fn submit_barrier(&mut self) -> Result<Ticket, SubmitError> {
+        self.submit_empty(Op::WriteBarrier)
+    }
+
+    fn submit_empty(&mut self, op: Op) -> Result<Ticket, SubmitError> {
         let (slot, id) = self.reserve()?;
         let mut req = wire::Request::ZERO;
-        req.operation = Op::FlushDiskcache.into();
+        req.operation = op.into();
         req.id = id;
         let live = Live {
-            op: Op::FlushDiskcache,
+            op,
             pages: empty_pages(),
             indirect: empty_pages(),
             bytes: 0,

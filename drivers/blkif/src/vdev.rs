@@ -89,6 +89,26 @@ impl DiskName {
     }
 }
 
+/// Linux's major number for Xen virtual disks (`XENVBD_MAJOR`).
+pub const XENVBD_MAJOR: u32 = 202;
+
+/// The block device number Linux gives the disk: `(major, first minor, minors)`. Major 202;
+/// 16 minors per disk (`first_minor = index * 16`) in the classic form, 256 in the extended
+/// form (`first_minor = index * 256`), as Linux's frontend numbers them.
+pub fn disk_devt(vdevice: u32) -> Result<(u32, u32, u32), VdevError> {
+    let index = disk_index(vdevice)?;
+    let per_disk = if vdevice & EXTENDED != 0 {
+        PARTS_PER_EXT_DISK
+    } else {
+        PARTS_PER_DISK
+    };
+    let first = index
+        .checked_mul(per_disk)
+        .filter(|m| *m < 1 << 20)
+        .ok_or(VdevError::TooLarge(vdevice))?;
+    Ok((XENVBD_MAJOR, first, per_disk))
+}
+
 /// The name of the disk a `virtual-device` value describes.
 pub fn disk_name(vdevice: u32) -> Result<DiskName, VdevError> {
     DiskName::new(disk_index(vdevice)?)
@@ -125,6 +145,14 @@ mod tests {
         assert_eq!(name(22 << 8), "xvdc"); // hdc
         assert_eq!(name((8 << 8) | 16), "xvdb"); // sdb
         assert_eq!(name(65 << 8), "xvdq"); // sdq
+    }
+
+    #[test]
+    fn device_numbers_are_linux_xvd_numbers() {
+        assert_eq!(disk_devt(51712), Ok((202, 0, 16))); // xvda: 202:0
+        assert_eq!(disk_devt(51728), Ok((202, 16, 16))); // xvdb: 202:16
+        assert_eq!(disk_devt(EXTENDED | (16 << 8)), Ok((202, 16 * 256, 256))); // xvdq
+        assert_eq!(disk_devt((8 << 8) | 16), Ok((202, 16, 16))); // sdb maps to xvdb
     }
 
     #[test]

@@ -45,6 +45,9 @@ struct RawParams {
     discard_alignment: u32,
     nr_queues: u32,
     queue_depth: u32,
+    major: u32,
+    first_minor: u32,
+    minors: u32,
     secure_erase: bool,
     write_cache: bool,
     fua: bool,
@@ -349,6 +352,9 @@ pub struct DiskParams<'a> {
     pub discard: Option<DiscardParams>,
     /// Refuse writes.
     pub read_only: bool,
+    /// A fixed device number: major, first minor and minors (partitions + 1), e.g. Xen's
+    /// `xvd` numbers; `None` for a dynamic one.
+    pub devt: Option<(u32, u32, u32)>,
 }
 
 /// A disk served by `T`.
@@ -396,6 +402,9 @@ impl<T: Operations> Disk<T> {
             discard_alignment,
             nr_queues: params.nr_queues,
             queue_depth: params.queue_depth,
+            major: params.devt.map_or(0, |d| d.0),
+            first_minor: params.devt.map_or(0, |d| d.1),
+            minors: params.devt.map_or(0, |d| d.2),
             secure_erase,
             write_cache: params.write_cache,
             fua: params.fua,
@@ -404,7 +413,7 @@ impl<T: Operations> Disk<T> {
             blocking: true,
             name,
         };
-        static_assert!(core::mem::size_of::<RawParams>() == 80);
+        static_assert!(core::mem::size_of::<RawParams>() == 96);
         let ops: *const bindings::blk_mq_ops = &VTable::<T>::OPS;
         // SAFETY: `ops` is a static table of valid callbacks; `raw` is a valid parameter block.
         let set = unsafe { xpvrs_blk_alloc_tag_set(ops.cast(), &raw) };
