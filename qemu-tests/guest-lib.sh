@@ -203,6 +203,20 @@ wait_for_dev() {
     [ -e "$1" ]
 }
 
+# unload_blkfront (domU): unbind every disk from our blkfront (the XenBus core holds the module
+# while a device is bound), unload it, and check its unload line says every grant, ring,
+# channel and watch was given back.
+unload_blkfront() {
+    for _v in /sys/bus/xen/drivers/xenpvrs-blkfront/vbd-*; do
+        [ -e "$_v" ] || continue
+        echo "${_v##*/}" > /sys/bus/xen/drivers/xenpvrs-blkfront/unbind || fail "unbind ${_v##*/}"
+    done
+    check rmmod-blkfront rmmod xenpvrs_blkfront
+    kscan XENPVRS-BLKFRONT unload
+    log "unload: $KLAST"
+    check_eq blkfront-unload-clean 1 "$(kv "$KLAST" clean)"
+}
+
 # --- tools disk -----------------------------------------------------------------------------------
 # fio and its libraries weigh ~80 MB: too much for a guest's initramfs. dom0 has them, so it
 # builds an ext4 image holding fio, every library it loads and the loader, and gives it to the

@@ -88,11 +88,5 @@ domu_main() {
     done
     kscan XENPVRS-BLKFRONT "xvdb: connected"
     check_eq connections "$((CYCLES + 1))" "$KN"
-    for v in /sys/bus/xen/drivers/xenpvrs-blkfront/vbd-*; do
-        echo "${v##*/}" > /sys/bus/xen/drivers/xenpvrs-blkfront/unbind || fail "unbind ${v##*/}"
-    done
-    check rmmod-blkfront rmmod xenpvrs_blkfront
-    kscan XENPVRS-BLKFRONT unload
-    log "unload: $KLAST"
-    check_eq blkfront-unload-clean 1 "$(kv "$KLAST" clean)"
+    unload_blkfront
 }

@@ -123,12 +123,5 @@ domu_main() {
     for q in /sys/kernel/debug/xenpvrs-blkfront-xvdb-q*; do
         log "counters ${q##*/}: $(for c in "$q"/*; do printf '%s=%s ' "${c##*/}" "$(cat "$c")"; done)"
     done
-    # The XenBus core holds the module while a device is bound: unbind, then unload.
-    for v in /sys/bus/xen/drivers/xenpvrs-blkfront/vbd-*; do
-        echo "${v##*/}" > /sys/bus/xen/drivers/xenpvrs-blkfront/unbind || fail "unbind ${v##*/}"
-    done
-    check rmmod-blkfront rmmod xenpvrs_blkfront
-    kscan XENPVRS-BLKFRONT unload
-    log "unload: $KLAST"
-    check_eq blkfront-unload-clean 1 "$(kv "$KLAST" clean)"
+    unload_blkfront
 }

@@ -239,10 +239,42 @@ impl Queue {
         Ok((grefs, port))
     }
 
+    /// After a restore: drops the engine (its backend is gone) and hands every outstanding
+    /// request back to blk-mq, which issues it again once the new connection is up.
+    fn recover(&self) {
+        let mut back = KVec::with_capacity(SLOTS, GFP_KERNEL).unwrap_or(KVec::new());
+        let engine = {
+            let mut guard = self.state.lock();
+            let QState {
+                engine, inflight, ..
+            } = &mut *guard;
+            if let Some(e) = engine.as_mut() {
+                e.fail(|c, _| {
+                    if let Some(rq) = take_request(inflight, &c) {
+                        // (A request that cannot be kept is dropped, which ends it with EIO.)
+                        let _ = back.push(rq, GFP_ATOMIC);
+                    }
+                });
+            }
+            for slot in inflight.iter_mut() {
+                if let Some(rq) = slot.take() {
+                    let _ = back.push(rq, GFP_ATOMIC);
+                }
+            }
+            engine.take()
+        };
+        drop(engine);
+        for rq in back {
+            rq.requeue();
+        }
+    }
+
     /// Fails every outstanding request and drops the engine (revoking its grants, closing
     /// its channel, releasing its ring).
     fn shutdown(&self) {
-        let mut done = KVec::new();
+        // Pushes into the reserved room do not fail; a request that could not be kept would be
+        // dropped, which ends it with EIO all the same.
+        let mut done = KVec::with_capacity(SLOTS, GFP_KERNEL).unwrap_or(KVec::new());
         let engine = {
             let mut guard = self.state.lock();
             let QState {
@@ -385,6 +417,9 @@ struct Shared {
     /// The backend offers `feature-barrier` but not `feature-flush-cache`: flushes are sent
     /// as empty write barriers.
     barrier_only: AtomicBool,
+    /// Between a restore and the new connection: requests wait (their hardware queue is
+    /// stopped) instead of failing.
+    reconnecting: AtomicBool,
 }
 
 impl Kick for Shared {
@@ -640,8 +675,25 @@ impl Dev {
                 e
             );
         }
-        let disk = Disk::new(&dp, self.clone())?;
-        *self.shared.disk.lock() = Some(disk);
+        let kept = {
+            let disk = self.shared.disk.lock();
+            if let Some(d) = disk.as_ref() {
+                // Reconnected after a restore: the disk and its queued requests stay.
+                d.set_capacity(info.sectors);
+            }
+            disk.is_some()
+        };
+        if !kept {
+            let disk = Disk::new(&dp, self.clone())?;
+            *self.shared.disk.lock() = Some(disk);
+        }
+        if self.shared.reconnecting.swap(false, Ordering::AcqRel) {
+            pr_info!(
+                "XENPVRS-BLKFRONT {}: resumed, requests re-issued\n",
+                self.name.as_str()
+            );
+            self.shared.restart();
+        }
         self.handle.switch_state(XenbusState::Connected)?;
         ctl.phase = Phase::Connected;
         ctl.connections = ctl.connections.wrapping_add(1);
@@ -749,6 +801,10 @@ impl blk::Operations for Dev {
         } = &mut *guard;
         let Some(engine) = engine.as_mut() else {
             drop(guard);
+            if this.shared.reconnecting.load(Ordering::Acquire) {
+                // Restored, not connected yet: the queue waits and runs again at connection.
+                return Err(QueueRqError::Busy(rq));
+            }
             rq.end(Err(EIO));
             return Ok(());
         };
@@ -855,6 +911,7 @@ impl bus::Driver for Driver {
                 dead: AtomicBool::new(false),
                 read_only: AtomicBool::new(false),
                 barrier_only: AtomicBool::new(false),
+                reconnecting: AtomicBool::new(false),
             }),
             GFP_KERNEL,
         )?;
@@ -900,6 +957,31 @@ impl bus::Driver for Driver {
         Ok(this)
     }
 
+    fn resume(this: ArcBorrow<'_, Dev>, _dev: &Device) -> Result {
+        // The domain was restored: the backend that had our rings mapped is gone and a new one
+        // will wait in InitWait. The engines are dropped (their grants revoked, channels
+        // closed) and their requests handed back to blk-mq; the disk stays, and requests wait
+        // in stopped queues until the new connection, which re-issues them.
+        let this: Arc<Dev> = this.into();
+        cancel(&this.ctl_work);
+        let mut guard = this.ctl.lock();
+        if guard.phase == Phase::Connected {
+            this.shared.reconnecting.store(true, Ordering::Release);
+        }
+        guard.debug = KVec::new();
+        for q in this.queues.iter() {
+            q.recover();
+        }
+        guard.phase = Phase::Idle;
+        guard.request = None;
+        this.backend_state.store(0, Ordering::Release);
+        pr_info!(
+            "XENPVRS-BLKFRONT {}: restored, reconnecting\n",
+            this.name.as_str()
+        );
+        Ok(())
+    }
+
     fn otherend_changed(data: ArcBorrow<'_, Dev>, _dev: &Device, state: XenbusState) {
         data.backend_state.store(u32::from(state), Ordering::Release);
         Dev::kick(data);
@@ -934,7 +1016,7 @@ fn cancel_queue(work: &Work<Queue, 0>) {
 /// Fields drop in order: the registration first (removing every device), then the report.
 struct BlkFrontModule {
     _reg: Pin<KBox<bus::Registration<Driver>>>,
-    _report: Report,
+    _report: stats::UnloadReport,
 }
 
 impl kernel::Module for BlkFrontModule {
@@ -956,25 +1038,7 @@ impl kernel::Module for BlkFrontModule {
         );
         Ok(BlkFrontModule {
             _reg: reg,
-            _report: Report,
+            _report: stats::UnloadReport("XENPVRS-BLKFRONT"),
         })
-    }
-}
-
-/// Reports the layer's counters once every device is gone.
-struct Report;
-
-impl Drop for Report {
-    fn drop(&mut self) {
-        let c = stats::counters();
-        pr_info!(
-            "XENPVRS-BLKFRONT unload grants={} deferred={} rings={} channels={} watches={} clean={}\n",
-            c.grants,
-            c.deferred,
-            c.front_rings,
-            c.channels,
-            c.watches,
-            u32::from(c.is_clean())
-        );
     }
 }

@@ -262,7 +262,7 @@ fn teardown(this: &Arc<BackDev>) {
 /// Fields drop in order: the registration first (removing every device), then the report.
 struct EchoBackModule {
     _reg: Pin<KBox<bus::Registration<Driver>>>,
-    _report: Report,
+    _report: stats::UnloadReport,
 }
 
 impl kernel::Module for EchoBackModule {
@@ -277,24 +277,7 @@ impl kernel::Module for EchoBackModule {
         pr_info!("XENPVRS-ECHO-BACK loaded\n");
         Ok(EchoBackModule {
             _reg: reg,
-            _report: Report,
+            _report: stats::UnloadReport("XENPVRS-ECHO-BACK"),
         })
-    }
-}
-
-/// Reports the layer's counters once the registration (and so every device) is gone.
-struct Report;
-
-impl Drop for Report {
-    fn drop(&mut self) {
-        let c = stats::counters();
-        pr_info!(
-            "XENPVRS-ECHO-BACK unload mappings={} rings={} channels={} watches={} clean={}\n",
-            c.mappings,
-            c.back_rings,
-            c.channels,
-            c.watches,
-            u32::from(c.is_clean())
-        );
     }
 }

@@ -408,7 +408,7 @@ fn teardown(this: &Arc<FrontDev>) {
 /// Fields drop in order: the registration first (removing every device), then the report.
 struct EchoFrontModule {
     _reg: Pin<KBox<bus::Registration<Driver>>>,
-    _report: Report,
+    _report: stats::UnloadReport,
 }
 
 impl kernel::Module for EchoFrontModule {
@@ -427,7 +427,7 @@ impl kernel::Module for EchoFrontModule {
         pr_info!("XENPVRS-ECHO-FRONT loaded\n");
         Ok(EchoFrontModule {
             _reg: reg,
-            _report: Report,
+            _report: stats::UnloadReport("XENPVRS-ECHO-FRONT"),
         })
     }
 }
@@ -464,22 +464,4 @@ fn grant_copy_selftest() -> Result<(), GrantError> {
         return Err(GrantError::GeneralError);
     }
     Ok(())
-}
-
-/// Reports the layer's counters once the registration (and so every device) is gone.
-struct Report;
-
-impl Drop for Report {
-    fn drop(&mut self) {
-        let c = stats::counters();
-        pr_info!(
-            "XENPVRS-ECHO-FRONT unload grants={} deferred={} rings={} channels={} watches={} clean={}\n",
-            c.grants,
-            c.deferred,
-            c.front_rings,
-            c.channels,
-            c.watches,
-            u32::from(c.is_clean())
-        );
-    }
 }

@@ -69,3 +69,27 @@ pub fn counters() -> Counters {
         watches: get(&WATCHES),
     }
 }
+
+/// Prints the layer's counters when dropped, as one line `TAG unload grants=… deferred=…
+/// mappings=… front_rings=… back_rings=… channels=… watches=… clean=0|1`. A module keeps one
+/// as the last field of its module object, after its XenBus registration, so the line comes
+/// once every device is gone; the scenarios check `clean=1`.
+pub struct UnloadReport(pub &'static str);
+
+impl Drop for UnloadReport {
+    fn drop(&mut self) {
+        let c = counters();
+        kernel::pr_info!(
+            "{} unload grants={} deferred={} mappings={} front_rings={} back_rings={} channels={} watches={} clean={}\n",
+            self.0,
+            c.grants,
+            c.deferred,
+            c.mappings,
+            c.front_rings,
+            c.back_rings,
+            c.channels,
+            c.watches,
+            u32::from(c.is_clean())
+        );
+    }
+}
