@@ -144,15 +144,25 @@ xl_attach() {
 }
 
 # xl_detach DOMAIN VDEV: xl block-detach, retried like xl_attach (xl aborts the same way now
-# and then); done once the device is gone from `xl block-list`.
+# and then); done once the device is gone from `xl block-list` and its frontend directory is
+# gone from XenStore (an attach of the same disk while the old frontend keys are still there
+# lets the new backend read the old state and ring references).
 xl_detach() {
+    _fe=/local/domain/$(xl domid "$1")/device/vbd/$2
+    _ok=""
     for _try in 1 2 3; do
-        xl block-detach "$1" "$2" && return 0
+        if xl block-detach "$1" "$2"; then
+            _ok=1
+            break
+        fi
         log "xl block-detach failed (exit $?), attempt $_try"
         sleep 2
-        xl block-list "$1" | grep -q "^$2 " || { log "the device is gone all the same"; return 0; }
+        xl block-list "$1" | grep -q "^$2 " || { log "the device is gone all the same"; _ok=1; break; }
     done
-    return 1
+    [ -n "$_ok" ] || return 1
+    _n=30
+    while xenstore-exists "$_fe" 2>/dev/null && [ $_n -gt 0 ]; do sleep 1; _n=$((_n - 1)); done
+    ! xenstore-exists "$_fe" 2>/dev/null
 }
 
 # guest_log NAME: path of the guest's console log in dom0.

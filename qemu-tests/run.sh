@@ -51,7 +51,7 @@ run_one() {
     limit=${limit:-600}
     t0=$(now)
     echo "qemu: $s: booting Xen (timeout ${limit} s, logs in $dir)"
-    qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 \
+    qemu-system-x86_64 -accel "tcg,thread=${XEN_PV_RS_TCG_THREAD:-single}" -cpu max -smp 2 -m 2048 \
         -display none -monitor none -no-reboot -serial "file:$dir/serial.log" \
         -kernel "$img/xen" \
         -append "console=com1 com1=115200 dom0_mem=1024M,max:1024M noreboot loglvl=all guest_loglvl=all" \

@@ -106,6 +106,8 @@ domu_main() {
             echo "BENCH-DONE $r $drv"
             n=120
             while [ -e /dev/xvdb ] && [ $n -gt 0 ]; do sleep 1; n=$((n - 1)); done
+            n=60
+            while [ -e /sys/bus/xen/devices/$VBD ] && [ $n -gt 0 ]; do sleep 1; n=$((n - 1)); done
             echo "BENCH-GONE $r $drv"
         done
         r=$((r + 1))

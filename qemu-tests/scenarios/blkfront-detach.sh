@@ -77,6 +77,8 @@ domu_main() {
         n=120
         while [ -e /dev/xvdb ] && [ $n -gt 0 ]; do sleep 1; n=$((n - 1)); done
         [ -e /dev/xvdb ] && fail "cycle $i: /dev/xvdb still there after detach"
+        n=60
+        while [ -e /sys/bus/xen/devices/vbd-51728 ] && [ $n -gt 0 ]; do sleep 1; n=$((n - 1)); done
         for p in $bg; do
             wait "$p"
         done
