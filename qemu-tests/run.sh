@@ -7,10 +7,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 list() { for f in "$here"/scenarios/*.sh; do basename "$f" .sh; done; }
+# The test scenarios: all but benchmarks (a scenario file saying BENCHMARK=1 runs only by name,
+# e.g. from `cargo xtask bench blk`).
+tests() { for f in "$here"/scenarios/*.sh; do grep -q '^BENCHMARK=1' "$f" || basename "$f" .sh; done; }
 
 case "${1:-}" in
 --list) list; exit 0 ;;
---all) set -- $(list) ;;
+--all) set -- $(tests) ;;
 ""|-h|--help) echo "usage: cargo xtask qemu [--list | --all | NAME...]" >&2; exit 2 ;;
 esac
 for s in "$@"; do
@@ -51,7 +54,7 @@ run_one() {
     limit=${limit:-600}
     t0=$(now)
     echo "qemu: $s: booting Xen (timeout ${limit} s, logs in $dir)"
-    qemu-system-x86_64 -accel "tcg,thread=${XEN_PV_RS_TCG_THREAD:-single}" -cpu max -smp 2 -m 2048 \
+    qemu-system-x86_64 -accel "tcg,thread=${XEN_PV_RS_TCG_THREAD:-multi}" -cpu max -smp 2 -m 2048 \
         -display none -monitor none -no-reboot -serial "file:$dir/serial.log" \
         -kernel "$img/xen" \
         -append "console=com1 com1=115200 dom0_mem=1024M,max:1024M noreboot loglvl=all guest_loglvl=all" \
