@@ -41,7 +41,7 @@ if [ -f "$b/serial.log" ]; then
     echo "blk:   our Rust blkfront (xenpvrs_blkfront, blk-mq) in the guest against Linux's C blkback in dom0"
     grep -a -h 'XENPVRS-BLKFRONT xvd[bcd]: connected' "$b/serial.log" | sed 's/.*XENPVRS-BLKFRONT /  /' | tr -d '\r' | head -3
     grep -a -h 'CHECK /dev/xvd[bc]-\(pattern-verify\|fio-verify\|discarded-reads-zero\)\|CHECK \(fsck-after\|xvdd-write-refused\|blkfront-unload-clean\)\|blkback vbd' \
-        "$b/serial.log" | grep -v '^{' | sed 's/^\[[^]]*\] */  /' | tr -d '\r'
+        "$b/serial.log" | grep -v '^{' | sed 's/^.*\(CHECK \)/  \1/; s/^\[[^]]*\] */  /' | tr -d '\r'
     echo "  (xvdb file-backed, xvdc a block device, 128 MiB each: pattern over the whole disk, 4 parallel fio jobs"
     echo "   with crc32c verify, flush, discard, ext4; xvdd read-only; 2 queues of 4-page rings)"
 fi
