@@ -66,6 +66,15 @@ cmdline_value() {
     echo "$_v"
 }
 
+# cmdline_seed: the numeric xenpvrs.seed dom0 put on the guest's command line, in $SEED;
+# records a failure (and returns 1) if there is none.
+cmdline_seed() {
+    SEED=$(cmdline_value xenpvrs.seed)
+    case "$SEED" in
+    "" | *[!0-9]*) fail "no numeric xenpvrs.seed on the command line: $(cat /proc/cmdline)"; return 1 ;;
+    esac
+}
+
 # scenario_name: the scenario this boot runs, from the kernel command line.
 scenario_name() { sed -n 's/.*xenpvrs\.scenario=\([^ ]*\).*/\1/p' /proc/cmdline; }
 

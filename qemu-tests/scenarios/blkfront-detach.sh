@@ -47,10 +47,7 @@ dom0_main() {
 # --- domU ----------------------------------------------------------------------------------
 
 domu_main() {
-    SEED=$(cmdline_value xenpvrs.seed)
-    case "$SEED" in
-    "" | *[!0-9]*) fail "no numeric xenpvrs.seed on the command line"; return ;;
-    esac
+    cmdline_seed || return
     check modprobe-blkfront modprobe xenpvrs_blkfront max_ring_page_order=1 max_queues=2 || return
     echo "BLKFRONT-LOADED"
     i=1

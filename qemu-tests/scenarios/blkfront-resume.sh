@@ -33,10 +33,7 @@ disk = [ 'format=raw,vdev=xvdb,access=rw,target=/data/res.img' ]"
 # --- domU ----------------------------------------------------------------------------------
 
 domu_main() {
-    SEED=$(cmdline_value xenpvrs.seed)
-    case "$SEED" in
-    "" | *[!0-9]*) fail "no numeric xenpvrs.seed on the command line"; return ;;
-    esac
+    cmdline_seed || return
     check modprobe-blkfront modprobe xenpvrs_blkfront max_queues=2 || return
     wait_for_dev /dev/xvdb 60 || { fail "no /dev/xvdb"; return; }
     check pattern-write xpattern write /dev/xvdb "$DISK_BYTES" "$SEED"

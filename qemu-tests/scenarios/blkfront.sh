@@ -74,10 +74,7 @@ disk_checks() {
 }
 
 domu_main() {
-    SEED=$(cmdline_value xenpvrs.seed)
-    case "$SEED" in
-    "" | *[!0-9]*) fail "no numeric xenpvrs.seed on the command line"; return ;;
-    esac
+    cmdline_seed || return
     check modprobe-blkfront modprobe xenpvrs_blkfront max_ring_page_order=2 max_queues=2 || return
     for d in xvdb xvdc xvdd xvde; do
         wait_for_dev /dev/$d 60 || { fail "no /dev/$d"; return; }

@@ -37,10 +37,8 @@ vif = [ 'bridge=xenbr0,mac=00:16:3e:5a:00:02' ]"
 }
 
 domu_main() {
-    DISK_SEED=$(cmdline_value xenpvrs.seed)
-    case "$DISK_SEED" in
-    "" | *[!0-9]*) fail "no numeric xenpvrs.seed on the command line: $(cat /proc/cmdline)"; return ;;
-    esac
+    cmdline_seed || return
+    DISK_SEED=$SEED
     NET_SEED=$((DISK_SEED + 1))
     check modprobe-blkfront modprobe xen-blkfront
     check modprobe-netfront modprobe xen-netfront

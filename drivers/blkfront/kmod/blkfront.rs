@@ -239,64 +239,45 @@ impl Queue {
         Ok((grefs, port))
     }
 
-    /// After a restore: drops the engine (its backend is gone) and hands every outstanding
-    /// request back to blk-mq, which issues it again once the new connection is up.
-    fn recover(&self) {
-        let mut back = KVec::with_capacity(SLOTS, GFP_KERNEL).unwrap_or(KVec::new());
+    /// Takes the engine out (failing it: every grant revoked or deferred) and every
+    /// outstanding block request with it; the engine is dropped (channel closed, ring
+    /// released) before the requests are handed back, outside the lock.
+    fn drain(&self) -> KVec<Request> {
+        // Pushes into the reserved room do not fail; a request that could not be kept would be
+        // dropped, which ends it with EIO.
+        let mut out = KVec::with_capacity(SLOTS, GFP_KERNEL).unwrap_or(KVec::new());
         let engine = {
             let mut guard = self.state.lock();
             let QState {
                 engine, inflight, ..
             } = &mut *guard;
             if let Some(e) = engine.as_mut() {
-                e.fail(|c, _| {
-                    if let Some(rq) = take_request(inflight, &c) {
-                        // (A request that cannot be kept is dropped, which ends it with EIO.)
-                        let _ = back.push(rq, GFP_ATOMIC);
-                    }
-                });
+                // Every outstanding request is in `inflight`; it is collected below.
+                e.fail(|_, _| {});
             }
             for slot in inflight.iter_mut() {
                 if let Some(rq) = slot.take() {
-                    let _ = back.push(rq, GFP_ATOMIC);
+                    let _ = out.push(rq, GFP_ATOMIC);
                 }
             }
             engine.take()
         };
         drop(engine);
-        for rq in back {
+        out
+    }
+
+    /// After a restore: drops the engine (its backend is gone) and hands every outstanding
+    /// request back to blk-mq, which issues it again once the new connection is up.
+    fn recover(&self) {
+        for rq in self.drain() {
             rq.requeue();
         }
     }
 
-    /// Fails every outstanding request and drops the engine (revoking its grants, closing
-    /// its channel, releasing its ring).
+    /// Fails every outstanding request and drops the engine.
     fn shutdown(&self) {
-        // Pushes into the reserved room do not fail; a request that could not be kept would be
-        // dropped, which ends it with EIO all the same.
-        let mut done = KVec::with_capacity(SLOTS, GFP_KERNEL).unwrap_or(KVec::new());
-        let engine = {
-            let mut guard = self.state.lock();
-            let QState {
-                engine, inflight, ..
-            } = &mut *guard;
-            if let Some(e) = engine.as_mut() {
-                e.fail(|c, _| {
-                    if let Some(rq) = take_request(inflight, &c) {
-                        let _ = done.push((rq, Err(EIO)), GFP_ATOMIC);
-                    }
-                });
-            }
-            for slot in inflight.iter_mut() {
-                if let Some(rq) = slot.take() {
-                    let _ = done.push((rq, Err(EIO)), GFP_ATOMIC);
-                }
-            }
-            engine.take()
-        };
-        drop(engine);
-        for (rq, r) in done {
-            rq.end(r);
+        for rq in self.drain() {
+            rq.end(Err(EIO));
         }
     }
 }
