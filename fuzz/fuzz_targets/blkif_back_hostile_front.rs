@@ -11,7 +11,7 @@
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
-use xen_blkif::{Abi, BackConfig, BlkBack, Error, VecDisk};
+use xen_blkif::{Connection, VecTables, Abi, BackConfig, BlkBack, Error, VecDisk};
 use xen_echo::env::RingMemory;
 use xen_evtchn::Nanos;
 use xen_sim::{Mapping, Pages, Sim};
@@ -106,7 +106,15 @@ fuzz_target!(|input: Input| {
     let disk = VecDisk::new(SECTORS, input.read_only);
     let before = disk.bytes().to_vec();
     let mut back =
-        BlkBack::<_, _, _, CACHE>::new(be, disk, mapped, abi, fe.id(), bport, config).unwrap();
+        BlkBack::new(
+            be,
+            disk,
+            mapped,
+            Connection { abi, front: fe.id(), port: bport },
+            config,
+            VecTables::new(32, CACHE),
+        )
+        .unwrap();
     let mut req_prod = 0u32;
     let mut broken = false;
     for step in input.steps.iter().take(64) {

@@ -8,7 +8,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use xen_blkif::{Abi, BackConfig, BlkBack, Error, Storage, VecDisk};
+use xen_blkif::{
+    Abi, BackConfig, BlkBack, Connection, Deferred, Error, Storage, VecDisk, VecTables,
+};
 use xen_echo::env::RingMemory;
 use xen_evtchn::{Eoi, Nanos};
 use xen_ring::{FrontRing, RingError};
@@ -18,17 +20,19 @@ use xen_sys::{DomId, GrantRef, Port};
 
 const D0: DomId = DomId::DOM0;
 const SECTORS: u64 = 4096;
+/// Persistent grants the backend keeps.
+const CACHE: usize = 16;
 
 type Front = FrontRing<Arc<Pages>, [u8; 112], [u8; 16]>;
-type Back = BlkBack<Domain, VecDisk, Mapping, 16>;
+type Back<S = VecDisk> = BlkBack<Domain, S, Mapping, VecTables<Mapping>>;
 
 /// A hostile frontend domain with its raw ring, and our backend in dom0 serving a disk.
-struct Rig {
+struct Rig<S = VecDisk> {
     sim: Sim,
     fe: Domain,
     ring_pages: Arc<Pages>,
     front: Front,
-    back: Back,
+    back: Back<S>,
     bport: Port,
 }
 
@@ -38,6 +42,21 @@ impl Rig {
     }
 
     fn on(sim: Sim, fe_id: u16, pages: usize, read_only: bool, config: BackConfig) -> Rig {
+        Rig::with(sim, fe_id, pages, read_only, config, 32, |d| d)
+    }
+}
+
+impl<S: Storage<Mapping>> Rig<S> {
+    /// A rig whose disk is `wrap`ped (e.g. in `Deferred`), with `depth` pending slots.
+    fn with(
+        sim: Sim,
+        fe_id: u16,
+        pages: usize,
+        read_only: bool,
+        config: BackConfig,
+        depth: usize,
+        wrap: impl FnOnce(VecDisk) -> S,
+    ) -> Rig<S> {
         let fe = sim.create_domain(fe_id);
         let be = sim.domain(0);
         let ring_pages = Arc::new(fe.alloc_pages(pages));
@@ -52,7 +71,19 @@ impl Rig {
         for (i, b) in disk.bytes_mut().iter_mut().enumerate() {
             *b = (i % 251) as u8;
         }
-        let back = BlkBack::new(be, disk, mapped, Abi::X86_64, fe.id(), bport, config).unwrap();
+        let back = BlkBack::new(
+            be,
+            wrap(disk),
+            mapped,
+            Connection {
+                abi: Abi::X86_64,
+                front: fe.id(),
+                port: bport,
+            },
+            config,
+            VecTables::new(depth, CACHE),
+        )
+        .unwrap();
         Rig {
             sim,
             fe,
@@ -508,7 +539,7 @@ fn unknown_operation_gets_eopnotsupp() {
 #[test]
 fn read_only_disk_refuses_writes_and_discards() {
     let mut rig = Rig::on(Sim::new(), 1, 1, true, config(false));
-    assert!(rig.back.storage().read_only());
+    assert!(Storage::<Mapping>::read_only(rig.back.storage()));
     let (_p, g) = rig.page(true);
     let before = rig.back.storage().bytes().to_vec();
     assert_eq!(rig.status_of(&rw(Op::Write, 1, 0, &[(g, 0, 7)])), ERROR);
@@ -531,4 +562,132 @@ fn persistent_cache_stays_bounded_under_endless_distinct_grants() {
     }
     assert!(rig.live_maps() <= 1 + 16);
     assert!(rig.back.stats().maps >= 200);
+}
+
+/// Completes every request the deferred disk holds, then lets the engine publish and resume.
+fn complete_all(rig: &mut Rig<Deferred<VecDisk>>) -> usize {
+    let done: Vec<_> = rig.back.storage_mut().pending.drain(..).collect();
+    for (tag, r) in &done {
+        rig.back.complete(*tag, *r);
+    }
+    if rig.back.is_connected() {
+        rig.back.resume().unwrap();
+    }
+    done.len()
+}
+
+#[test]
+fn frontend_closes_while_io_in_flight_mappings_outlive_the_ring_until_completion() {
+    let sim = Sim::new();
+    let mut rig = Rig::with(sim, 1, 1, false, config(false), 32, Deferred::new);
+    let pages: Vec<_> = (0..4).map(|_| rig.page(false)).collect();
+    for (i, (_, g)) in pages.iter().enumerate() {
+        rig.front
+            .queue_request(
+                &rw(Op::Read, i as u64, 8 * i as u64, &[(*g, 0, 7), (*g, 0, 3)]).to_bytes(),
+            )
+            .unwrap();
+    }
+    let _ = rig.front.push_requests().unwrap();
+    assert_eq!(rig.serve().unwrap().done, 4);
+    assert_eq!(rig.back.in_flight(), 4);
+    assert!(
+        rig.responses().is_empty(),
+        "nothing answered before the I/O ends"
+    );
+    // The frontend goes away (the glue disconnects) with four requests' I/O running.
+    rig.back.disconnect();
+    assert!(!rig.back.is_connected());
+    assert_eq!(
+        rig.live_maps(),
+        8,
+        "the running I/O still holds its 8 data mappings"
+    );
+    assert_eq!(complete_all(&mut rig), 4);
+    assert_eq!(rig.back.in_flight(), 0);
+    assert_eq!(rig.live_maps(), 0, "ring and data mappings all undone");
+    assert!(matches!(rig.serve(), Err(Error::Disconnected)));
+}
+
+#[test]
+fn persistent_grants_in_use_survive_disconnect_until_their_io_completes() {
+    let sim = Sim::new();
+    let mut rig = Rig::with(sim, 1, 1, false, config(true), 32, Deferred::new);
+    let (_p, g) = rig.page(false);
+    let (_q, h) = rig.page(false);
+    // One request completes (its grant stays cached, idle), one stays in flight.
+    rig.send(&rw(Op::Read, 1, 0, &[(g, 0, 7)]));
+    rig.serve().unwrap();
+    complete_all(&mut rig);
+    rig.send(&rw(Op::Read, 2, 8, &[(h, 0, 7)]));
+    rig.serve().unwrap();
+    assert_eq!(rig.back.persistent_grants(), 2);
+    rig.back.disconnect();
+    assert_eq!(
+        rig.back.persistent_grants(),
+        1,
+        "the idle grant is unmapped at once"
+    );
+    assert_eq!(complete_all(&mut rig), 1);
+    assert_eq!(rig.back.persistent_grants(), 0);
+    assert_eq!(rig.live_maps(), 0);
+}
+
+#[test]
+fn full_pending_table_leaves_requests_on_the_ring_until_io_completes() {
+    let sim = Sim::new();
+    let mut rig = Rig::with(sim, 1, 1, false, config(false), 2, Deferred::new);
+    let (p, g) = rig.page(false);
+    for id in 0..6u64 {
+        rig.front
+            .queue_request(&rw(Op::Read, id, 8 * id, &[(g, 0, 7)]).to_bytes())
+            .unwrap();
+    }
+    let _ = rig.front.push_requests().unwrap();
+    let first = rig.serve().unwrap();
+    assert_eq!(first.done, 2, "only as many as there are pending slots");
+    assert!(
+        !first.more,
+        "the rest waits for completions, not for events"
+    );
+    assert_eq!(rig.back.stats().stalls, 1);
+    // A new event while full is work waiting, not a spurious event to throttle.
+    let again = rig.serve().unwrap();
+    assert_eq!(again.done, 0);
+    assert_eq!(rig.back.stats().spurious_events, 0);
+    let mut answered = Vec::new();
+    for _ in 0..3 {
+        assert_eq!(complete_all(&mut rig), 2);
+        answered.extend(rig.responses());
+    }
+    assert_eq!(rig.back.in_flight(), 0);
+    let mut ids: Vec<u64> = answered.iter().map(|r| r.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..6).collect::<Vec<_>>());
+    assert!(answered.iter().all(|r| r.status == 0));
+    // The last read (sectors 40..48) is what the page holds.
+    let mut b = vec![0u8; 4096];
+    p.read(0, &mut b);
+    assert_eq!(b, rig.back.storage().inner.bytes()[40 * 512..48 * 512]);
+    assert_eq!(rig.live_maps(), 1, "only the ring is mapped");
+}
+
+#[test]
+fn failed_io_is_answered_error_and_unmaps() {
+    let sim = Sim::new();
+    let mut rig = Rig::with(sim, 1, 1, false, config(false), 4, Deferred::new);
+    let (_p, g) = rig.page(false);
+    rig.send(&rw(Op::Write, 9, 0, &[(g, 0, 7)]));
+    rig.serve().unwrap();
+    let pending: Vec<_> = rig.back.storage_mut().pending.drain(..).collect();
+    assert_eq!(pending.len(), 1);
+    rig.back.complete(pending[0].0, Err(xen_blkif::IoError));
+    // A second report of the same tag is ignored.
+    rig.back.complete(pending[0].0, Ok(()));
+    rig.back.resume().unwrap();
+    let rsps = rig.responses();
+    assert_eq!(rsps.len(), 1);
+    assert_eq!((rsps[0].id, rsps[0].status), (9, ERROR));
+    assert_eq!(rig.back.stats().io_errors, 1);
+    assert_eq!(rig.live_maps(), 1);
 }

@@ -8,8 +8,8 @@ use xen_blkif::abi::x86_32;
 use xen_blkif::front::ReadData;
 use xen_blkif::parse::{Body, Request, Segments};
 use xen_blkif::{
-    Abi, BackConfig, BlkBack, BlkFront, Completion, FrontConfig, Limits, Sector, SubmitError,
-    VecDisk,
+    Abi, BackConfig, BlkBack, BlkFront, Completion, Connection, FrontConfig, Limits, Sector,
+    SubmitError, VecDisk, VecTables,
 };
 use xen_echo::env::RingMemory;
 use xen_evtchn::Nanos;
@@ -45,7 +45,7 @@ impl Rng {
 }
 
 type Front<const S: usize> = BlkFront<Domain, Pages, 256, S>;
-type Back = BlkBack<Domain, VecDisk, Mapping, 2048>;
+type Back = BlkBack<Domain, VecDisk, Mapping, VecTables<Mapping>>;
 type Done = Vec<(Completion, Vec<u8>)>;
 
 /// A frontend domain and dom0's backend on a ring of `2^order` pages.
@@ -78,7 +78,19 @@ fn pair<const S: usize>(
         ..BackConfig::default()
     };
     let disk = VecDisk::new(sectors, false);
-    let back = BlkBack::new(be, disk, mapped, Abi::X86_64, D1, bport, bcfg).unwrap();
+    let back = BlkBack::new(
+        be,
+        disk,
+        mapped,
+        Connection {
+            abi: Abi::X86_64,
+            front: D1,
+            port: bport,
+        },
+        bcfg,
+        VecTables::new(32, 2048),
+    )
+    .unwrap();
     (sim, front, back, fport, bport)
 }
 
@@ -263,7 +275,7 @@ fn whole_disk_random_pattern_reads_back_equal_with_indirect_descriptors() {
 struct RawFront {
     fe: Domain,
     ring_pages: Arc<Pages>,
-    back: BlkBack<Domain, VecDisk, Mapping, 16>,
+    back: BlkBack<Domain, VecDisk, Mapping, VecTables<Mapping>>,
 }
 
 impl RawFront {
@@ -280,8 +292,19 @@ impl RawFront {
             persistent: false,
             ..BackConfig::default()
         };
-        let back =
-            BlkBack::new(be, VecDisk::new(4096, false), mapped, abi, D1, bport, cfg).unwrap();
+        let back = BlkBack::new(
+            be,
+            VecDisk::new(4096, false),
+            mapped,
+            Connection {
+                abi,
+                front: D1,
+                port: bport,
+            },
+            cfg,
+            VecTables::new(32, 16),
+        )
+        .unwrap();
         (
             sim,
             RawFront {

@@ -1,25 +1,32 @@
 //! The blkif backend engine: takes requests off a mapped ring, validates them, maps the data
-//! grants in batches, does the I/O on a [`Storage`], and answers each request.
+//! grants in batches, starts the I/O on a [`Storage`] straight on the mapped guest pages, and
+//! answers each request when its I/O is done.
+//!
+//! Requests run asynchronously: each valid request takes a pending slot (a tag) and keeps its
+//! mappings until [`BlkBack::complete`] reports its I/O. How many run at once is bounded by
+//! the pending slots and by [`BackConfig::max_inflight_segments`]; past either bound the
+//! engine leaves requests on the ring (it is "stalled") and takes them once I/O completes.
+//! The tables that grow with those bounds (pending slots, segment states, the
+//! persistent-grant cache) are the glue's memory ([`Tables`]), so that nothing large is ever
+//! built on a kernel stack.
 
 use crate::abi::{x86_32, Abi, NativeResponse, NativeSlot, X86_32Response, X86_32Slot};
-use crate::cache::PersistentCache;
-use crate::parse::{self, check_segments, Body, Direction, Invalid, Limits, Sector, Transfer};
-use crate::storage::{IoError, Storage};
+use crate::cache::{Cache, CacheSlot, Clock};
+use crate::parse::{self, Body, Direction, Invalid, Limits, Transfer};
+use crate::storage::{Io, IoError, IoKind, SegState, Started, Storage};
 use crate::Error;
 use xen_echo::env::PageBytes;
 use xen_echo::Progress;
-use xen_evtchn::{EvtchnOps, Nanos, Outcome, Throttle, ThrottleConfig};
+use xen_evtchn::{Eoi, EvtchnOps, Nanos, Outcome, Throttle, ThrottleConfig};
 use xen_grant::{Access, GrantOps, MapRequest, MapResult, UnmapResult};
 use xen_ring::{BackRing, Notify, RingError, SharedMemory, Slot};
 use xen_sys::wire::blkif::{self as wire, Status, SEGMENTS_PER_INDIRECT_FRAME};
 use xen_sys::{DomId, GrantRef, Port};
 
-/// Grants mapped per hypercall batch (and the most mappings a request holds at once).
+/// Grants mapped per hypercall batch.
 pub const MAP_BATCH: usize = 16;
-/// Bytes in a page.
-const PAGE: usize = 4096;
-/// The most segments one request can carry here.
-const MAX_SEGS: usize = parse::MAX_INDIRECT_SEGMENTS as usize;
+/// The most segments one request can carry here (the segment states per pending slot).
+pub const MAX_SEGS: usize = parse::MAX_INDIRECT_SEGMENTS as usize;
 // `From` is not usable in a constant; the widening above is lossless.
 const _: () = assert!(MAX_SEGS == 256);
 
@@ -38,8 +45,11 @@ pub struct BackConfig {
     pub max_indirect_segments: u16,
     /// Persistent grants negotiated (`feature-persistent` on both sides).
     pub persistent: bool,
-    /// Requests served per [`BlkBack::handle_event`] call at most.
+    /// Requests taken per [`BlkBack::handle_event`] call at most.
     pub budget: u32,
+    /// Segments of requests in flight at most (each may need a transient mapping); a
+    /// request is only taken while a maximal one (256 segments) still fits.
+    pub max_inflight_segments: u32,
     /// The storm policy for the port.
     pub throttle: ThrottleConfig,
 }
@@ -55,6 +65,7 @@ impl Default for BackConfig {
             max_indirect_segments: parse::MAX_INDIRECT_SEGMENTS,
             persistent: true,
             budget: 64,
+            max_inflight_segments: 1280,
             throttle: ThrottleConfig::DEFAULT,
         }
     }
@@ -63,7 +74,7 @@ impl Default for BackConfig {
 /// Counters of a backend (wrapping).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BackStats {
-    /// Requests answered.
+    /// Requests taken off the ring.
     pub requests: u64,
     /// Requests refused by validation.
     pub invalid: u64,
@@ -83,6 +94,96 @@ pub struct BackStats {
     pub unmaps: u64,
     /// Events that found no request.
     pub spurious_events: u64,
+    /// Times the engine left requests on the ring because too much I/O was in flight.
+    pub stalls: u64,
+    /// Most requests in flight at once.
+    pub max_in_flight: u64,
+}
+
+/// The state of one pending slot (a request whose I/O may be running).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingSlot {
+    busy: bool,
+    id: u64,
+    operation: u8,
+    count: u16,
+}
+
+impl PendingSlot {
+    /// A free slot.
+    pub const FREE: Self = PendingSlot {
+        busy: false,
+        id: 0,
+        operation: 0,
+        count: 0,
+    };
+}
+
+/// The engine's tables, borrowed together.
+pub struct Parts<'a, M> {
+    /// One per request that may be in flight.
+    pub pending: &'a mut [PendingSlot],
+    /// [`MAX_SEGS`] per pending slot.
+    pub segs: &'a mut [SegState<M>],
+    /// The persistent-grant cache (its length is the capacity; may be empty).
+    pub cache: &'a mut [CacheSlot<M>],
+}
+
+/// Memory the glue provides for the engine's tables (on the heap in the kernel): pending
+/// slots ([`PendingSlot::FREE`]), `MAX_SEGS` segment states per pending slot
+/// ([`SegState::EMPTY`]) and cache slots ([`CacheSlot::EMPTY`]). The depth is
+/// `min(pending.len(), segs.len() / MAX_SEGS)`.
+pub trait Tables<M> {
+    /// All tables, writable.
+    fn parts(&mut self) -> Parts<'_, M>;
+    /// The cache slots, read-only.
+    fn cache(&self) -> &[CacheSlot<M>];
+}
+
+/// Tables in `Vec`s (host builds).
+#[cfg(any(test, feature = "std"))]
+pub struct VecTables<M> {
+    pending: std::vec::Vec<PendingSlot>,
+    segs: std::vec::Vec<SegState<M>>,
+    cache: std::vec::Vec<CacheSlot<M>>,
+}
+
+#[cfg(any(test, feature = "std"))]
+impl<M> VecTables<M> {
+    /// Room for `depth` requests in flight and `cache` persistent grants.
+    pub fn new(depth: usize, cache: usize) -> Self {
+        VecTables {
+            pending: (0..depth).map(|_| PendingSlot::FREE).collect(),
+            segs: (0..depth * MAX_SEGS).map(|_| SegState::EMPTY).collect(),
+            cache: (0..cache).map(|_| CacheSlot::EMPTY).collect(),
+        }
+    }
+}
+
+#[cfg(any(test, feature = "std"))]
+impl<M> Tables<M> for VecTables<M> {
+    fn parts(&mut self) -> Parts<'_, M> {
+        Parts {
+            pending: &mut self.pending,
+            segs: &mut self.segs,
+            cache: &mut self.cache,
+        }
+    }
+
+    fn cache(&self) -> &[CacheSlot<M>] {
+        &self.cache
+    }
+}
+
+/// Who the engine serves: the request layout, the frontend's domain, the bound port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Connection {
+    /// `protocol` as the frontend wrote it.
+    pub abi: Abi,
+    /// The frontend's domain.
+    pub front: DomId,
+    /// Our end of the event channel.
+    pub port: Port,
 }
 
 enum Ring<M> {
@@ -90,22 +191,36 @@ enum Ring<M> {
     X86_32(BackRing<M, X86_32Slot, X86_32Response>),
 }
 
+impl<M: SharedMemory> Ring<M> {
+    fn queue(&mut self, rsp: &wire::Response) -> Result<(), RingError> {
+        match self {
+            Ring::Native(r) => r.queue_response(&rsp.to_bytes()),
+            Ring::X86_32(r) => r.queue_response(&x86_32::response(rsp)),
+        }
+    }
+
+    fn push(&mut self) -> Result<Notify, RingError> {
+        match self {
+            Ring::Native(r) => r.push_responses(),
+            Ring::X86_32(r) => r.push_responses(),
+        }
+    }
+}
+
 /// Everything but the ring, so a request can be served while the ring batch is borrowed.
-struct Server<P: GrantOps, S, const C: usize> {
+struct Server<P: GrantOps, S, T> {
     env: P,
     storage: S,
+    tables: T,
+    clock: Clock,
     front: DomId,
     limits: Limits,
     persistent: bool,
-    cache: PersistentCache<P::Mapping, C>,
     stats: BackStats,
-    /// One page of bounce buffer between a mapped page and the storage.
-    buf: [u8; PAGE],
-    /// The segment descriptors copied out of an indirect request's pages (kept here, not on
-    /// the stack: a kernel stack is small).
-    raw: [wire::Segment; MAX_SEGS],
-    /// The checked segments of the request being served.
-    segs: [parse::Segment; MAX_SEGS],
+    depth: usize,
+    in_flight: usize,
+    inflight_segs: usize,
+    seg_limit: usize,
 }
 
 /// The backend of one blkif ring.
@@ -113,38 +228,40 @@ struct Server<P: GrantOps, S, const C: usize> {
 /// The glue maps the ring the frontend granted (any order up to 4), binds its event channel,
 /// and hands both over with [`new`](Self::new); it calls [`handle_event`](Self::handle_event)
 /// when the port fires (again at once while [`Progress::more`], and re-enables the port no
-/// sooner than [`Progress::eoi`]). A ring the frontend breaks disconnects the engine: the ring
-/// is unmapped, persistent grants are unmapped, the port is closed, and every later event is
-/// answered with [`Error::Disconnected`].
-///
-/// `C` is the capacity of the persistent-grant cache (Linux keeps up to 1056 per queue).
-pub struct BlkBack<P: GrantOps, S, M, const C: usize> {
+/// sooner than [`Progress::eoi`]). When the storage reports a request done, the glue calls
+/// [`complete`](Self::complete), then [`resume`](Self::resume) once per batch of completions
+/// (it publishes the responses and takes requests left waiting). A ring the frontend breaks
+/// disconnects the engine: the ring is unmapped, idle persistent grants are unmapped, the port
+/// is closed, and every later event is answered with [`Error::Disconnected`]; requests in
+/// flight keep their mappings until they complete (see [`in_flight`](Self::in_flight)).
+pub struct BlkBack<P: GrantOps, S, M, T> {
     ring: Option<Ring<M>>,
     port: Option<Port>,
     budget: u32,
     throttle: Throttle,
-    server: Server<P, S, C>,
+    stalled: bool,
+    server: Server<P, S, T>,
 }
 
-impl<P, S, M, const C: usize> BlkBack<P, S, M, C>
+impl<P, S, M, T> BlkBack<P, S, M, T>
 where
     P: GrantOps + EvtchnOps,
     P::Mapping: PageBytes,
-    S: Storage,
+    S: Storage<P::Mapping>,
     M: SharedMemory,
+    T: Tables<P::Mapping>,
 {
-    /// A backend serving `storage` to `front` over the mapped ring `ring` (in the request
-    /// layout `abi`) and the bound port `port`.
+    /// A backend serving `storage` over the mapped ring `ring` to the frontend of `conn`,
+    /// with `tables` for its requests in flight and persistent grants.
     pub fn new(
         env: P,
         storage: S,
         ring: M,
-        abi: Abi,
-        front: DomId,
-        port: Port,
+        conn: Connection,
         config: BackConfig,
+        mut tables: T,
     ) -> Result<Self, RingError> {
-        let ring = match abi {
+        let ring = match conn.abi {
             Abi::X86_64 => Ring::Native(BackRing::attach(ring)?),
             Abi::X86_32 => Ring::X86_32(BackRing::attach(ring)?),
         };
@@ -157,22 +274,32 @@ where
             secure_discard: config.discard && config.secure_discard,
             max_indirect_segments: config.max_indirect_segments,
         };
+        let parts = tables.parts();
+        let depth = parts.pending.len().min(parts.segs.len() / MAX_SEGS);
+        for p in parts.pending.iter_mut() {
+            *p = PendingSlot::FREE;
+        }
         Ok(BlkBack {
             ring: Some(ring),
-            port: Some(port),
+            port: Some(conn.port),
             budget: config.budget.max(1),
             throttle: Throttle::new(config.throttle),
+            stalled: false,
             server: Server {
                 env,
                 storage,
-                front,
+                tables,
+                clock: Clock::default(),
+                front: conn.front,
                 limits,
                 persistent: config.persistent,
-                cache: PersistentCache::new(),
                 stats: BackStats::default(),
-                buf: [0; PAGE],
-                raw: [wire::Segment::ZERO; MAX_SEGS],
-                segs: [parse::Segment::FILLER; MAX_SEGS],
+                depth,
+                in_flight: 0,
+                inflight_segs: 0,
+                seg_limit: usize::try_from(config.max_inflight_segments)
+                    .unwrap_or(usize::MAX)
+                    .max(MAX_SEGS),
             },
         })
     }
@@ -187,6 +314,11 @@ where
         &self.server.storage
     }
 
+    /// The storage, writable (tests complete deferred requests through it).
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.server.storage
+    }
+
     /// What requests are checked against.
     pub fn limits(&self) -> &Limits {
         &self.server.limits
@@ -199,7 +331,18 @@ where
 
     /// Persistent grants currently mapped.
     pub fn persistent_grants(&self) -> usize {
-        self.server.cache.len()
+        self.server
+            .tables
+            .cache()
+            .iter()
+            .filter(|s| s.mapping().is_some())
+            .count()
+    }
+
+    /// Requests whose I/O has not been reported by [`complete`](Self::complete) yet. The
+    /// glue must not drop the engine (nor the storage) before this is zero.
+    pub fn in_flight(&self) -> usize {
+        self.server.in_flight
     }
 
     /// Whether the ring is still served.
@@ -212,42 +355,19 @@ where
         self.throttle.consecutive_spurious()
     }
 
-    /// Handles the port's event: serves at most the budget of requests, answers each, and says
-    /// whether more are waiting and when to re-enable the port (late EOI: events that bring no
-    /// work are throttled).
+    /// Handles the port's event: takes at most the budget of requests (answering invalid ones
+    /// and ones the storage finished at once), publishes the responses, and says whether more
+    /// are waiting and when to re-enable the port (late EOI: events that bring no work are
+    /// throttled).
     ///
     /// A broken ring returns [`Error::Ring`] once, after disconnecting.
     pub fn handle_event(&mut self, now: Nanos) -> Result<Progress, Error> {
-        let Some(ring) = self.ring.as_mut() else {
+        if self.ring.is_none() {
             self.server.stats.spurious_events = self.server.stats.spurious_events.wrapping_add(1);
             return Err(Error::Disconnected);
-        };
-        let server = &mut self.server;
-        let result = match ring {
-            Ring::Native(r) => run(
-                r,
-                self.budget,
-                wire::Request::from_bytes,
-                |rsp| rsp.to_bytes(),
-                |req| server.serve(req),
-            ),
-            Ring::X86_32(r) => run(r, self.budget, x86_32::to_native, x86_32::response, |req| {
-                server.serve(req)
-            }),
-        };
-        let (done, notify, more) = match result {
-            Ok(v) => v,
-            Err(e) => {
-                self.disconnect();
-                return Err(Error::Ring(e));
-            }
-        };
-        if notify.is_required() {
-            if let Some(port) = self.port {
-                self.server.env.notify(port).map_err(Error::Evtchn)?;
-            }
         }
-        let outcome = if done > 0 {
+        let (done, more) = self.pump()?;
+        let outcome = if done > 0 || self.stalled {
             Outcome::Work
         } else {
             self.server.stats.spurious_events = self.server.stats.spurious_events.wrapping_add(1);
@@ -260,89 +380,172 @@ where
         })
     }
 
-    /// Stops serving: unmaps every persistent grant, unmaps the ring and closes the port.
-    /// Idempotent. Requests are served synchronously, so none is in flight here.
-    pub fn disconnect(&mut self) {
-        let server = &mut self.server;
-        while let Some(m) = server.cache.drain_one() {
-            let mut one = [Some(m)];
-            let mut res = [UnmapResult::Skipped];
-            let _ = server.env.unmap_batch(&mut one, &mut res);
-            server.stats.unmaps = server.stats.unmaps.wrapping_add(1);
+    /// Reports request `tag` done (the tag [`Storage::start`] got) and queues its response.
+    /// Unknown or free tags are ignored. Call [`resume`](Self::resume) after a batch.
+    pub fn complete(&mut self, tag: usize, result: Result<(), IoError>) {
+        let Some(rsp) = self.server.finish(tag, result) else {
+            return;
+        };
+        match self.ring.as_mut() {
+            Some(ring) => {
+                if let Err(e) = ring.queue(&rsp) {
+                    // Only an internal bug gets here (a request was taken, so a slot is free).
+                    let _ = e;
+                    self.disconnect();
+                }
+            }
+            None => {
+                if self.server.in_flight == 0 {
+                    self.server.drain_cache();
+                }
+            }
         }
+    }
+
+    /// After completions: publishes the queued responses (notifying the frontend if it asked)
+    /// and takes requests that waited for room. `Progress::more`: call again (the budget ran
+    /// out); its `eoi` is meaningless here (no event is being handled).
+    pub fn resume(&mut self) -> Result<Progress, Error> {
+        if self.ring.is_none() {
+            return Err(Error::Disconnected);
+        }
+        let (done, more) = self.pump()?;
+        Ok(Progress {
+            done,
+            more,
+            eoi: Eoi::Now,
+        })
+    }
+
+    /// One budgeted batch, then the push: (requests taken, more waiting).
+    fn pump(&mut self) -> Result<(u32, bool), Error> {
+        let Some(ring) = self.ring.as_mut() else {
+            return Err(Error::Disconnected);
+        };
+        let server = &mut self.server;
+        let result = match ring {
+            Ring::Native(r) => run(r, server, self.budget, wire::Request::from_bytes, |rsp| {
+                rsp.to_bytes()
+            }),
+            Ring::X86_32(r) => run(r, server, self.budget, x86_32::to_native, x86_32::response),
+        };
+        let (done, stalled, more) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                self.disconnect();
+                return Err(Error::Ring(e));
+            }
+        };
+        if stalled {
+            self.server.stats.stalls = self.server.stats.stalls.wrapping_add(1);
+        }
+        self.stalled = stalled;
+        let notify = match ring.push() {
+            Ok(n) => n,
+            Err(e) => {
+                self.disconnect();
+                return Err(Error::Ring(e));
+            }
+        };
+        if notify.is_required() {
+            if let Some(port) = self.port {
+                self.server.env.notify(port).map_err(Error::Evtchn)?;
+            }
+        }
+        Ok((done, more))
+    }
+
+    /// Stops serving: unmaps every persistent grant no request in flight uses, unmaps the
+    /// ring and closes the port. Idempotent. Requests in flight keep their mappings until
+    /// [`complete`](Self::complete) (which then unmaps them, and the rest of the cache once
+    /// the last is done); their responses are dropped.
+    pub fn disconnect(&mut self) {
+        self.server.drain_cache();
         drop(self.ring.take());
         if let Some(port) = self.port.take() {
-            let _ = server.env.close(port);
+            let _ = self.server.env.close(port);
         }
+        self.stalled = false;
         self.throttle.reset();
     }
 }
 
-/// One budgeted batch on either layout: returns (requests served, notify, more waiting).
-fn run<M, Req, Rsp>(
+/// One budgeted batch on either layout: returns (requests taken, stalled, more waiting).
+/// Responses are queued, not pushed.
+fn run<M, Req, Rsp, P, S, T>(
     ring: &mut BackRing<M, Req, Rsp>,
+    server: &mut Server<P, S, T>,
     budget: u32,
     decode: impl Fn(&Req) -> wire::Request,
     encode: impl Fn(&wire::Response) -> Rsp,
-    mut serve: impl FnMut(&wire::Request) -> wire::Response,
-) -> Result<(u32, Notify, bool), RingError>
+) -> Result<(u32, bool, bool), RingError>
 where
     M: SharedMemory,
     Req: Slot,
     Rsp: Slot,
+    P: GrantOps,
+    P::Mapping: PageBytes,
+    S: Storage<P::Mapping>,
+    T: Tables<P::Mapping>,
 {
     let mut done = 0u32;
+    let mut stalled = false;
     let mut batch = ring.requests(budget)?;
-    while let Some(slot) = batch.next() {
+    loop {
+        if !server.has_room() {
+            stalled = true;
+            break;
+        }
+        let Some(slot) = batch.next() else { break };
         // The slot was copied out once; only the copy is decoded and validated.
-        let rsp = serve(&decode(&slot));
-        batch.queue_response(&encode(&rsp))?;
+        if let Some(rsp) = server.serve(&decode(&slot)) {
+            batch.queue_response(&encode(&rsp))?;
+        }
         done += 1;
     }
-    let notify = ring.push_responses()?;
-    let more = if done >= budget {
+    let more = if stalled {
+        // Completions resume the engine; no event is needed meanwhile.
+        false
+    } else if done >= budget {
         true
     } else {
         ring.final_check_for_requests()?
     };
-    Ok((done, notify, more))
+    Ok((done, stalled, more))
 }
 
-/// Why serving a valid request failed.
-enum Fail {
-    Map,
-    Io,
-}
-
-impl<P, S, const C: usize> Server<P, S, C>
+impl<P, S, T> Server<P, S, T>
 where
     P: GrantOps,
     P::Mapping: PageBytes,
-    S: Storage,
+    S: Storage<P::Mapping>,
+    T: Tables<P::Mapping>,
 {
-    /// Answers one request: validate, then (only if valid) map, transfer, unmap.
-    fn serve(&mut self, req: &wire::Request) -> wire::Response {
+    /// Whether one more request, of any size, can be taken.
+    fn has_room(&self) -> bool {
+        self.in_flight < self.depth && self.inflight_segs + MAX_SEGS <= self.seg_limit
+    }
+
+    /// Takes one request: validate, then (only if valid) map and start the I/O. Returns the
+    /// response if the request is already answered, `None` if its I/O is running.
+    fn serve(&mut self, req: &wire::Request) -> Option<wire::Response> {
         self.stats.requests = self.stats.requests.wrapping_add(1);
         let mut rsp = wire::Response::ZERO;
         rsp.id = req.id;
         rsp.operation = parse::response_operation(req);
         let status = match parse::Request::parse(req, &self.limits) {
             Err(invalid) => self.refuse(invalid),
-            Ok(valid) => match self.execute(&valid.body) {
-                Ok(()) => Status::Okay,
-                Err(Err(invalid)) => self.refuse(invalid),
-                Err(Ok(Fail::Map)) => {
-                    self.stats.map_failures = self.stats.map_failures.wrapping_add(1);
-                    Status::Error
-                }
-                Err(Ok(Fail::Io)) => {
-                    self.stats.io_errors = self.stats.io_errors.wrapping_add(1);
-                    Status::Error
-                }
+            Ok(valid) => match self.free_tag() {
+                None => Status::Error,
+                Some(tag) => match self.begin(tag, &valid) {
+                    Err(status) => status,
+                    Ok(Started::Pending) => return None,
+                    Ok(Started::Done(r)) => return self.finish(tag, r),
+                },
             },
         };
         rsp.status = status.into();
-        rsp
+        Some(rsp)
     }
 
     fn refuse(&mut self, invalid: Invalid) -> Status {
@@ -350,64 +553,115 @@ where
         invalid.status()
     }
 
-    /// Does what a valid request asks. `Err(Err(_))`: the indirect segments failed validation
-    /// (nothing was done); `Err(Ok(_))`: a map or the storage failed.
-    fn execute(&mut self, body: &Body) -> Result<(), Result<Fail, Invalid>> {
-        let io = |r: Result<(), IoError>| r.map_err(|IoError| Ok(Fail::Io));
-        match *body {
+    fn free_tag(&mut self) -> Option<usize> {
+        let parts = self.tables.parts();
+        parts.pending.iter().take(self.depth).position(|p| !p.busy)
+    }
+
+    /// Loads and maps the request's segments into pending slot `tag`, marks it busy and
+    /// starts the I/O. On `Err` nothing is held and the status is the answer.
+    fn begin(&mut self, tag: usize, req: &parse::Request) -> Result<Started, Status> {
+        let (kind, sector, transfer) = match req.body {
             Body::Discard {
                 sector,
                 count,
                 secure,
-            } => io(self.storage.discard(sector, count, secure)),
-            Body::Rw(t) => self.transfer(&t),
-            Body::Flush(t) => {
-                io(self.storage.flush())?;
-                if t.segments.count() > 0 {
-                    self.transfer(&t)?;
-                }
-                io(self.storage.flush())
+            } => (
+                IoKind::Discard {
+                    sectors: count,
+                    secure,
+                },
+                sector,
+                None,
+            ),
+            Body::Rw(t) => {
+                let kind = match t.direction {
+                    Direction::Read => IoKind::Read,
+                    Direction::Write => IoKind::Write {
+                        preflush: false,
+                        fua: false,
+                    },
+                };
+                (kind, t.sector, Some(t))
             }
-        }
+            Body::Flush(t) if t.segments.count() == 0 => (IoKind::Flush, t.sector, None),
+            Body::Flush(t) => (
+                IoKind::Write {
+                    preflush: true,
+                    fua: true,
+                },
+                t.sector,
+                Some(t),
+            ),
+        };
+        let count = match transfer {
+            Some(t) => self.load(tag, &t)?,
+            None => 0,
+        };
+        let base = tag * MAX_SEGS;
+        let parts = self.tables.parts();
+        let Some(slot) = parts.pending.get_mut(tag) else {
+            return Err(Status::Error);
+        };
+        *slot = PendingSlot {
+            busy: true,
+            id: req.id,
+            operation: req.operation,
+            count: u16::try_from(count).unwrap_or(u16::MAX),
+        };
+        self.in_flight += 1;
+        self.inflight_segs += count;
+        self.stats.max_in_flight = self
+            .stats
+            .max_in_flight
+            .max(u64::try_from(self.in_flight).unwrap_or(u64::MAX));
+        let io = Io {
+            kind,
+            sector,
+            segs: parts.segs.get(base..base + count).unwrap_or(&[]),
+            cache: parts.cache,
+        };
+        Ok(self.storage.start(tag, &io))
     }
 
-    /// Loads and checks the segments, then moves the data chunk by chunk.
-    fn transfer(&mut self, t: &Transfer) -> Result<(), Result<Fail, Invalid>> {
+    /// Copies the checked segments into slot `tag`'s segment states (from the indirect pages
+    /// if need be) and maps them. Returns how many.
+    fn load(&mut self, tag: usize, t: &Transfer) -> Result<usize, Status> {
+        let base = tag * MAX_SEGS;
         let n = match t.segments {
             parse::Segments::Direct { .. } => {
+                let parts = self.tables.parts();
                 let direct = t.segments.direct();
-                for (dst, src) in self.segs.iter_mut().zip(direct) {
-                    *dst = *src;
+                for (dst, src) in parts.segs.iter_mut().skip(base).zip(direct) {
+                    set_seg(dst, src);
                 }
                 direct.len()
             }
-            parse::Segments::Indirect { .. } => self.load_indirect(t)?,
+            parse::Segments::Indirect { .. } => self.load_indirect(base, t)?,
         };
-        let mut sector = t.sector;
+        // Persistent grants are mapped writable whatever the operation, as the frontend
+        // grants them read-write; otherwise the operation decides.
+        let access = if self.persistent {
+            Access::ReadWrite
+        } else {
+            t.direction.access()
+        };
         let mut start = 0usize;
         while start < n {
             let end = n.min(start + MAP_BATCH);
-            let Some(&first) = self.segs.first() else {
-                return Ok(());
-            };
-            let mut chunk = [first; MAP_BATCH];
-            let k = end - start;
-            for (dst, src) in chunk
-                .iter_mut()
-                .zip(self.segs.get(start..end).unwrap_or(&[]))
-            {
-                *dst = *src;
+            if !self.map_chunk(base + start, base + end, access) {
+                self.release(base, n);
+                self.stats.map_failures = self.stats.map_failures.wrapping_add(1);
+                return Err(Status::Error);
             }
-            let chunk = chunk.get(..k).unwrap_or(&[]);
-            sector = self.chunk(chunk, sector, t.direction).map_err(Ok)?;
             start = end;
         }
-        Ok(())
+        Ok(n)
     }
 
-    /// Maps the indirect pages read-only, copies the segment descriptors out once, unmaps, and
-    /// checks them. Returns how many segments are in `self.segs`.
-    fn load_indirect(&mut self, t: &Transfer) -> Result<usize, Result<Fail, Invalid>> {
+    /// Maps the indirect pages read-only, copies the segment descriptors out once (into the
+    /// segment states at `base`), unmaps, and checks them. Returns how many segments.
+    fn load_indirect(&mut self, base: usize, t: &Transfer) -> Result<usize, Status> {
         let parse::Segments::Indirect { count, .. } = t.segments else {
             return Ok(0);
         };
@@ -430,61 +684,77 @@ where
             &mut maps,
             &mut self.stats,
         );
-        let mut copied = ok;
+        let total = usize::from(count).min(MAX_SEGS);
+        let mut verdict: Result<u64, Status> = if ok { Ok(0) } else { Err(Status::Error) };
+        let mut at = 0usize;
+        let mut bad = None;
         if ok {
-            let mut left = usize::from(count).min(MAX_SEGS);
-            let mut at = 0usize;
-            for m in maps.iter().take(k).flatten() {
-                let here = left.min(SEGMENTS_PER_INDIRECT_FRAME);
-                let bytes = here * wire::Segment::SIZE;
-                let Some(buf) = self.buf.get_mut(..bytes) else {
-                    copied = false;
-                    break;
-                };
-                // One copy of the descriptors; only the copy is checked and used.
-                if !m.read_bytes(0, buf) {
-                    copied = false;
-                    break;
+            let parts = self.tables.parts();
+            let mut segs = parts.segs.iter_mut().skip(base);
+            'pages: for m in maps.iter().take(k).flatten() {
+                let here = (total - at).min(SEGMENTS_PER_INDIRECT_FRAME);
+                let mut off = 0usize;
+                // 64 descriptors (512 bytes) at a time through a small buffer.
+                while off < here * wire::Segment::SIZE {
+                    let mut buf = [0u8; 512];
+                    let len = (here * wire::Segment::SIZE - off).min(buf.len());
+                    let Some(chunk) = buf.get_mut(..len) else {
+                        break 'pages;
+                    };
+                    // One copy of the descriptors; only the copy is checked and used.
+                    if !m.read_bytes(off, chunk) {
+                        verdict = Err(Status::Error);
+                        break 'pages;
+                    }
+                    for b in chunk.chunks_exact(wire::Segment::SIZE) {
+                        let mut img = [0u8; wire::Segment::SIZE];
+                        img.copy_from_slice(b);
+                        let raw = wire::Segment::from_bytes(&img);
+                        let index = u16::try_from(at).unwrap_or(u16::MAX);
+                        match parse::Segment::check(&raw, index) {
+                            Ok(seg) => {
+                                if let (Some(dst), Ok(sum)) = (segs.next(), verdict.as_mut()) {
+                                    set_seg(dst, &seg);
+                                    *sum += seg.sectors();
+                                }
+                            }
+                            Err(invalid) => {
+                                bad = Some(invalid);
+                                break 'pages;
+                            }
+                        }
+                        at += 1;
+                    }
+                    off += len;
                 }
-                for (seg, b) in self
-                    .raw
-                    .iter_mut()
-                    .skip(at)
-                    .zip(buf.chunks_exact(wire::Segment::SIZE))
-                {
-                    let mut img = [0u8; wire::Segment::SIZE];
-                    img.copy_from_slice(b);
-                    *seg = wire::Segment::from_bytes(&img);
-                }
-                at += here;
-                left -= here;
             }
         }
         unmap_all(&self.env, &mut maps, &mut self.stats);
-        if !copied {
-            return Err(Ok(Fail::Map));
+        if let Some(invalid) = bad {
+            return Err(self.refuse(invalid));
         }
-        let n = usize::from(count).min(MAX_SEGS);
-        let raw = self.raw.get(..n).unwrap_or(&[]);
-        check_segments(t, raw, &mut self.segs, &self.limits).map_err(Err)
+        let sectors = match verdict {
+            Ok(s) => s,
+            Err(status) => {
+                self.stats.map_failures = self.stats.map_failures.wrapping_add(1);
+                return Err(status);
+            }
+        };
+        if at != total {
+            self.stats.map_failures = self.stats.map_failures.wrapping_add(1);
+            return Err(Status::Error);
+        }
+        if let Err(invalid) = parse::check_range(t.sector.0, sectors, &self.limits) {
+            return Err(self.refuse(invalid));
+        }
+        Ok(at)
     }
 
-    /// Maps one chunk of segments (persistent: through the cache), moves the data, unmaps
-    /// what is not kept. Returns the sector after the chunk.
-    fn chunk(
-        &mut self,
-        chunk: &[parse::Segment],
-        sector: Sector,
-        dir: Direction,
-    ) -> Result<Sector, Fail> {
-        // Persistent grants are mapped writable whatever the operation, as the frontend
-        // grants them read-write; otherwise the operation decides.
-        let access = if self.persistent {
-            Access::ReadWrite
-        } else {
-            dir.access()
-        };
-        let mut cached: [Option<usize>; MAP_BATCH] = [None; MAP_BATCH];
+    /// Maps segment states `lo..hi` (at most [`MAP_BATCH`]) in one batch, through the cache
+    /// when persistent. `false` if any failed (whatever mapped is recorded, to be released).
+    fn map_chunk(&mut self, lo: usize, hi: usize, access: Access) -> bool {
+        let parts = self.tables.parts();
+        let mut cache = Cache::new(parts.cache, &mut self.clock);
         let mut reqs = [MapRequest {
             domid: self.front,
             gref: GrantRef::new(0),
@@ -492,20 +762,20 @@ where
         }; MAP_BATCH];
         let mut which = [0usize; MAP_BATCH];
         let mut k = 0usize;
-        for (i, seg) in chunk.iter().enumerate() {
-            let hit = if self.persistent {
-                self.cache.lookup(seg.gref())
-            } else {
-                None
+        for idx in lo..hi {
+            let Some(s) = parts.segs.get_mut(idx) else {
+                continue;
             };
-            if let Some(slot) = hit {
-                self.stats.persistent_hits = self.stats.persistent_hits.wrapping_add(1);
-                if let Some(c) = cached.get_mut(i) {
-                    *c = Some(slot);
+            if self.persistent {
+                if let Some(slot) = cache.lookup(s.gref) {
+                    s.cached = Some(slot);
+                    self.stats.persistent_hits = self.stats.persistent_hits.wrapping_add(1);
+                    continue;
                 }
-            } else if let (Some(r), Some(w)) = (reqs.get_mut(k), which.get_mut(k)) {
-                r.gref = seg.gref();
-                *w = i;
+            }
+            if let (Some(r), Some(w)) = (reqs.get_mut(k), which.get_mut(k)) {
+                r.gref = s.gref;
+                *w = idx;
                 k += 1;
             }
         }
@@ -516,84 +786,106 @@ where
             &mut fresh,
             &mut self.stats,
         );
-        // Mappings indexed by segment: fresh ones move into the cache if it takes them.
-        let mut transient: [Option<P::Mapping>; MAP_BATCH] = core::array::from_fn(|_| None);
         let mut evicted: [Option<P::Mapping>; MAP_BATCH] = core::array::from_fn(|_| None);
         for (j, m) in fresh.iter_mut().enumerate().take(k) {
-            let (Some(m), Some(&i)) = (m.take(), which.get(j)) else {
+            let (Some(m), Some(s)) = (
+                m.take(),
+                which.get(j).and_then(|&idx| parts.segs.get_mut(idx)),
+            ) else {
                 continue;
             };
-            let gref = reqs.get(j).map_or(GrantRef::new(0), |r| r.gref);
-            let placed = if self.persistent && ok {
-                match self.cache.insert(gref, m) {
+            if self.persistent && ok {
+                match cache.insert(s.gref, m) {
                     Ok((slot, old)) => {
-                        if let Some(c) = cached.get_mut(i) {
-                            *c = Some(slot);
-                        }
+                        s.cached = Some(slot);
                         if let Some(e) = evicted.get_mut(j) {
                             *e = old;
                         }
-                        None
                     }
-                    Err(m) => Some(m),
+                    Err(m) => s.map = Some(m),
                 }
             } else {
-                Some(m)
-            };
-            if let Some(t) = transient.get_mut(i) {
-                *t = placed;
+                s.map = Some(m);
             }
         }
-        let result = if ok {
-            self.move_data(chunk, &cached, &transient, sector, dir)
-        } else {
-            Err(Fail::Map)
-        };
-        self.cache.unpin_all();
-        unmap_all(&self.env, &mut transient, &mut self.stats);
         unmap_all(&self.env, &mut evicted, &mut self.stats);
-        result
+        ok
     }
 
-    fn move_data(
-        &mut self,
-        chunk: &[parse::Segment],
-        cached: &[Option<usize>; MAP_BATCH],
-        transient: &[Option<P::Mapping>; MAP_BATCH],
-        mut sector: Sector,
-        dir: Direction,
-    ) -> Result<Sector, Fail> {
-        for (i, seg) in chunk.iter().enumerate() {
-            let mapping = match (cached.get(i).copied().flatten(), transient.get(i)) {
-                (Some(slot), _) => self.cache.get(slot),
-                (None, Some(Some(m))) => Some(m),
-                _ => None,
-            };
-            let Some(m) = mapping else {
-                return Err(Fail::Map);
-            };
-            let buf = self.buf.get_mut(..seg.len()).ok_or(Fail::Io)?;
-            match dir {
-                Direction::Read => {
-                    self.storage.read(sector, buf).map_err(|_| Fail::Io)?;
-                    if !m.write_bytes(seg.offset(), buf) {
-                        return Err(Fail::Map);
-                    }
+    /// Lets go of segment states `base..base + n`: unpins cached mappings, unmaps the others.
+    fn release(&mut self, base: usize, n: usize) {
+        let parts = self.tables.parts();
+        let mut cache = Cache::new(parts.cache, &mut self.clock);
+        let mut batch: [Option<P::Mapping>; MAP_BATCH] = core::array::from_fn(|_| None);
+        let mut b = 0usize;
+        for s in parts.segs.iter_mut().skip(base).take(n) {
+            if let Some(slot) = s.cached.take() {
+                cache.unpin(slot);
+            }
+            if let Some(m) = s.map.take() {
+                if let Some(dst) = batch.get_mut(b) {
+                    *dst = Some(m);
+                    b += 1;
                 }
-                Direction::Write => {
-                    // One copy out of the guest page; the guest may change it meanwhile, but
-                    // only this copy reaches the disk.
-                    if !m.read_bytes(seg.offset(), buf) {
-                        return Err(Fail::Map);
-                    }
-                    self.storage.write(sector, buf).map_err(|_| Fail::Io)?;
+                if b == MAP_BATCH {
+                    unmap_all(&self.env, &mut batch, &mut self.stats);
+                    b = 0;
                 }
             }
-            self.stats.segments = self.stats.segments.wrapping_add(1);
-            sector = sector.checked_add(seg.sectors()).ok_or(Fail::Io)?;
         }
-        Ok(sector)
+        unmap_all(&self.env, &mut batch, &mut self.stats);
     }
+
+    /// Ends request `tag`: releases its mappings and frees the slot. Returns its response,
+    /// or `None` if the tag is not in flight.
+    fn finish(&mut self, tag: usize, result: Result<(), IoError>) -> Option<wire::Response> {
+        let parts = self.tables.parts();
+        let slot = parts.pending.get_mut(tag).filter(|p| p.busy)?;
+        let done = core::mem::replace(slot, PendingSlot::FREE);
+        let count = usize::from(done.count);
+        self.release(tag * MAX_SEGS, count);
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.inflight_segs = self.inflight_segs.saturating_sub(count);
+        let status = match result {
+            Ok(()) => {
+                self.stats.segments = self
+                    .stats
+                    .segments
+                    .wrapping_add(u64::try_from(count).unwrap_or(0));
+                Status::Okay
+            }
+            Err(IoError) => {
+                self.stats.io_errors = self.stats.io_errors.wrapping_add(1);
+                Status::Error
+            }
+        };
+        let mut rsp = wire::Response::ZERO;
+        rsp.id = done.id;
+        rsp.operation = done.operation;
+        rsp.status = status.into();
+        Some(rsp)
+    }
+
+    /// Unmaps every cached mapping no request in flight uses.
+    fn drain_cache(&mut self) {
+        let parts = self.tables.parts();
+        let mut cache = Cache::new(parts.cache, &mut self.clock);
+        while let Some(m) = cache.drain_unpinned_one() {
+            let mut one = [Some(m)];
+            let mut res = [UnmapResult::Skipped];
+            let _ = self.env.unmap_batch(&mut one, &mut res);
+            self.stats.unmaps = self.stats.unmaps.wrapping_add(1);
+        }
+    }
+}
+
+/// Fills a segment state from a checked segment (nothing mapped yet).
+fn set_seg<M>(dst: &mut SegState<M>, src: &parse::Segment) {
+    dst.gref = src.gref();
+    dst.cached = None;
+    dst.map = None;
+    dst.offset = u16::try_from(src.offset()).unwrap_or(0);
+    dst.len = u16::try_from(src.len()).unwrap_or(0);
 }
 
 /// Maps `reqs` in one batch into `out[..reqs.len()]`; `false` if the batch or any slot failed

@@ -14,8 +14,9 @@
 //!   writes, flushes and discards refused on a read-only disk, and the grant access each
 //!   operation needs (a read fills guest pages, so it needs a writable mapping).
 //! - [`BlkBack`]: the backend engine, generic over the ring memory, grants
-//!   (`xen_grant::GrantOps`), event channels (`xen_evtchn::EvtchnOps`) and a [`Storage`].
-//!   Budgeted batches, grant maps in batches of [`back::MAP_BATCH`] with per-slot results (a
+//!   (`xen_grant::GrantOps`), event channels (`xen_evtchn::EvtchnOps`) and a [`Storage`] that
+//!   does the I/O straight on the mapped guest pages, asynchronously (requests in flight hold
+//!   a pending slot and their mappings until [`BlkBack::complete`]). Budgeted batches, grant maps in batches of [`back::MAP_BATCH`] with per-slot results (a
 //!   failed slot fails its request only; whatever mapped is unmapped), persistent grants in a
 //!   bounded clock cache, late EOI for spurious events, disconnect on a broken ring.
 //! - [`BlkFront`]: the frontend engine: reads, writes, flushes and discards in zeroed granted
@@ -32,8 +33,8 @@
 //! # Not here (yet)
 //!
 //! The XenBus handshake (keys, states) is the glue's: it uses `xen_core::feature::blkif` to
-//! negotiate and hands the engines a mapped (or granted) ring and a bound port. Storage is
-//! synchronous; multiple queues are one engine per queue.
+//! negotiate and hands the engines a mapped (or granted) ring and a bound port. Multiple queues
+//! are one engine per queue.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
@@ -49,15 +50,18 @@ pub mod storage;
 pub mod vdev;
 
 pub use abi::Abi;
-pub use back::{BackConfig, BackStats, BlkBack};
+#[cfg(any(test, feature = "std"))]
+pub use back::VecTables;
+pub use back::{BackConfig, BackStats, BlkBack, Connection, PendingSlot, Tables};
+pub use cache::CacheSlot;
 pub use front::{
     BlkFront, Completion, DataPages, FrontConfig, FrontStats, InlineTable, ReadData, ResponseFault,
     SlotEntry, SubmitError,
 };
 pub use parse::{Invalid, Limits, Sector};
 #[cfg(any(test, feature = "std"))]
-pub use storage::VecDisk;
-pub use storage::{IoError, Storage};
+pub use storage::{Deferred, VecDisk};
+pub use storage::{Io, IoError, IoKind, IoSeg, SegState, Started, Storage};
 pub use xen_echo::Progress;
 
 use xen_evtchn::EvtchnError;

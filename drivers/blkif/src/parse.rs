@@ -406,7 +406,7 @@ fn indirect(wire: &wire::Request, limits: &Limits) -> Result<Transfer, Invalid> 
 }
 
 /// `sector + sectors <= capacity`, without overflow.
-fn check_range(sector: u64, sectors: u64, limits: &Limits) -> Result<(), Invalid> {
+pub(crate) fn check_range(sector: u64, sectors: u64, limits: &Limits) -> Result<(), Invalid> {
     match sector.checked_add(sectors) {
         Some(end) if end <= limits.capacity => Ok(()),
         _ => Err(Invalid::PastTheEnd),
