@@ -258,4 +258,5 @@ make_tools_disk() {
 use_tools() {
     mkdir -p /tools && mount -t ext4 -o ro "$1" /tools
 }
-fio() { /tools/ld.so --library-path /tools/lib /tools/fio "$@"; }
+# TOOLS: where the tools are (a copy in memory lets a scenario detach the tools disk).
+fio() { "${TOOLS:-/tools}/ld.so" --library-path "${TOOLS:-/tools}/lib" "${TOOLS:-/tools}/fio" "$@"; }

@@ -55,6 +55,7 @@ common_root() {
     cp "$here"/scenarios/*.sh "$r/scenarios/"
     cp "$here/guest-lib.sh" "$r/lib/xen-pv-rs.sh"
     cp "$here/echo-lib.sh" "$r/lib/xen-pv-rs-echo.sh"
+    cp "$here/blk-lib.sh" "$r/lib/xen-pv-rs-blk.sh"
 }
 
 # Test tools of ours (tests/src/bin): xs-interop (our XenStore client against the real xenstored)

@@ -1,18 +1,38 @@
 # bench-blk (run by `cargo xtask bench blk`, which reads its BENCH lines): in one boot, the same
-# file-backed disk (xvdb, 256 MiB in dom0's tmpfs) behind the Linux C blkback is driven by the
-# Linux C blkfront and by ours in turn, three rounds of C then Rust, each with the same fio jobs:
-# 4 KiB random reads at queue depth 32 (IOPS) and 1 MiB sequential reads and writes (MB/s).
-# Both drivers run with their defaults (Linux's: 1-page rings, queues = vCPUs, 32 indirect
-# segments, persistent grants). Each run gets a fresh device: dom0 attaches the disk, the C
-# driver (loaded first) takes it, and for our runs the guest moves it to ours (unbind, bind);
-# dom0 detaches it after the run. Events received per request come from /proc/interrupts
-# (both drivers); notifications sent from our debugfs counters.
+# file-backed disk (xvdb, 256 MiB in dom0's tmpfs) is driven with the same fio jobs (4 KiB
+# random reads at queue depth 32 for IOPS; 1 MiB sequential reads and writes for MB/s) by:
+# - frontends (behind the Linux C blkback): the Linux C blkfront and ours in turn, three
+#   rounds of C then Rust (BENCH driver=c / driver=rust);
+# - backends (the Linux C blkfront in front): the Linux C blkback and ours in turn, three
+#   rounds (BENCH driver=back-c / driver=back-rust); dom0 swaps the backend module between
+#   runs, so the guest first copies fio into memory and dom0 detaches the tools disk.
+# Every driver runs with its defaults (Linux's: 1-page rings, queues = vCPUs, 32 indirect
+# segments, persistent grants; our blkback offers what Linux's does). Each run gets a fresh
+# device: dom0 attaches the disk, the C frontend (loaded first) takes it, and for our
+# frontend's runs the guest moves it to ours (unbind, bind); dom0 detaches it after the run.
+# Events received per request come from /proc/interrupts; notifications sent from our
+# frontend's debugfs counters.
 TIMEOUT=2400
 BENCHMARK=1
 
 DISK_BYTES=268435456
-ROUNDS=3
 RUNTIME=8
+# round:driver, in order (both sides read it).
+RUNS="1:c 1:rust 2:c 2:rust 3:c 3:rust 1:back-c 1:back-rust 2:back-c 2:back-rust 3:back-c 3:back-rust"
+
+# use_back c|rust (dom0): the backend module new vbd devices go to (no disk is attached).
+use_back() {
+    case $1 in
+    c)
+        grep -q '^xenpvrs_blkback ' /proc/modules && { rmmod xenpvrs_blkback || return; }
+        modprobe xen-blkback
+        ;;
+    rust)
+        grep -q '^xen_blkback ' /proc/modules && { rmmod xen_blkback || return; }
+        modprobe xenpvrs_blkback
+        ;;
+    esac
+}
 
 dom0_main() {
     check modprobe-blkback modprobe xen-blkback || return
@@ -24,20 +44,23 @@ disk = [ 'format=raw,vdev=xvdc,access=ro,target=/data/tools.img' ]"
     check xl-create xl create /etc/xen/domu.cfg || return
     g=$(guest_log domu)
     wait_for "$g" '^BENCH-READY' 120 || { fail "guest not ready"; guest_dump domu; return; }
-    r=1
-    while [ $r -le $ROUNDS ]; do
-        for drv in c rust; do
-            check "attach-$r-$drv" xl_attach domu 51728 format=raw vdev=xvdb access=rw \
-                target=/data/bench.img || return
-            if ! wait_for "$g" "^BENCH-(DONE $r $drv|FAILED)" 600; then
-                fail "round $r $drv did not finish"
-                guest_dump domu
-                return
-            fi
-            check "detach-$r-$drv" xl_detach domu 51728 || return
-            wait_for "$g" "^BENCH-GONE $r $drv" 120 || { fail "disk did not go ($r $drv)"; return; }
-        done
-        r=$((r + 1))
+    wait_for "$g" '^BENCH-TOOLS-COPIED' 120 || { fail "guest did not copy its tools"; return; }
+    check detach-tools xl_detach domu 51744 || return
+    for run in $RUNS; do
+        r=${run%%:*} drv=${run#*:}
+        case $drv in
+        back-rust) check "use-back-$run" use_back rust || return ;;
+        *) check "use-back-$run" use_back c || return ;;
+        esac
+        check "attach-$run" xl_attach domu 51728 format=raw vdev=xvdb access=rw \
+            target=/data/bench.img || return
+        if ! wait_for "$g" "^BENCH-(DONE $r $drv|FAILED)" 600; then
+            fail "round $r $drv did not finish"
+            guest_dump domu
+            return
+        fi
+        check "detach-$run" xl_detach domu 51728 || return
+        wait_for "$g" "^BENCH-GONE $r $drv" 120 || { fail "disk did not go ($r $drv)"; return; }
     done
     domu_result domu 300
 }
@@ -86,32 +109,33 @@ domu_main() {
     check modprobe-rust-blkfront modprobe xenpvrs_blkfront || return
     wait_for_dev /dev/xvdc 60 || { fail "no tools disk"; return; }
     use_tools /dev/xvdc || { fail "cannot mount the tools disk"; return; }
-    echo "BENCH-READY"
-    r=1
-    while [ $r -le $ROUNDS ]; do
-        for drv in c rust; do
-            wait_for_dev /dev/xvdb 120 || { fail "no xvdb ($r $drv)"; echo "BENCH-FAILED"; return; }
-            if [ $drv = rust ]; then
-                check "to-rust-$r" to_rust || { echo "BENCH-FAILED"; return; }
-            fi
-            # Which driver has the disk, from sysfs.
-            log "round $r: xvdb on $(basename "$(readlink /sys/bus/xen/devices/$VBD/driver)")"
-            run_fio $drv $r randread-4k-qd32 --rw=randread --bs=4k --iodepth=32
-            run_fio $drv $r seqread-1m --rw=read --bs=1M --iodepth=4
-            run_fio $drv $r seqwrite-1m --rw=write --bs=1M --iodepth=4
-            if [ $drv = rust ]; then
-                for q in /sys/kernel/debug/xenpvrs-blkfront-xvdb-q*; do
-                    echo "BENCH-COUNTERS round=$r queue=${q##*-q} requests=$(cat "$q/requests") notifications_sent=$(cat "$q/notifications_sent") events_received=$(cat "$q/events_received")"
-                done
-            fi
-            echo "BENCH-DONE $r $drv"
-            n=120
-            while [ -e /dev/xvdb ] && [ $n -gt 0 ]; do sleep 1; n=$((n - 1)); done
-            n=60
-            while [ -e /sys/bus/xen/devices/$VBD ] && [ $n -gt 0 ]; do sleep 1; n=$((n - 1)); done
-            echo "BENCH-GONE $r $drv"
-        done
-        r=$((r + 1))
-    done
+    # A copy in memory: dom0 takes the tools disk away to swap backend modules.
+    check copy-tools cp -a /tools /tmp/tools || return
     umount /tools
+    TOOLS=/tmp/tools
+    echo "BENCH-READY"
+    echo "BENCH-TOOLS-COPIED"
+    for run in $RUNS; do
+        r=${run%%:*} drv=${run#*:}
+        wait_for_dev /dev/xvdb 120 || { fail "no xvdb ($run)"; echo "BENCH-FAILED"; return; }
+        if [ $drv = rust ]; then
+            check "to-rust-$r" to_rust || { echo "BENCH-FAILED"; return; }
+        fi
+        # Which driver has the disk, from sysfs.
+        log "run $run: xvdb on $(basename "$(readlink /sys/bus/xen/devices/$VBD/driver)")"
+        run_fio $drv $r randread-4k-qd32 --rw=randread --bs=4k --iodepth=32
+        run_fio $drv $r seqread-1m --rw=read --bs=1M --iodepth=4
+        run_fio $drv $r seqwrite-1m --rw=write --bs=1M --iodepth=4
+        if [ $drv = rust ]; then
+            for q in /sys/kernel/debug/xenpvrs-blkfront-xvdb-q*; do
+                echo "BENCH-COUNTERS round=$r queue=${q##*-q} requests=$(cat "$q/requests") notifications_sent=$(cat "$q/notifications_sent") events_received=$(cat "$q/events_received")"
+            done
+        fi
+        echo "BENCH-DONE $r $drv"
+        n=120
+        while [ -e /dev/xvdb ] && [ $n -gt 0 ]; do sleep 1; n=$((n - 1)); done
+        n=60
+        while [ -e /sys/bus/xen/devices/$VBD ] && [ $n -gt 0 ]; do sleep 1; n=$((n - 1)); done
+        echo "BENCH-GONE $r $drv"
+    done
 }

@@ -396,3 +396,195 @@ void xpvrs_debugfs_remove(struct dentry *d)
 {
 	debugfs_remove_recursive(d);
 }
+
+/* --- block devices and bios (xen_kernel::bio) ------------------------------------------ */
+
+#include <linux/bio.h>
+#include <linux/build_bug.h>
+#include <linux/file.h>
+#include <linux/kdev_t.h>
+#include <linux/stddef.h>
+#include "bio_helpers.h"
+
+/* src/bio.rs mirrors struct xpvrs_bio_ctx (as RawBioCtx) and asserts the same numbers. */
+#ifdef CONFIG_64BIT
+static_assert(offsetof(struct xpvrs_bio_ctx, remaining) == 0);
+static_assert(offsetof(struct xpvrs_bio_ctx, error) == 4);
+static_assert(offsetof(struct xpvrs_bio_ctx, done) == 8);
+static_assert(offsetof(struct xpvrs_bio_ctx, owner) == 16);
+static_assert(offsetof(struct xpvrs_bio_ctx, tag) == 24);
+static_assert(sizeof(struct xpvrs_bio_ctx) == 32);
+#endif
+
+struct file *xpvrs_bdev_open(u32 major, u32 minor, bool write)
+{
+	blk_mode_t mode = BLK_OPEN_READ | (write ? BLK_OPEN_WRITE : 0);
+
+	/* MKDEV would silently truncate a number out of range into another device's. */
+	if (major > MAJOR(~0U) || minor > MINORMASK)
+		return ERR_PTR(-EINVAL);
+	/* No holder: a shared (non-exclusive) open, as the C backend does. */
+	return bdev_file_open_by_dev(MKDEV(major, minor), mode, NULL, NULL);
+}
+
+void xpvrs_bdev_close(struct file *bdev_file)
+{
+	fput(bdev_file);
+}
+
+struct block_device *xpvrs_bdev_of(struct file *bdev_file)
+{
+	return file_bdev(bdev_file);
+}
+
+u32 xpvrs_bdev_devt(struct block_device *bdev)
+{
+	return bdev->bd_dev;
+}
+
+u64 xpvrs_bdev_nr_sectors(struct block_device *bdev)
+{
+	return bdev_nr_sectors(bdev);
+}
+
+u32 xpvrs_bdev_logical_block_size(struct block_device *bdev)
+{
+	return bdev_logical_block_size(bdev);
+}
+
+u32 xpvrs_bdev_physical_block_size(struct block_device *bdev)
+{
+	return bdev_physical_block_size(bdev);
+}
+
+bool xpvrs_bdev_read_only(struct block_device *bdev)
+{
+	return bdev_read_only(bdev);
+}
+
+u32 xpvrs_bdev_max_discard_sectors(struct block_device *bdev)
+{
+	return bdev_max_discard_sectors(bdev);
+}
+
+u32 xpvrs_bdev_max_secure_erase_sectors(struct block_device *bdev)
+{
+	return bdev_max_secure_erase_sectors(bdev);
+}
+
+u32 xpvrs_bdev_discard_granularity(struct block_device *bdev)
+{
+	return bdev_discard_granularity(bdev);
+}
+
+u32 xpvrs_bdev_discard_alignment(struct block_device *bdev)
+{
+	return bdev_discard_alignment(bdev);
+}
+
+bool xpvrs_bdev_write_cache(struct block_device *bdev)
+{
+	return bdev_write_cache(bdev);
+}
+
+bool xpvrs_bdev_fua(struct block_device *bdev)
+{
+	return bdev_fua(bdev);
+}
+
+int xpvrs_bdev_discard(struct block_device *bdev, u64 sector, u64 nr_sectors)
+{
+	return blkdev_issue_discard(bdev, sector, nr_sectors, GFP_KERNEL);
+}
+
+int xpvrs_bdev_secure_erase(struct block_device *bdev, u64 sector, u64 nr_sectors)
+{
+	return blkdev_issue_secure_erase(bdev, sector, nr_sectors, GFP_KERNEL);
+}
+
+int xpvrs_bdev_flush(struct block_device *bdev)
+{
+	return blkdev_issue_flush(bdev);
+}
+
+/* Keeps the first error: bios of one I/O may end concurrently on several CPUs. */
+void xpvrs_bio_ctx_fail(struct xpvrs_bio_ctx *ctx, int error)
+{
+	if (error)
+		cmpxchg(&ctx->error, 0, error);
+}
+
+/* Drops one count; whoever drops the last one reports the I/O. */
+static void xpvrs_bio_ctx_put(struct xpvrs_bio_ctx *ctx)
+{
+	if (atomic_dec_and_test(&ctx->remaining))
+		ctx->done(ctx, READ_ONCE(ctx->error));
+	/* ctx may be gone now: done() hands it back to its owner. */
+}
+
+static void xpvrs_bio_end_io(struct bio *bio)
+{
+	struct xpvrs_bio_ctx *ctx = bio->bi_private;
+	int error = blk_status_to_errno(bio->bi_status);
+
+	bio_put(bio);
+	xpvrs_bio_ctx_fail(ctx, error);
+	xpvrs_bio_ctx_put(ctx);
+}
+
+void xpvrs_bio_ctx_begin(struct xpvrs_bio_ctx *ctx,
+			 void (*done)(struct xpvrs_bio_ctx *ctx, int error))
+{
+	ctx->done = done;
+	WRITE_ONCE(ctx->error, 0);
+	atomic_set(&ctx->remaining, 1);
+}
+
+struct bio *xpvrs_bio_new(struct xpvrs_bio_ctx *ctx, struct block_device *bdev, bool write,
+			  bool preflush, bool fua, u64 sector, u32 nr_vecs)
+{
+	blk_opf_t opf = REQ_OP_READ;
+	struct bio *bio;
+
+	if (write) {
+		opf = REQ_OP_WRITE | REQ_SYNC;
+		if (preflush)
+			opf |= REQ_PREFLUSH;
+		if (fua)
+			opf |= REQ_FUA;
+	}
+	if (nr_vecs > BIO_MAX_VECS)
+		return NULL;
+	/* GFP_NOIO: this is the I/O path of a disk that reclaim may write to. */
+	bio = bio_alloc(bdev, nr_vecs, opf, GFP_NOIO);
+	if (!bio)
+		return NULL;
+	bio->bi_iter.bi_sector = sector;
+	bio->bi_end_io = xpvrs_bio_end_io;
+	bio->bi_private = ctx;
+	atomic_inc(&ctx->remaining);
+	return bio;
+}
+
+bool xpvrs_bio_add_page(struct bio *bio, struct page *page, u32 len, u32 offset)
+{
+	return bio_add_page(bio, page, len, offset) == len;
+}
+
+void xpvrs_bio_submit(struct bio *bio)
+{
+	submit_bio(bio);
+}
+
+/* A bio from xpvrs_bio_new() that will not be submitted: free it and fail the I/O. */
+void xpvrs_bio_abandon(struct xpvrs_bio_ctx *ctx, struct bio *bio, int error)
+{
+	bio_put(bio);
+	xpvrs_bio_ctx_fail(ctx, error);
+	xpvrs_bio_ctx_put(ctx);
+}
+
+void xpvrs_bio_ctx_finish(struct xpvrs_bio_ctx *ctx)
+{
+	xpvrs_bio_ctx_put(ctx);
+}

@@ -1,16 +1,19 @@
-//! `cargo xtask bench blk`: our blkfront against Linux's, same disk, same boot.
+//! `cargo xtask bench blk`: our blkfront and blkback against Linux's, same disk, same boot.
 //!
 //! Runs the `bench-blk` QEMU scenario (`qemu-tests/scenarios/bench-blk.sh`): one guest, one
-//! file-backed disk behind the Linux C blkback, driven in turn by the Linux C blkfront and by
-//! ours (three rounds, alternating), each running the same fio jobs: 4 KiB random reads at
-//! queue depth 32 and 1 MiB sequential reads and writes. The guest prints one `BENCH` line
-//! per job; this task takes the median of each (driver, job), the events received per request
-//! (both drivers, from `/proc/interrupts`) and our notifications sent per request (debugfs),
-//! and ends with
+//! file-backed disk, driven with the same fio jobs (4 KiB random reads at queue depth 32, 1 MiB
+//! sequential reads and writes) first by the Linux C blkfront and by ours behind the Linux C
+//! blkback (three rounds, alternating), then by the Linux C blkfront behind the Linux C blkback
+//! and behind ours (three rounds, alternating). The guest prints one `BENCH` line per job; this
+//! task takes the median of each (driver, job), the events received per request (from
+//! `/proc/interrupts`) and our frontend's notifications sent per request (debugfs), and ends
+//! with
 //!
 //! ```text
 //! ratio blkfront rust/c iops = X    (4 KiB random reads)
 //! ratio blkfront rust/c mbps = Y    (geometric mean of the sequential read and write ratios)
+//! ratio blkback rust/c iops = X     (the same, our backend against Linux's)
+//! ratio blkback rust/c mbps = Y
 //! ```
 
 use std::collections::BTreeMap;
@@ -102,38 +105,46 @@ fn report(log: &Path) -> Result<(), String> {
             .unwrap_or_default();
         median(v)
     };
-    println!(
-        "blkfront benchmark: same disk, same boot, Linux C blkback; medians of each job's runs"
-    );
-    for d in ["c", "rust"] {
-        for t in [IOPS_TEST, MBPS_TESTS[0], MBPS_TESTS[1]] {
-            let runs = jobs
-                .get(&(d.to_string(), t.to_string()))
-                .map_or(0, Vec::len);
-            let ev: f64 = jobs
-                .get(&(d.to_string(), t.to_string()))
-                .map(|js| js.iter().map(|j| j.events / j.ios.max(1.0)).collect())
-                .map(median)
-                .unwrap_or(f64::NAN);
+    let mut ratios = Vec::new();
+    for (side, c, rust, peer) in [
+        ("blkfront", "c", "rust", "Linux C blkback behind both"),
+        ("blkback", "back-c", "back-rust", "Linux C blkfront in front of both"),
+    ] {
+        println!("{side} benchmark: same disk, same boot, {peer}; medians of each job's runs");
+        for d in [c, rust] {
+            for t in [IOPS_TEST, MBPS_TESTS[0], MBPS_TESTS[1]] {
+                let runs = jobs
+                    .get(&(d.to_string(), t.to_string()))
+                    .map_or(0, Vec::len);
+                let ev: f64 = jobs
+                    .get(&(d.to_string(), t.to_string()))
+                    .map(|js| js.iter().map(|j| j.events / j.ios.max(1.0)).collect())
+                    .map(median)
+                    .unwrap_or(f64::NAN);
+                println!(
+                    "  {d:>9} {t:<17} iops {:>9.0}  MB/s {:>7.1}  events received/request {:.3}  ({runs} runs)",
+                    med(d, t, |j| j.iops),
+                    med(d, t, |j| j.kibps) * 1024.0 / 1e6,
+                    ev
+                );
+            }
+        }
+        if side == "blkfront" && requests > 0.0 {
             println!(
-                "  {d:>4} {t:<17} iops {:>9.0}  MB/s {:>7.1}  events received/request {:.3}  ({runs} runs)",
-                med(d, t, |j| j.iops),
-                med(d, t, |j| j.kibps) * 1024.0 / 1e6,
-                ev
+                "  rust notifications sent/request {:.3} (debugfs, all jobs); C: not measurable from the guest",
+                sent / requests
             );
         }
+        let iops = med(rust, IOPS_TEST, |j| j.iops) / med(c, IOPS_TEST, |j| j.iops);
+        let read = med(rust, MBPS_TESTS[0], |j| j.kibps) / med(c, MBPS_TESTS[0], |j| j.kibps);
+        let write = med(rust, MBPS_TESTS[1], |j| j.kibps) / med(c, MBPS_TESTS[1], |j| j.kibps);
+        println!("  sequential read rust/c = {read:.2}, sequential write rust/c = {write:.2}");
+        ratios.push((side, iops, (read * write).sqrt()));
     }
-    if requests > 0.0 {
-        println!(
-            "  rust notifications sent/request {:.3} (debugfs, all jobs); C: not measurable from the guest",
-            sent / requests
-        );
+    // The ratio lines last, together.
+    for (side, iops, mbps) in ratios {
+        println!("ratio {side} rust/c iops = {iops:.2}");
+        println!("ratio {side} rust/c mbps = {mbps:.2}");
     }
-    let iops = med("rust", IOPS_TEST, |j| j.iops) / med("c", IOPS_TEST, |j| j.iops);
-    let read = med("rust", MBPS_TESTS[0], |j| j.kibps) / med("c", MBPS_TESTS[0], |j| j.kibps);
-    let write = med("rust", MBPS_TESTS[1], |j| j.kibps) / med("c", MBPS_TESTS[1], |j| j.kibps);
-    println!("  sequential read rust/c = {read:.2}, sequential write rust/c = {write:.2}");
-    println!("ratio blkfront rust/c iops = {iops:.2}");
-    println!("ratio blkfront rust/c mbps = {:.2}", (read * write).sqrt());
     Ok(())
 }

@@ -98,6 +98,10 @@ pub struct BackStats {
     pub stalls: u64,
     /// Most requests in flight at once.
     pub max_in_flight: u64,
+    /// Valid flush and barrier requests (with or without data).
+    pub flushes: u64,
+    /// Valid discard requests.
+    pub discards: u64,
 }
 
 /// The state of one pending slot (a request whose I/O may be running).
@@ -594,6 +598,13 @@ where
                 Some(t),
             ),
         };
+        match kind {
+            IoKind::Flush | IoKind::Write { preflush: true, .. } => {
+                self.stats.flushes = self.stats.flushes.wrapping_add(1);
+            }
+            IoKind::Discard { .. } => self.stats.discards = self.stats.discards.wrapping_add(1),
+            IoKind::Read | IoKind::Write { .. } => {}
+        }
         let count = match transfer {
             Some(t) => self.load(tag, &t)?,
             None => 0,

@@ -361,7 +361,11 @@ fn direct(
         *out = Segment::check(raw, u16::try_from(i).unwrap_or(u16::MAX))?;
         total += out.sectors();
     }
-    check_range(wire.sector_number, total, limits)?;
+    // A flush without data has no range: Linux's blk-mq leaves its sector at -1, and Linux's
+    // blkback checks only ranges that cover sectors.
+    if count > 0 {
+        check_range(wire.sector_number, total, limits)?;
+    }
     Ok(Transfer {
         sector: Sector(wire.sector_number),
         segments: Segments::Direct { count, seg },
@@ -477,6 +481,22 @@ mod tests {
             panic!()
         };
         assert_eq!(t.direction.access(), Access::ReadOnly);
+    }
+
+    #[test]
+    fn flush_without_data_is_accepted_at_any_sector_with_data_it_is_range_checked() {
+        // Linux's blk-mq leaves a flush request's sector at -1 (blk_rq_init).
+        for op in [Op::FlushDiskcache, Op::WriteBarrier] {
+            assert!(Request::parse(&rw(op, u64::MAX, &[]), &LIMITS).is_ok());
+            assert_eq!(
+                Request::parse(&rw(op, u64::MAX, &[(9, 0, 7)]), &LIMITS),
+                Err(Invalid::PastTheEnd)
+            );
+            assert_eq!(
+                Request::parse(&rw(op, 1020, &[(9, 0, 7)]), &LIMITS),
+                Err(Invalid::PastTheEnd)
+            );
+        }
     }
 
     #[test]

@@ -26,6 +26,13 @@ pub struct Page(pub LocalPage);
 /// A front's page mapped by the back.
 pub struct Mapped(Mapping);
 
+impl Mapped {
+    /// The page the foreign frame is mapped at (for a bio), valid while `self` exists.
+    pub fn page(&self) -> xen_kernel::bio::PagePtr {
+        self.0.page()
+    }
+}
+
 impl PageBytes for Page {
     fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> bool {
         self.0.read_bytes(offset, dst)

@@ -7,15 +7,19 @@
 //!   `gnttab_try_end_foreign_access`; a page the peer still maps is handed to
 //!   `gnttab_end_foreign_access`, which keeps it on the kernel's deferred list and frees it
 //!   only once the peer has unmapped it (the deferred-free rule).
-//! - Backends map foreign grants into a fixed pool of pages from `gnttab_alloc_pages`, in
-//!   batches through `gnttab_map_refs`/`gnttab_unmap_refs`; every slot has its own status, and a
-//!   failed slot is reported, never fatal. A [`Mapping`] is read through a copy accessor only.
+//! - Backends map foreign grants into a pool of up to [`MAX_POOL_PAGES`] slots, in batches
+//!   of at most [`MAX_BATCH`] through `gnttab_map_refs`/`gnttab_unmap_refs`; every slot has its
+//!   own status, and a failed slot is reported, never fatal. A slot's page comes from
+//!   `gnttab_alloc_pages` the first time the slot is used and stays with the pool (reused by
+//!   later mappings) until the pool is dropped. A [`Mapping`] is read through a copy accessor
+//!   only; its page ([`Mapping::page`]) can also be handed to the block layer
+//!   ([`crate::bio`]).
 //!
 //! - Grant copy goes through `gnttab_batch_copy` (which retries `GNTST_eagain` itself), at
 //!   most 16 copies per call, each checked as Xen would before it is sent.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use kernel::prelude::*;
 use xen_grant::{
     Access, AccessError, BatchError, CopyOp, CopyPtr, EndAccess, GrantError, GrantOps, MapRequest,
@@ -24,12 +28,21 @@ use xen_grant::{
 use xen_kbindings as b;
 use xen_sys::{DomId, GrantRef};
 
+use crate::bio::PagePtr;
 use crate::stats;
 
 /// Bytes in a page.
 pub const PAGE_SIZE: usize = 4096;
-/// Largest map pool, and largest batch (the C helper's limit).
-pub const MAX_POOL: usize = 16;
+/// Largest batch of one `map_batch`, `unmap_batch` or `copy_batch` call (the C helpers'
+/// limit, which keeps their stack use small).
+pub const MAX_BATCH: usize = 16;
+/// The old name of [`MAX_BATCH`], from when the map pool was no larger than a batch.
+pub const MAX_POOL: usize = MAX_BATCH;
+/// Largest map pool ([`Grants::with_map_pool`]): foreign pages mapped at once.
+pub const MAX_POOL_PAGES: usize = 4096;
+
+/// Slots per word of the busy bitmap.
+const SLOTS_PER_WORD: usize = 64;
 
 /// Copies `dst.len()` bytes out of `base + offset` with volatile loads; `false` (nothing
 /// copied) if the range leaves the page.
@@ -66,14 +79,6 @@ unsafe fn copy_in(base: *mut u8, offset: usize, src: &[u8]) -> bool {
         unsafe { base.add(offset + i).write_volatile(*byte) };
     }
     true
-}
-
-/// The busy-mask bit of pool slot `i` (0 for an index out of range).
-fn bit(i: usize) -> u32 {
-    u32::try_from(i)
-        .ok()
-        .and_then(|s| 1u32.checked_shl(s))
-        .unwrap_or(0)
 }
 
 /// A zeroed page of our own memory, freed on drop.
@@ -129,9 +134,11 @@ impl Drop for LocalPage {
 ///
 /// # Invariants
 ///
-/// While it exists, pool slot `index` is busy and holds this grant mapping (`handle`).
+/// While it exists, pool slot `index` is busy and `page` (the slot's pool page, whose kernel
+/// address is `addr`) holds this grant mapping (`handle`).
 pub struct Mapping {
     index: usize,
+    page: NonNull<b::page>,
     addr: NonNull<u8>,
     handle: b::grant_handle_t,
     readonly: bool,
@@ -155,60 +162,148 @@ impl Mapping {
         // SAFETY: mapped read-write while `self` exists (type invariant).
         unsafe { copy_in(self.addr.as_ptr(), offset, src) }
     }
+
+    /// The pool page the foreign frame is mapped at, for block I/O on it
+    /// ([`crate::bio::BlockDevice::submit`]).
+    ///
+    /// The page shows the foreign frame while this mapping exists: I/O on it must have
+    /// completed before the mapping is unmapped (or dropped). A read-only mapping
+    /// ([`Mapping::is_readonly`]) may only be the source of a write to disk, never the
+    /// destination of a read from it.
+    pub fn page(&self) -> PagePtr {
+        PagePtr::new(self.page.cast(), !self.readonly)
+    }
+
+    /// Whether the page is mapped read-only.
+    pub fn is_readonly(&self) -> bool {
+        self.readonly
+    }
 }
 
 /// The grant-table operations of one device.
 ///
+/// A backend's map pool has `pool_len` slots, each a page of its own (from
+/// `gnttab_alloc_pages`) into which one foreign frame is mapped at a time. Slots are claimed
+/// through a bitmap of atomic words; a slot's page is allocated the first time the slot is
+/// claimed, by its claimer, which owns the slot (and so may store its page pointer) until it
+/// releases the busy bit.
+///
 /// # Invariants
 ///
-/// `pool[..pool_len]` are pages from `gnttab_alloc_pages`; bit `i` of `busy` is set while a
-/// [`Mapping`] of slot `i` exists.
+/// - `pages.len() == pool_len` and `busy.len() == pool_len.div_ceil(64)`; no bit for a slot
+///   `>= pool_len` is ever set.
+/// - Bit `i % 64` of `busy[i / 64]` is set while slot `i` is claimed: from `take_slot` until
+///   the [`Mapping`] of slot `i` is unmapped, or until its map attempt fails.
+/// - `pages[i]` is null or a page from `gnttab_alloc_pages(1, ..)` that this value owns; it is
+///   written only by the claimer of slot `i`, and holds a foreign mapping only while a
+///   [`Mapping`] of slot `i` exists.
 pub struct Grants {
-    pool: [*mut b::page; MAX_POOL],
+    pages: KVVec<AtomicPtr<b::page>>,
+    busy: KVec<AtomicU64>,
     pool_len: usize,
-    busy: AtomicU32,
 }
 
-// SAFETY: the pool pages are owned by this value; `busy` is atomic.
-unsafe impl Send for Grants {}
+// `Grants` is `Send` and `Sync` by its fields: the pool pages are owned by this value and
+// every shared field is atomic; a slot's page is only touched by the slot's claimer.
 
 impl Grants {
     /// Grants for a frontend: grant and revoke only, no map pool.
     pub fn new() -> Grants {
+        // INVARIANT: an empty pool.
         Grants {
-            pool: [core::ptr::null_mut(); MAX_POOL],
+            pages: KVVec::new(),
+            busy: KVec::new(),
             pool_len: 0,
-            busy: AtomicU32::new(0),
         }
     }
 
-    /// Grants for a backend: up to `pool` foreign pages mapped at once.
+    /// Grants for a backend: up to `pool` foreign pages mapped at once (at most
+    /// [`MAX_POOL_PAGES`]; a larger `pool` is clamped).
+    ///
+    /// Only the pool's bookkeeping is allocated here; each slot's page is allocated the first
+    /// time the slot is used, by [`GrantOps::map_batch`] (which must therefore run in process
+    /// context; it already may sleep in `gnttab_map_refs`). A page that cannot be allocated
+    /// then costs that one slot's result ([`GrantError::NoSpace`]).
     pub fn with_map_pool(pool: usize) -> Result<Grants> {
-        let mut g = Grants::new();
-        let n = pool.min(MAX_POOL);
-        let nr = u32::try_from(n).map_err(|_| EINVAL)?;
-        // SAFETY: `g.pool` has room for `n <= MAX_POOL` page pointers.
-        let ret = unsafe { b::xpvrs_alloc_map_pages(nr, g.pool.as_mut_ptr()) };
-        kernel::error::to_result(ret)?;
-        // INVARIANT: `n` pool pages allocated, none busy.
-        g.pool_len = n;
-        Ok(g)
+        let n = pool.min(MAX_POOL_PAGES);
+        let words = n.div_ceil(SLOTS_PER_WORD);
+        let mut pages = KVVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            pages.push(AtomicPtr::new(core::ptr::null_mut()), GFP_KERNEL)?;
+        }
+        let mut busy = KVec::with_capacity(words, GFP_KERNEL)?;
+        for _ in 0..words {
+            busy.push(AtomicU64::new(0), GFP_KERNEL)?;
+        }
+        // INVARIANT: `n` slots, none claimed, no page allocated yet.
+        Ok(Grants {
+            pages,
+            busy,
+            pool_len: n,
+        })
     }
 
+    /// The bits of busy word `word` that stand for slots of the pool.
+    fn valid_bits(&self, word: usize) -> u64 {
+        let first = word.saturating_mul(SLOTS_PER_WORD);
+        let n = self.pool_len.saturating_sub(first);
+        if n >= SLOTS_PER_WORD {
+            u64::MAX
+        } else {
+            // `n < 64`, so the shift cannot overflow.
+            (1u64 << n) - 1
+        }
+    }
+
+    /// Claims a free slot.
     fn take_slot(&self) -> Option<usize> {
-        let mut found = None;
-        let _ = self
-            .busy
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |mask| {
-                let free = (0..self.pool_len).find(|&i| mask & bit(i) == 0)?;
-                found = Some(free);
-                Some(mask | bit(free))
+        for (w, word) in self.busy.iter().enumerate() {
+            let valid = self.valid_bits(w);
+            let mut found = None;
+            let _ = word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |mask| {
+                found = None;
+                let free = !mask & valid;
+                if free == 0 {
+                    return None;
+                }
+                let b = free.trailing_zeros();
+                found = Some(b);
+                Some(mask | (1u64 << b))
             });
-        found
+            if let Some(b) = found {
+                let b = usize::try_from(b).ok()?;
+                // INVARIANT: `b` is a valid bit of word `w`, so the slot is `< pool_len`.
+                return w.checked_mul(SLOTS_PER_WORD)?.checked_add(b);
+            }
+        }
+        None
     }
 
+    /// Releases slot `index`, which the caller claimed.
     fn release_slot(&self, index: usize) {
-        self.busy.fetch_and(!bit(index), Ordering::AcqRel);
+        let Some(word) = self.busy.get(index / SLOTS_PER_WORD) else {
+            return;
+        };
+        let bit = 1u64 << (index % SLOTS_PER_WORD);
+        word.fetch_and(!bit, Ordering::AcqRel);
+    }
+
+    /// The page of slot `index`, which the caller claimed; allocated on the slot's first use.
+    fn slot_page(&self, index: usize) -> Option<NonNull<b::page>> {
+        let cell = self.pages.get(index)?;
+        if let Some(page) = NonNull::new(cell.load(Ordering::Acquire)) {
+            return Some(page);
+        }
+        let mut page = core::ptr::null_mut();
+        // SAFETY: room for the one page pointer asked for; process context (map_batch's rule).
+        let ret = unsafe { b::xpvrs_alloc_map_pages(1, &mut page) };
+        if ret != 0 {
+            return None;
+        }
+        let page = NonNull::new(page)?;
+        // INVARIANT: only the claimer of slot `index` (our caller) writes `pages[index]`.
+        cell.store(page.as_ptr(), Ordering::Release);
+        Some(page)
     }
 }
 
@@ -220,10 +315,7 @@ impl Default for Grants {
 
 impl Drop for Grants {
     fn drop(&mut self) {
-        if self.pool_len == 0 {
-            return;
-        }
-        if self.busy.load(Ordering::Acquire) != 0 {
+        if self.busy.iter().any(|w| w.load(Ordering::Acquire) != 0) {
             // A mapping was dropped without being unmapped: the pool pages may still hold
             // foreign frames, so they must never return to the allocator.
             pr_err!(
@@ -231,9 +323,15 @@ impl Drop for Grants {
             );
             return;
         }
-        let nr = u32::try_from(self.pool_len).unwrap_or(0);
-        // SAFETY: the pool pages came from `gnttab_alloc_pages` and none is mapped.
-        unsafe { b::xpvrs_free_map_pages(nr, self.pool.as_mut_ptr()) };
+        for cell in self.pages.iter() {
+            let mut page = cell.swap(core::ptr::null_mut(), Ordering::AcqRel);
+            if page.is_null() {
+                continue;
+            }
+            // SAFETY: the page came from `gnttab_alloc_pages` (type invariant) and holds no
+            // mapping (no slot is busy); it was just taken out of the pool.
+            unsafe { b::xpvrs_free_map_pages(1, &mut page) };
+        }
     }
 }
 
@@ -297,18 +395,20 @@ impl GrantOps for Grants {
         if results.iter().any(|r| !matches!(r, MapResult::Pending)) {
             return Err(BatchError::ResultNotPending);
         }
-        if requests.len() > self.pool_len {
+        // A batch never needs more slots than the pool has (a pool smaller than a batch keeps
+        // its old limit).
+        if requests.len() > MAX_BATCH.min(self.pool_len) {
             return Err(BatchError::TooLarge);
         }
         // Compacted arrays: entry `k` is request `which[k]`, mapped into pool slot `slots[k]`.
-        let mut pages = [core::ptr::null_mut::<b::page>(); MAX_POOL];
-        let mut slots = [usize::MAX; MAX_POOL];
-        let mut which = [usize::MAX; MAX_POOL];
-        let mut refs = [0u32; MAX_POOL];
-        let mut domids = [0u16; MAX_POOL];
-        let mut ro = [false; MAX_POOL];
-        let mut handles: [b::grant_handle_t; MAX_POOL] = [0; MAX_POOL];
-        let mut status = [0i16; MAX_POOL];
+        let mut pages = [core::ptr::null_mut::<b::page>(); MAX_BATCH];
+        let mut slots = [usize::MAX; MAX_BATCH];
+        let mut which = [usize::MAX; MAX_BATCH];
+        let mut refs = [0u32; MAX_BATCH];
+        let mut domids = [0u16; MAX_BATCH];
+        let mut ro = [false; MAX_BATCH];
+        let mut handles: [b::grant_handle_t; MAX_BATCH] = [0; MAX_BATCH];
+        let mut status = [0i16; MAX_BATCH];
         let mut n = 0usize;
         for (i, (req, res)) in requests.iter().zip(results.iter_mut()).enumerate() {
             let (Some(p), Some(s), Some(w), Some(r), Some(d), Some(o)) = (
@@ -326,11 +426,13 @@ impl GrantOps for Grants {
                 *res = MapResult::Failed(GrantError::NoSpace);
                 continue;
             };
-            *p = self
-                .pool
-                .get(slot)
-                .copied()
-                .unwrap_or(core::ptr::null_mut());
+            let Some(page) = self.slot_page(slot) else {
+                // No page for the slot (out of memory): this request fails, not the batch.
+                self.release_slot(slot);
+                *res = MapResult::Failed(GrantError::NoSpace);
+                continue;
+            };
+            *p = page.as_ptr();
             *s = slot;
             *w = i;
             *r = req.gref.raw();
@@ -342,8 +444,8 @@ impl GrantOps for Grants {
         if count == 0 {
             return Ok(());
         }
-        // SAFETY: the first `n` entries of every array are initialised, each page a pool page
-        // (`slot < pool_len`) reserved for this entry alone.
+        // SAFETY: the first `n` entries of every array are initialised, each page the pool page
+        // of a slot claimed for this entry alone.
         let _ = unsafe {
             b::xpvrs_map_grants(
                 pages.as_mut_ptr(),
@@ -370,18 +472,20 @@ impl GrantOps for Grants {
                 Ok(()) => {
                     // SAFETY: `page` is a pool page (a live `struct page`).
                     let addr = unsafe { b::xpvrs_page_address(page) };
-                    match NonNull::new(addr.cast::<u8>()) {
-                        Some(addr) => {
+                    match (NonNull::new(addr.cast::<u8>()), NonNull::new(page)) {
+                        (Some(addr), Some(page)) => {
                             stats::inc(&stats::MAPPINGS);
-                            // INVARIANT: slot `slot` is busy and now holds this mapping.
+                            // INVARIANT: slot `slot` is busy and its page now holds this
+                            // mapping.
                             *res = MapResult::Mapped(Mapping {
                                 index: slot,
+                                page,
                                 addr,
                                 handle: h,
                                 readonly,
                             });
                         }
-                        None => *res = MapResult::Failed(GrantError::BadVirtAddr),
+                        _ => *res = MapResult::Failed(GrantError::BadVirtAddr),
                     }
                 }
                 Err(e) => {
@@ -401,31 +505,37 @@ impl GrantOps for Grants {
         if mappings.len() != results.len() {
             return Err(BatchError::LengthMismatch);
         }
-        if mappings.len() > MAX_POOL {
+        if mappings.len() > MAX_BATCH {
             return Err(BatchError::TooLarge);
         }
-        let mut pages = [core::ptr::null_mut::<b::page>(); MAX_POOL];
-        let mut handles: [b::grant_handle_t; MAX_POOL] = [0; MAX_POOL];
-        let mut which = [usize::MAX; MAX_POOL];
-        let mut status = [0i16; MAX_POOL];
+        let mut pages = [core::ptr::null_mut::<b::page>(); MAX_BATCH];
+        let mut handles: [b::grant_handle_t; MAX_BATCH] = [0; MAX_BATCH];
+        let mut which = [usize::MAX; MAX_BATCH];
+        let mut status = [0i16; MAX_BATCH];
+        for r in results.iter_mut() {
+            *r = UnmapResult::Skipped;
+        }
         let mut n = 0usize;
-        for (i, m) in mappings.iter().enumerate() {
+        for (i, (m, res)) in mappings.iter().zip(results.iter_mut()).enumerate() {
             let Some(m) = m else { continue };
+            // A mapping of another pool (a caller's mix-up) is left alone: releasing its slot
+            // here would free one of ours.
+            let ours = self
+                .pages
+                .get(m.index)
+                .is_some_and(|c| c.load(Ordering::Acquire) == m.page.as_ptr());
+            if !ours {
+                *res = UnmapResult::Failed(GrantError::BadHandle);
+                continue;
+            }
             if let (Some(p), Some(h), Some(w)) =
                 (pages.get_mut(n), handles.get_mut(n), which.get_mut(n))
             {
-                *p = self
-                    .pool
-                    .get(m.index)
-                    .copied()
-                    .unwrap_or(core::ptr::null_mut());
+                *p = m.page.as_ptr();
                 *h = m.handle;
                 *w = i;
                 n += 1;
             }
-        }
-        for r in results.iter_mut() {
-            *r = UnmapResult::Skipped;
         }
         let count = u32::try_from(n).map_err(|_| BatchError::TooLarge)?;
         if count == 0 {
@@ -468,7 +578,7 @@ impl GrantOps for Grants {
         if ops.len() != results.len() {
             return Err(BatchError::LengthMismatch);
         }
-        if ops.len() > MAX_POOL {
+        if ops.len() > MAX_BATCH {
             return Err(BatchError::TooLarge);
         }
         let end = || b::xpvrs_copy_end {
@@ -477,11 +587,11 @@ impl GrantOps for Grants {
             offset: 0,
             is_gref: false,
         };
-        let mut src = [end(); MAX_POOL];
-        let mut dst = [end(); MAX_POOL];
-        let mut len = [0u16; MAX_POOL];
-        let mut status = [0i16; MAX_POOL];
-        let mut which = [usize::MAX; MAX_POOL];
+        let mut src = [end(); MAX_BATCH];
+        let mut dst = [end(); MAX_BATCH];
+        let mut len = [0u16; MAX_BATCH];
+        let mut status = [0i16; MAX_BATCH];
+        let mut which = [usize::MAX; MAX_BATCH];
         let mut n = 0usize;
         for (i, (op, res)) in ops.iter().zip(results.iter_mut()).enumerate() {
             // Xen's own check, done here first: a bad slot costs its result only.

@@ -16,6 +16,7 @@
 //! | [`evtchn`] | `xenbus_alloc_evtchn`, `bind_*_lateeoi`, `xen_irq_lateeoi` | [`evtchn::Channel`], an implementation of xen-evtchn's `EvtchnOps` with late EOI |
 //! | [`ring`] | `xenbus_setup_ring`, `xenbus_map_ring_valloc` | ring pages implementing xen-ring's `SharedMemory` |
 //! | [`blk`] | blk-mq tag sets, `gendisk`, requests | [`blk::Disk`], [`blk::Request`]: a multi-queue disk served by safe code |
+//! | [`bio`] | `bdev_file_open_by_dev`, `bio_alloc`, `submit_bio` | [`bio::BlockDevice`], [`bio::BioCtx`]: a backend's disk and its asynchronous I/O |
 //! | [`stats`] | | counters of live grants, mappings and rings, for leak checks |
 //!
 //! # Safety story
@@ -31,6 +32,7 @@
 /// The prefix of this crate's `pr_*!` messages.
 const __LOG_PREFIX: &[u8] = b"xen_kernel\0";
 
+pub mod bio;
 pub mod blk;
 pub mod bus;
 pub mod evtchn;

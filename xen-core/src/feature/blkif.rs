@@ -52,6 +52,8 @@ const _: () = assert!(
 pub const MAX_QUEUES: u32 = 64;
 /// The native ABI string for `protocol` (`XEN_IO_PROTO_ABI_X86_64`).
 pub const PROTOCOL_NATIVE: &str = "x86_64-abi";
+/// `protocol` of a 32-bit x86 frontend (108-byte request slots).
+pub const PROTOCOL_X86_32: &str = "x86_32-abi";
 /// Largest logical sector size a Linux block device can have (one page).
 pub const MAX_SECTOR_SIZE: u32 = 4096;
 /// Largest physical sector size we accept.
@@ -190,7 +192,8 @@ impl FrontRequest {
         let mut buf = [0u8; super::VALUE_MAX];
         match keys.read(K_PROTOCOL, &mut buf) {
             Ok(None) => {}
-            Ok(Some(p)) if p == PROTOCOL_NATIVE.as_bytes() => {}
+            // The backend serves both layouts; the glue reads which one to use.
+            Ok(Some(p)) if p == PROTOCOL_NATIVE.as_bytes() || p == PROTOCOL_X86_32.as_bytes() => {}
             Ok(Some(_)) | Err(crate::xs::Error::NoSpace) => {
                 return Err(FeatureError::Unsupported(K_PROTOCOL))
             }
@@ -601,9 +604,11 @@ mod tests {
             Err(FeatureError::OutOfRange(K_NUM_QUEUES))
         );
         assert_eq!(
-            read(&[(K_PROTOCOL, "x86_32-abi")]),
+            read(&[(K_PROTOCOL, "x86_16-abi")]),
             Err(FeatureError::Unsupported(K_PROTOCOL))
         );
+        // Both x86 layouts are served (the glue picks the slot size from the same key).
+        assert!(read(&[(K_PROTOCOL, "x86_32-abi")]).is_ok());
         // The frontend wanting persistent grants does not turn them on if we did not offer them.
         assert_eq!(
             read(&[(K_ORDER, "2"), (K_NUM_QUEUES, "4"), (K_PERSISTENT, "1")]),

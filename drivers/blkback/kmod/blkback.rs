@@ -1,0 +1,1068 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `xenpvrs_blkback`: the Xen virtual block device backend, xen-blkif's `BlkBack` engine
+//! serving a block device to a guest's frontend.
+//!
+//! One [`Dev`] per `backend/vbd/<domid>/<id>`, driven by the toolstack's keys exactly as `xl`
+//! writes them: at probe it offers ring order, queues and persistent grants and goes to
+//! InitWait; when the hotplug script publishes `physical-device` (`major:minor` in hex) it
+//! opens that block device (read-only unless `mode` has `w`; `xl`'s file disks arrive as loop
+//! devices); when the frontend has published its rings it maps them, binds the event
+//! channels, writes the disk's properties and goes to Connected. A frontend that closes gets
+//! the backend closed; the toolstack removing the directory removes the device.
+//!
+//! One [`Queue`] per ring: its engine (the same source the host simulator tests), its ring,
+//! event channel and map pool. Requests are validated by the engine before anything happens,
+//! their grants mapped in batches, and the bios built on the mapped guest pages (no copy).
+//! Bio completions arrive in interrupt context and only set a bit and kick the queue's work
+//! item; the work item answers, unmaps and takes more requests (bounded per run, late EOI).
+//! Teardown with I/O in flight waits for the bios to end before unmapping anything.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use echo_kenv::{Env, Mapped};
+use kernel::prelude::*;
+use kernel::str::CString;
+use kernel::sync::{Arc, ArcBorrow, CondVar, Mutex};
+use kernel::time::{msecs_to_jiffies, Ktime};
+use kernel::workqueue::{self, impl_has_work, new_work, Work, WorkItem};
+use kernel::{c_str, fmt, new_condvar, new_mutex};
+use xen_blkif::back::{Parts, MAX_SEGS};
+use xen_blkif::{
+    Abi, BackConfig, BlkBack, CacheSlot, Connection, Error as BlkError, Io, IoError, IoKind,
+    PendingSlot, SegState, Started, Storage, Tables,
+};
+use xen_core::feature::blkif::{read_queue, BackOffer, Discard, DiskInfo, FrontRequest};
+use xen_core::feature::{FeatureError, StoreDir};
+use xen_core::xs::{self, with_transaction, PathBuf, TxId, XenStore};
+use xen_evtchn::{EvtchnOps, Nanos};
+use xen_kernel::bio::{self, BioCtx, BlockDevice, IoOp};
+use xen_kernel::blk::DebugCounters;
+use xen_kernel::bus::{self, Device, DeviceHandle, Side};
+use xen_kernel::evtchn::Channel;
+use xen_kernel::grant::{Grants, MAX_POOL_PAGES};
+use xen_kernel::ring::BackRingPages;
+use xen_kernel::store::KernelStore;
+use xen_kernel::{stats, Kick, KickReason};
+use xen_sys::wire::blkif::VdiskInfo;
+use xen_sys::XenbusState;
+
+module! {
+    type: BlkBackModule,
+    name: "xenpvrs_blkback",
+    author: "xen-pv-rs",
+    description: "xen-pv-rs: Xen virtual block device backend",
+    license: "GPL",
+    alias: ["xen-backend:vbd"],
+}
+
+extern "C" {
+    fn xpvrs_blkback_max_queues() -> u32;
+    fn xpvrs_blkback_max_ring_page_order() -> u32;
+    fn xpvrs_blkback_max_persistent_grants() -> u32;
+    fn xpvrs_blkback_feature_persistent() -> bool;
+    fn xpvrs_blkback_online_cpus() -> u32;
+}
+
+/// A device directory path (on the stack: kernel stacks are small, device paths are short).
+type DevPath = PathBuf<{ xen_core::feature::KEY_PATH_MAX }>;
+
+/// Requests in flight per queue at most (pending slots; more wait on the ring).
+const DEPTH: usize = 64;
+/// Words of the completion bitmaps.
+const WORDS: usize = DEPTH / 64;
+const _: () = assert!(DEPTH % 64 == 0);
+/// Segments in flight per queue at most (each may hold a transient mapping).
+const INFLIGHT_SEGS: u32 = 1280;
+/// Most segments per indirect request we offer (Linux's maximum).
+const INDIRECT_SEGS: u16 = 256;
+/// How long teardown waits for a queue's bios to end before giving up on its memory.
+const DRAIN_WAIT_MS: u32 = 30_000;
+
+/// The backend's offer from the module parameters (queues capped by the CPUs, as Linux).
+fn offer() -> (BackOffer, usize) {
+    // SAFETY: the getters read module parameters; no preconditions.
+    let (queues, order, cache, persistent, cpus) = unsafe {
+        (
+            xpvrs_blkback_max_queues(),
+            xpvrs_blkback_max_ring_page_order(),
+            xpvrs_blkback_max_persistent_grants(),
+            xpvrs_blkback_feature_persistent(),
+            xpvrs_blkback_online_cpus(),
+        )
+    };
+    let offer = BackOffer {
+        max_ring_page_order: order.min(xen_core::feature::blkif::MAX_RING_PAGE_ORDER),
+        max_queues: queues.min(cpus).max(1),
+        persistent,
+    };
+    // The map pool holds the cache, the segments in flight, one request's indirect pages and
+    // one batch of evicted mappings.
+    let room = MAX_POOL_PAGES - INFLIGHT_SEGS as usize - 8 - xen_blkif::back::MAP_BATCH;
+    (offer, usize::try_from(cache).unwrap_or(0).min(room))
+}
+
+fn now() -> Nanos {
+    Nanos(u64::try_from(Ktime::ktime_get().to_ns()).unwrap_or(0))
+}
+
+// --- counters -----------------------------------------------------------------------------------
+
+const COUNTERS: usize = 16;
+const COUNTER_NAMES: [&kernel::str::CStr; COUNTERS] = [
+    c_str!("requests"),
+    c_str!("invalid"),
+    c_str!("map_failures"),
+    c_str!("io_errors"),
+    c_str!("segments"),
+    c_str!("indirect"),
+    c_str!("persistent_hits"),
+    c_str!("persistent_grants"),
+    c_str!("maps"),
+    c_str!("unmaps"),
+    c_str!("spurious_events"),
+    c_str!("stalls"),
+    c_str!("max_in_flight"),
+    c_str!("events"),
+    c_str!("flushes"),
+    c_str!("discards"),
+];
+
+// --- storage: bios on the mapped guest pages ----------------------------------------------------
+
+/// The engine's tables, on the heap (vmalloc for the large ones).
+struct KTables {
+    pending: KVec<PendingSlot>,
+    segs: KVVec<SegState<Mapped>>,
+    cache: KVVec<CacheSlot<Mapped>>,
+}
+
+impl KTables {
+    fn new(cache: usize) -> Result<KTables> {
+        let mut pending = KVec::with_capacity(DEPTH, GFP_KERNEL)?;
+        for _ in 0..DEPTH {
+            pending.push(PendingSlot::FREE, GFP_KERNEL)?;
+        }
+        let mut segs = KVVec::with_capacity(DEPTH * MAX_SEGS, GFP_KERNEL)?;
+        for _ in 0..DEPTH * MAX_SEGS {
+            segs.push(SegState::EMPTY, GFP_KERNEL)?;
+        }
+        let mut slots = KVVec::with_capacity(cache, GFP_KERNEL)?;
+        for _ in 0..cache {
+            slots.push(CacheSlot::EMPTY, GFP_KERNEL)?;
+        }
+        Ok(KTables {
+            pending,
+            segs,
+            cache: slots,
+        })
+    }
+}
+
+impl Tables<Mapped> for KTables {
+    fn parts(&mut self) -> Parts<'_, Mapped> {
+        Parts {
+            pending: &mut self.pending,
+            segs: &mut self.segs,
+            cache: &mut self.cache,
+        }
+    }
+
+    fn cache(&self) -> &[CacheSlot<Mapped>] {
+        &self.cache
+    }
+}
+
+/// The block device of one queue's requests, with one bio context per pending slot.
+///
+/// # Invariants
+///
+/// `ctxs[i]` has owner `queue` (a live `Queue`, kept alive by its device until every context
+/// is idle) and tag `i`; `ctxs` is never resized, so the contexts do not move.
+struct KStorage {
+    bdev: Arc<BlockDevice>,
+    ctxs: KVec<BioCtx>,
+    segs: KVec<bio::Segment>,
+    capacity: u64,
+    read_only: bool,
+}
+
+impl KStorage {
+    fn new(bdev: Arc<BlockDevice>, queue: &Arc<Queue>) -> Result<KStorage> {
+        let mut ctxs = KVec::with_capacity(DEPTH, GFP_KERNEL)?;
+        for i in 0..DEPTH {
+            let ctx = BioCtx::new(Queue::bio_done);
+            ctx.set_tag(u32::try_from(i).map_err(|_| EINVAL)?);
+            ctx.set_owner(core::ptr::from_ref::<Queue>(queue).cast_mut().cast());
+            ctxs.push(ctx, GFP_KERNEL)?;
+        }
+        let capacity = bdev.sectors();
+        let read_only = !bdev.writable() || bdev.read_only();
+        Ok(KStorage {
+            bdev,
+            ctxs,
+            segs: KVec::with_capacity(MAX_SEGS, GFP_KERNEL)?,
+            capacity,
+            read_only,
+        })
+    }
+
+    fn submit(&mut self, tag: usize, op: IoOp, io: &Io<'_, Mapped>) -> Started {
+        let Some(ctx) = self.ctxs.get(tag) else {
+            return Started::Done(Err(IoError));
+        };
+        // SAFETY: shrinking only; `bio::Segment` is `Copy` (nothing to drop).
+        unsafe { self.segs.set_len(0) };
+        for s in io.segments() {
+            let (Ok(offset), Ok(len)) = (u32::try_from(s.offset), u32::try_from(s.len)) else {
+                return Started::Done(Err(IoError));
+            };
+            let seg = bio::Segment {
+                page: s.page.page(),
+                offset,
+                len,
+            };
+            // Capacity is MAX_SEGS, the most a request has: no allocation here.
+            if self.segs.push(seg, GFP_ATOMIC).is_err() {
+                return Started::Done(Err(IoError));
+            }
+        }
+        // A flush has no range (Linux frontends send sector -1): start it at 0.
+        let sector = if op == IoOp::Flush { 0 } else { io.sector.0 };
+        // SAFETY: `ctx` stays at its address until its callback has run (type invariant: the
+        // queue keeps `ctxs` until no I/O is in flight); the pages are mappings the engine
+        // holds in this request's pending slot until `complete` for this tag, which only the
+        // callback triggers.
+        match unsafe { self.bdev.submit(ctx, op, sector, &self.segs) } {
+            Ok(()) => Started::Pending,
+            Err(_) => Started::Done(Err(IoError)),
+        }
+    }
+}
+
+impl Storage<Mapped> for KStorage {
+    fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn start(&mut self, tag: usize, io: &Io<'_, Mapped>) -> Started {
+        match io.kind {
+            IoKind::Read => self.submit(tag, IoOp::Read, io),
+            IoKind::Write { preflush, fua } => self.submit(tag, IoOp::Write { preflush, fua }, io),
+            IoKind::Flush => self.submit(tag, IoOp::Flush, io),
+            IoKind::Discard { sectors, secure } => {
+                if sectors == 0 {
+                    return Started::Done(Ok(()));
+                }
+                // Synchronous: we are in the queue's work item (process context).
+                let r = if secure {
+                    self.bdev.secure_erase(io.sector.0, sectors)
+                } else {
+                    self.bdev.discard(io.sector.0, sectors)
+                };
+                Started::Done(r.map_err(|_| IoError))
+            }
+        }
+    }
+}
+
+type Engine = BlkBack<Env<Queue>, KStorage, BackRingPages, KTables>;
+
+// --- one queue ----------------------------------------------------------------------------------
+
+struct QState {
+    engine: Option<KBox<Engine>>,
+    events: u64,
+}
+
+/// One ring with its engine.
+#[pin_data]
+struct Queue {
+    index: u32,
+    dev: DeviceHandle,
+    #[pin]
+    state: Mutex<QState>,
+    #[pin]
+    work: Work<Queue, 0>,
+    #[pin]
+    idle: CondVar,
+    event_kicked: AtomicBool,
+    /// Tags whose bios ended (set in interrupt context, taken by the work item).
+    done_bits: [AtomicU64; WORDS],
+    /// Of those, the ones that failed (set before the done bit).
+    err_bits: [AtomicU64; WORDS],
+    /// Completion callbacks running right now (teardown waits for zero).
+    callbacks: AtomicU32,
+    /// The ring broke: the device must close.
+    broken: AtomicBool,
+    counters: [AtomicU64; COUNTERS],
+}
+
+impl_has_work! {
+    impl HasWork<Self, 0> for Queue { self.work }
+}
+
+impl Kick for Queue {
+    fn kick(this: ArcBorrow<'_, Self>, reason: KickReason) {
+        if reason == KickReason::Event {
+            this.event_kicked.store(true, Ordering::Release);
+        }
+        let this: Arc<Self> = this.into();
+        let _ = workqueue::system_highpri().enqueue::<Arc<Queue>, 0>(this);
+    }
+}
+
+impl Queue {
+    fn new(index: u32, dev: DeviceHandle) -> Result<Arc<Queue>> {
+        Arc::pin_init(
+            pin_init!(Queue {
+                index,
+                dev,
+                state <- new_mutex!(QState {
+                    engine: None,
+                    events: 0,
+                }),
+                work <- new_work!("Queue::work"),
+                idle <- new_condvar!(),
+                event_kicked: AtomicBool::new(false),
+                done_bits: [const { AtomicU64::new(0) }; WORDS],
+                err_bits: [const { AtomicU64::new(0) }; WORDS],
+                callbacks: AtomicU32::new(0),
+                broken: AtomicBool::new(false),
+                counters: [const { AtomicU64::new(0) }; COUNTERS],
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// A bio context's I/O ended (any context, often a hard interrupt): record it and kick the
+    /// work item. Nothing here sleeps or locks.
+    fn bio_done(ctx: &BioCtx, result: Result) {
+        let owner = ctx.owner().cast::<Queue>().cast_const();
+        if owner.is_null() {
+            return;
+        }
+        // SAFETY: the owner is the live queue that submitted this I/O (KStorage invariant): its
+        // device keeps an `Arc` to it until `callbacks` is zero and no I/O is in flight.
+        let this = unsafe { ArcBorrow::from_raw(owner) };
+        this.callbacks.fetch_add(1, Ordering::AcqRel);
+        let tag = usize::try_from(ctx.tag()).unwrap_or(usize::MAX);
+        let (word, bit) = (tag / 64, 1u64 << (tag % 64));
+        if let (Some(d), Some(e)) = (this.done_bits.get(word), this.err_bits.get(word)) {
+            if result.is_err() {
+                e.fetch_or(bit, Ordering::AcqRel);
+            }
+            d.fetch_or(bit, Ordering::AcqRel);
+        }
+        let arc: Arc<Queue> = this.into();
+        let _ = workqueue::system_highpri().enqueue::<Arc<Queue>, 0>(arc);
+        this.callbacks.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Hands every recorded completion to the engine; returns how many.
+    fn reap(&self, engine: &mut Engine) -> usize {
+        let mut n = 0;
+        for (w, (d, e)) in self.done_bits.iter().zip(self.err_bits.iter()).enumerate() {
+            let bits = d.swap(0, Ordering::AcqRel);
+            if bits == 0 {
+                continue;
+            }
+            let errs = e.fetch_and(!bits, Ordering::AcqRel) & bits;
+            for b in 0..64 {
+                if bits & (1u64 << b) == 0 {
+                    continue;
+                }
+                let r = if errs & (1u64 << b) != 0 {
+                    Err(IoError)
+                } else {
+                    Ok(())
+                };
+                engine.complete(w * 64 + b, r);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn publish(&self, engine: &Engine, events: u64) {
+        let s = engine.stats();
+        let vals = [
+            s.requests,
+            s.invalid,
+            s.map_failures,
+            s.io_errors,
+            s.segments,
+            s.indirect,
+            s.persistent_hits,
+            engine.persistent_grants() as u64,
+            s.maps,
+            s.unmaps,
+            s.spurious_events,
+            s.stalls,
+            s.max_in_flight,
+            events,
+            s.flushes,
+            s.discards,
+        ];
+        for (c, v) in self.counters.iter().zip(vals) {
+            c.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Maps the frontend's ring, binds its port and builds the engine.
+    #[inline(never)]
+    fn setup(
+        self: &Arc<Self>,
+        ring: &xen_core::feature::blkif::QueueRing,
+        abi: Abi,
+        bdev: &Arc<BlockDevice>,
+        config: BackConfig,
+        cache: usize,
+    ) -> Result {
+        let front = self.dev.otherend_id();
+        let pages = BackRingPages::map(&self.dev, ring.refs())?;
+        let pool = cache + INFLIGHT_SEGS as usize + 8 + xen_blkif::back::MAP_BATCH;
+        let env = Env {
+            dev: self.dev.clone(),
+            grants: Grants::with_map_pool(pool)?,
+            chan: Channel::new(self.dev.clone(), self.clone(), c_str!("xenpvrs-blkback")),
+        };
+        let port = env.bind_interdomain(front, ring.port).map_err(|_| EIO)?;
+        let storage = KStorage::new(bdev.clone(), self)?;
+        let tables = KTables::new(cache)?;
+        let conn = Connection { abi, front, port };
+        let engine = Engine::new(env, storage, pages, conn, config, tables).map_err(|_| EINVAL)?;
+        let engine = KBox::new(engine, GFP_KERNEL)?;
+        let mut st = self.state.lock();
+        st.engine = Some(engine);
+        st.events = 0;
+        drop(st);
+        // Requests published before the port was bound raised no event: look once.
+        self.event_kicked.store(true, Ordering::Release);
+        let _ = workqueue::system_highpri().enqueue::<Arc<Queue>, 0>(self.clone());
+        Ok(())
+    }
+
+    /// Stops serving: disconnects the engine, waits (bounded) for its bios to end, and drops
+    /// it. Returns the engine's last counters.
+    fn shutdown(&self) -> Option<xen_blkif::BackStats> {
+        let mut guard = self.state.lock();
+        guard.engine.as_mut()?.disconnect();
+        let mut waited = 0u32;
+        loop {
+            let st = &mut *guard;
+            let engine = st.engine.as_mut()?;
+            let _ = self.reap(engine);
+            if engine.in_flight() == 0 && self.callbacks.load(Ordering::Acquire) == 0 {
+                let stats = engine.stats();
+                self.publish(engine, st.events);
+                let engine = st.engine.take();
+                drop(guard);
+                drop(engine);
+                return Some(stats);
+            }
+            if waited >= DRAIN_WAIT_MS {
+                pr_err!(
+                    "XENPVRS-BLKBACK {} q{}: {} requests still in flight after {} ms; leaking their mappings\n",
+                    self.dev.nodename(),
+                    self.index,
+                    engine.in_flight(),
+                    waited
+                );
+                // The bios still use the mapped pages and the contexts: never free them.
+                core::mem::forget(st.engine.take());
+                return None;
+            }
+            let _ = self
+                .idle
+                .wait_interruptible_timeout(&mut guard, msecs_to_jiffies(10));
+            waited += 10;
+        }
+    }
+}
+
+impl WorkItem<0> for Queue {
+    type Pointer = Arc<Queue>;
+
+    /// Completions first (they free room), then the ring; late EOI after an event.
+    fn run(this: Arc<Queue>) {
+        let mut guard = this.state.lock();
+        let st = &mut *guard;
+        let Some(engine) = st.engine.as_mut() else {
+            return;
+        };
+        let mut requeue = false;
+        let completed = this.reap(engine);
+        if completed > 0 && engine.is_connected() {
+            if let Ok(p) = engine.resume() {
+                requeue |= p.more;
+            }
+        }
+        if this.event_kicked.swap(false, Ordering::AcqRel) {
+            st.events = st.events.wrapping_add(1);
+            let mut spurious = true;
+            let mut more = false;
+            match engine.handle_event(now()) {
+                Ok(p) => {
+                    spurious = p.done == 0;
+                    more = p.more;
+                }
+                Err(BlkError::Ring(e)) => {
+                    pr_warn!(
+                        "XENPVRS-BLKBACK {} q{}: frontend broke the ring ({:?}); disconnected\n",
+                        this.dev.nodename(),
+                        this.index,
+                        e
+                    );
+                    this.broken.store(true, Ordering::Release);
+                    let _ = this.dev.switch_state(XenbusState::Closing);
+                }
+                Err(_) => {}
+            }
+            if more {
+                // Budget spent with work left: come back without re-enabling the port.
+                this.event_kicked.store(true, Ordering::Release);
+                requeue = true;
+            } else {
+                engine.env().chan.eoi(spurious);
+            }
+        }
+        let events = st.events;
+        this.publish(engine, events);
+        drop(guard);
+        this.idle.notify_all();
+        if requeue {
+            let _ = workqueue::system_highpri().enqueue::<Arc<Queue>, 0>(this.clone());
+        }
+    }
+}
+
+// --- one device ---------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// InitWait: waiting for the block device and the frontend's rings.
+    Waiting,
+    /// Serving.
+    Connected,
+    /// The frontend closed (or broke the ring): nothing is mapped.
+    Closed,
+}
+
+/// The backing device as the toolstack described it.
+struct Backing {
+    bdev: Arc<BlockDevice>,
+    major: u32,
+    minor: u32,
+    cdrom: bool,
+    discard: bool,
+}
+
+struct Ctl {
+    store: Option<KernelStore<Dev>>,
+    phase: Phase,
+    offer: BackOffer,
+    cache: usize,
+    backing: Option<Backing>,
+    queues: KVec<Arc<Queue>>,
+    debug: KVec<DebugCounters>,
+    connections: u32,
+}
+
+/// One virtual block device.
+#[pin_data]
+struct Dev {
+    handle: DeviceHandle,
+    domid: u16,
+    devid: u32,
+    #[pin]
+    ctl: Mutex<Ctl>,
+    #[pin]
+    ctl_work: Work<Dev, 0>,
+    front_state: AtomicU32,
+}
+
+impl_has_work! {
+    impl HasWork<Self, 0> for Dev { self.ctl_work }
+}
+
+impl Kick for Dev {
+    fn kick(this: ArcBorrow<'_, Self>, _reason: KickReason) {
+        let this: Arc<Self> = this.into();
+        let _ = workqueue::system().enqueue::<Arc<Dev>, 0>(this);
+    }
+}
+
+/// Why a step of the handshake failed.
+#[derive(Debug)]
+enum HandshakeError {
+    Kernel(Error),
+    Feature(FeatureError),
+    Store(xs::Error),
+    Bad(&'static str),
+}
+
+impl From<Error> for HandshakeError {
+    fn from(e: Error) -> Self {
+        HandshakeError::Kernel(e)
+    }
+}
+
+impl From<kernel::alloc::AllocError> for HandshakeError {
+    fn from(_: kernel::alloc::AllocError) -> Self {
+        HandshakeError::Kernel(ENOMEM)
+    }
+}
+
+impl From<FeatureError> for HandshakeError {
+    fn from(e: FeatureError) -> Self {
+        HandshakeError::Feature(e)
+    }
+}
+
+impl From<xs::Error> for HandshakeError {
+    fn from(e: xs::Error) -> Self {
+        HandshakeError::Store(e)
+    }
+}
+
+impl core::fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            HandshakeError::Kernel(e) => write!(f, "kernel error {:?}", e),
+            HandshakeError::Feature(e) => write!(f, "{}", e),
+            HandshakeError::Store(e) => write!(f, "xenstore error {:?}", e),
+            HandshakeError::Bad(what) => write!(f, "{}", what),
+        }
+    }
+}
+
+/// Parses `physical-device`: `major:minor` in hex, as the hotplug scripts write it.
+fn parse_physical(v: &[u8]) -> Option<(u32, u32)> {
+    let s = core::str::from_utf8(v).ok()?.trim();
+    let (major, minor) = s.split_once(':')?;
+    let major = u32::from_str_radix(major, 16).ok()?;
+    let minor = u32::from_str_radix(minor, 16).ok()?;
+    (major < 4096 && minor < (1 << 20)).then_some((major, minor))
+}
+
+impl WorkItem<0> for Dev {
+    type Pointer = Arc<Dev>;
+
+    /// Moves the handshake along after a watch or a frontend state change.
+    fn run(this: Arc<Dev>) {
+        let front = XenbusState::try_from(this.front_state.load(Ordering::Acquire))
+            .unwrap_or(XenbusState::Unknown);
+        let mut guard = this.ctl.lock();
+        let ctl = &mut *guard;
+        if ctl.backing.is_none() {
+            match this.open_backing(ctl) {
+                Ok(()) => {}
+                Err(e) => {
+                    pr_err!(
+                        "XENPVRS-BLKBACK {}: cannot use the backing device: {}\n",
+                        this.handle.nodename(),
+                        e
+                    );
+                    let _ = this.handle.switch_state(XenbusState::Closing);
+                    return;
+                }
+            }
+        }
+        if ctl.queues.iter().any(|q| q.broken.load(Ordering::Acquire)) {
+            this.disconnect(ctl);
+            ctl.phase = Phase::Closed;
+        }
+        let result = match (ctl.phase, front) {
+            (Phase::Waiting, XenbusState::Initialised | XenbusState::Connected)
+                if ctl.backing.is_some() =>
+            {
+                this.connect(ctl)
+            }
+            (Phase::Connected | Phase::Waiting, XenbusState::Closing) => {
+                this.disconnect(ctl);
+                ctl.phase = Phase::Closed;
+                let _ = this.handle.switch_state(XenbusState::Closing);
+                Ok(())
+            }
+            (_, XenbusState::Closed | XenbusState::Unknown) => {
+                this.disconnect(ctl);
+                if ctl.phase != Phase::Waiting || front == XenbusState::Closed {
+                    ctl.phase = Phase::Closed;
+                    let _ = this.handle.switch_state(XenbusState::Closed);
+                }
+                Ok(())
+            }
+            (Phase::Closed, XenbusState::Initialising | XenbusState::InitWait) => {
+                // A frontend starting over (module reload, rebind): offer again.
+                this.reoffer(ctl)
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            pr_err!(
+                "XENPVRS-BLKBACK {}: handshake failed ({}) in phase {:?}, frontend {:?}\n",
+                this.handle.nodename(),
+                e,
+                ctl.phase,
+                front
+            );
+            this.disconnect(ctl);
+            ctl.phase = Phase::Closed;
+            let _ = this.handle.switch_state(XenbusState::Closing);
+        }
+    }
+}
+
+impl Dev {
+    fn nodename(&self) -> Result<DevPath, HandshakeError> {
+        let s = self.handle.nodename().to_str().map_err(|_| EINVAL)?;
+        Ok(PathBuf::try_from_str(s)?)
+    }
+
+    fn otherend(&self) -> Result<DevPath, HandshakeError> {
+        let s = self.handle.otherend().ok_or(EINVAL)?;
+        let s = s.to_str().map_err(|_| EINVAL)?;
+        Ok(PathBuf::try_from_str(s)?)
+    }
+
+    /// Reads one of our own keys (`None` if absent).
+    fn read_key<'a>(
+        &self,
+        store: &mut KernelStore<Dev>,
+        key: &str,
+        buf: &'a mut [u8],
+    ) -> Result<Option<&'a [u8]>, HandshakeError> {
+        let mut path = self.nodename()?;
+        path.join(key)?;
+        match store.read(TxId::NONE, path.as_path()?, buf) {
+            Ok(n) => Ok(buf.get(..n)),
+            Err(xs::Error::Daemon(xs::Errno::Enoent)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens the block device once the hotplug script has named it.
+    #[inline(never)]
+    fn open_backing(&self, ctl: &mut Ctl) -> Result<(), HandshakeError> {
+        let store = ctl.store.as_mut().ok_or(EINVAL)?;
+        let mut buf = [0u8; 64];
+        let Some(v) = self.read_key(store, "physical-device", &mut buf)? else {
+            return Ok(());
+        };
+        let (major, minor) = parse_physical(v).ok_or(HandshakeError::Bad("bad physical-device"))?;
+        let mut buf = [0u8; 16];
+        let writable = self
+            .read_key(store, "mode", &mut buf)?
+            .is_some_and(|m| m.contains(&b'w'));
+        let mut buf = [0u8; 16];
+        let cdrom = self
+            .read_key(store, "device-type", &mut buf)?
+            .is_some_and(|t| t == b"cdrom");
+        let mut buf = [0u8; 16];
+        let discard = self
+            .read_key(store, "discard-enable", &mut buf)?
+            .map_or(true, |d| d != b"0");
+        let bdev = BlockDevice::open(major, minor, writable)?;
+        let bdev = Arc::new(bdev, GFP_KERNEL)?;
+        pr_info!(
+            "XENPVRS-BLKBACK {}: physical-device {:x}:{:x} mode {} sectors {}\n",
+            self.handle.nodename(),
+            major,
+            minor,
+            if writable { "w" } else { "r" },
+            bdev.sectors()
+        );
+        ctl.backing = Some(Backing {
+            bdev,
+            major,
+            minor,
+            cdrom,
+            discard,
+        });
+        Ok(())
+    }
+
+    /// Writes the offer and goes (back) to InitWait.
+    fn reoffer(&self, ctl: &mut Ctl) -> Result<(), HandshakeError> {
+        let store = ctl.store.as_mut().ok_or(EINVAL)?;
+        let me = self.nodename()?;
+        let offer = ctl.offer;
+        offer.write(&mut StoreDir::new(store, me.as_path()?, TxId::NONE))?;
+        self.handle.switch_state(XenbusState::InitWait)?;
+        ctl.phase = Phase::Waiting;
+        Ok(())
+    }
+
+    /// The frontend published its rings: map them, start the engines, describe the disk and
+    /// go to Connected.
+    #[inline(never)]
+    fn connect(self: &Arc<Self>, ctl: &mut Ctl) -> Result<(), HandshakeError> {
+        let backing = ctl.backing.as_ref().ok_or(EINVAL)?;
+        let bdev = backing.bdev.clone();
+        let store = ctl.store.as_mut().ok_or(EINVAL)?;
+        let other = self.otherend()?;
+        let req = FrontRequest::read(
+            &mut StoreDir::new(store, other.as_path()?, TxId::NONE),
+            &ctl.offer,
+        )?;
+        let abi = {
+            let mut path = other.clone();
+            path.join("protocol")?;
+            let mut buf = [0u8; 32];
+            match store.read(TxId::NONE, path.as_path()?, &mut buf) {
+                Ok(n) => {
+                    Abi::from_name(buf.get(..n).unwrap_or(&[])).ok_or(HandshakeError::Bad(
+                        "unknown protocol",
+                    ))?
+                }
+                Err(xs::Error::Daemon(xs::Errno::Enoent)) => Abi::X86_64,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let read_only = !bdev.writable() || bdev.read_only();
+        let flush = bdev.write_cache() && !read_only;
+        let discard = backing.discard && bdev.discard_supported() && !read_only;
+        let secure = discard && bdev.secure_erase_supported();
+        let config = BackConfig {
+            flush,
+            barrier: !read_only,
+            discard,
+            secure_discard: secure,
+            max_indirect_segments: INDIRECT_SEGS,
+            persistent: req.persistent,
+            budget: 64,
+            max_inflight_segments: INFLIGHT_SEGS,
+            ..BackConfig::default()
+        };
+        let mut info = VdiskInfo::empty();
+        if read_only {
+            info |= VdiskInfo::READONLY;
+        }
+        if backing.cdrom {
+            info |= VdiskInfo::CDROM;
+        }
+        let disk = DiskInfo {
+            sectors: bdev.sectors(),
+            info,
+            sector_size: bdev.logical_block_size(),
+            physical_sector_size: bdev.physical_block_size(),
+            flush_cache: flush,
+            barrier: !read_only,
+            discard: discard.then(|| Discard {
+                granularity: bdev.discard_granularity().max(bdev.logical_block_size()),
+                alignment: bdev.discard_alignment(),
+                secure,
+            }),
+            max_indirect_segments: Some(u32::from(INDIRECT_SEGS)),
+            persistent: req.persistent,
+        };
+        let nq = req.num_queues;
+        let mut queues = KVec::with_capacity(usize::try_from(nq).unwrap_or(0), GFP_KERNEL)?;
+        for q in 0..nq {
+            let ring = read_queue(
+                &mut StoreDir::new(store, other.as_path()?, TxId::NONE),
+                &req,
+                q,
+            )?;
+            let queue = Queue::new(q, self.handle.clone())?;
+            // Keep it first: a failed setup is torn down with the others.
+            queues.push(queue.clone(), GFP_KERNEL)?;
+            ctl.queues = core::mem::take(&mut queues);
+            queue.setup(&ring, abi, &bdev, config, ctl.cache)?;
+            queues = core::mem::take(&mut ctl.queues);
+        }
+        ctl.queues = queues;
+        let me = self.nodename()?;
+        let store = ctl.store.as_mut().ok_or(EINVAL)?;
+        with_transaction(store, 16, |st, tx| -> Result<(), FeatureError> {
+            disk.write(&mut StoreDir::new(st, me.as_path()?, tx))
+        })?;
+        self.handle.switch_state(XenbusState::Connected)?;
+        ctl.phase = Phase::Connected;
+        ctl.connections = ctl.connections.wrapping_add(1);
+        ctl.debug = KVec::new();
+        for q in ctl.queues.iter() {
+            let name = CString::try_from_fmt(fmt!(
+                "xenpvrs-blkback-{}-{}-q{}",
+                self.domid,
+                self.devid,
+                q.index
+            ))?;
+            let vals = core::ptr::from_ref(&q.counters).cast_mut().cast::<[u64; COUNTERS]>();
+            // SAFETY: `q.counters` lives in the queue's `Arc`, which `ctl.queues` keeps for as
+            // long as `ctl.debug` (dropped first in `disconnect`).
+            if let Some(d) = unsafe { DebugCounters::new(&name, &COUNTER_NAMES, vals) } {
+                ctl.debug.push(d, GFP_KERNEL)?;
+            }
+        }
+        pr_info!(
+            "XENPVRS-BLKBACK {}: using {} queues, protocol {}, {}ring pages {}, indirect segments {}, sectors {}, sector-size {}, mode {}, flush {}, discard {}, secure-discard {}\n",
+            self.handle.nodename(),
+            nq,
+            abi.name(),
+            if req.persistent { "persistent grants, " } else { "" },
+            req.nr_ring_pages(),
+            INDIRECT_SEGS,
+            disk.sectors,
+            disk.sector_size,
+            if read_only { "r" } else { "w" },
+            u8::from(flush),
+            u8::from(discard),
+            u8::from(secure)
+        );
+        Ok(())
+    }
+
+    /// Stops every queue (waiting for their I/O) and drops them. Idempotent.
+    fn disconnect(&self, ctl: &mut Ctl) {
+        ctl.debug = KVec::new();
+        let queues = core::mem::take(&mut ctl.queues);
+        for q in queues.iter() {
+            if let Some(s) = q.shutdown() {
+                pr_info!(
+                    "XENPVRS-BLKBACK {} q{}: disconnected requests={} invalid={} map_failures={} io_errors={} segments={} indirect={} persistent_hits={} maps={} unmaps={} stalls={} max_in_flight={} flushes={} discards={}\n",
+                    self.handle.nodename(),
+                    q.index,
+                    s.requests,
+                    s.invalid,
+                    s.map_failures,
+                    s.io_errors,
+                    s.segments,
+                    s.indirect,
+                    s.persistent_hits,
+                    s.maps,
+                    s.unmaps,
+                    s.stalls,
+                    s.max_in_flight,
+                    s.flushes,
+                    s.discards
+                );
+            }
+            // SAFETY: `work` is an initialised work item embedded in the live queue.
+            unsafe { kernel::bindings::cancel_work_sync(Work::raw_get(&q.work)) };
+        }
+    }
+}
+
+struct Driver;
+
+impl bus::Driver for Driver {
+    type Data = Dev;
+    const SIDE: Side = Side::Backend;
+    const TYPE: &'static kernel::str::CStr = c_str!("vbd");
+
+    fn probe(dev: &Device) -> Result<Arc<Dev>> {
+        let (offer, cache) = offer();
+        // backend/vbd/<domid>/<devid>
+        let node = dev.nodename().to_str().map_err(|_| EINVAL)?;
+        let mut parts = node.rsplit('/');
+        let devid = parts.next().and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+        let domid = parts.next().and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+        let this = Arc::pin_init(
+            pin_init!(Dev {
+                handle: dev.handle(),
+                domid,
+                devid,
+                ctl <- new_mutex!(Ctl {
+                    store: None,
+                    phase: Phase::Waiting,
+                    offer,
+                    cache,
+                    backing: None,
+                    queues: KVec::new(),
+                    debug: KVec::new(),
+                    connections: 0,
+                }),
+                ctl_work <- new_work!("Dev::ctl_work"),
+                front_state: AtomicU32::new(u32::from(XenbusState::Unknown)),
+            }),
+            GFP_KERNEL,
+        )?;
+        let result = (|| -> Result<(), HandshakeError> {
+            let mut guard = this.ctl.lock();
+            let ctl = &mut *guard;
+            let store = ctl.store.insert(KernelStore::new(this.clone()));
+            // The hotplug script writes physical-device after we exist: watch for it.
+            let mut watched = this.nodename()?;
+            watched.join("physical-device")?;
+            store.watch(watched.as_path()?)?;
+            this.reoffer(ctl)
+        })();
+        if let Err(e) = result {
+            pr_err!(
+                "XENPVRS-BLKBACK {}: probe failed: {}\n",
+                dev.nodename(),
+                e
+            );
+            teardown(&this);
+            return Err(EIO);
+        }
+        pr_info!(
+            "XENPVRS-BLKBACK probe {} frontend-id={}\n",
+            dev.nodename(),
+            dev.otherend_id().raw()
+        );
+        Ok(this)
+    }
+
+    fn otherend_changed(data: ArcBorrow<'_, Dev>, _dev: &Device, state: XenbusState) {
+        data.front_state.store(u32::from(state), Ordering::Release);
+        Dev::kick(data, KickReason::Watch);
+    }
+
+    fn remove(this: Arc<Dev>, _dev: &Device) {
+        teardown(&this);
+        pr_info!("XENPVRS-BLKBACK removed {}\n", this.handle.nodename());
+    }
+}
+
+/// Stops the queues (waiting for their I/O), unregisters the watch and closes the block
+/// device; nothing refers to the device afterwards.
+fn teardown(this: &Arc<Dev>) {
+    let (store, backing) = {
+        let mut guard = this.ctl.lock();
+        let ctl = &mut *guard;
+        this.disconnect(ctl);
+        if let Some(b) = ctl.backing.as_ref() {
+            pr_info!(
+                "XENPVRS-BLKBACK {}: releasing {:x}:{:x} after {} connections\n",
+                this.handle.nodename(),
+                b.major,
+                b.minor,
+                ctl.connections
+            );
+        }
+        (ctl.store.take(), ctl.backing.take())
+    };
+    drop(store);
+    // SAFETY: `ctl_work` is an initialised work item embedded in the live `Dev`.
+    unsafe { kernel::bindings::cancel_work_sync(Work::raw_get(&this.ctl_work)) };
+    drop(backing);
+}
+
+/// Fields drop in order: the registration first (removing every device), then the report.
+struct BlkBackModule {
+    _reg: Pin<KBox<bus::Registration<Driver>>>,
+    _report: stats::UnloadReport,
+}
+
+impl kernel::Module for BlkBackModule {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        if !xen_kernel::xen_domain() {
+            return Err(ENODEV);
+        }
+        let reg = KBox::pin_init(
+            bus::Registration::<Driver>::new(c_str!("xenpvrs-blkback")),
+            GFP_KERNEL,
+        )?;
+        pr_info!("XENPVRS-BLKBACK loaded\n");
+        Ok(BlkBackModule {
+            _reg: reg,
+            _report: stats::UnloadReport("XENPVRS-BLKBACK"),
+        })
+    }
+}

@@ -1,0 +1,37 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Module parameters of xenpvrs_blkback: the same names and defaults as Linux's xen-blkback
+ * where it has them, so a user's modprobe options carry over. The Rust module reads them
+ * through the getters below (Rust's module! macro in Linux 6.12 has no parameters).
+ */
+#include <linux/module.h>
+#include <linux/moduleparam.h>
+#include <linux/cpumask.h>
+
+unsigned int xpvrs_blkback_max_queues(void);
+unsigned int xpvrs_blkback_max_ring_page_order(void);
+unsigned int xpvrs_blkback_max_persistent_grants(void);
+bool xpvrs_blkback_feature_persistent(void);
+unsigned int xpvrs_blkback_online_cpus(void);
+
+static unsigned int max_queues = 4;
+module_param(max_queues, uint, 0644);
+MODULE_PARM_DESC(max_queues, "Maximum number of hardware queues per virtual disk (capped by the CPUs)");
+
+static unsigned int max_ring_page_order = 4;
+module_param_named(max_ring_page_order, max_ring_page_order, uint, 0444);
+MODULE_PARM_DESC(max_ring_page_order, "Maximum order of pages to be used for the shared ring");
+
+static unsigned int max_persistent_grants = 1056;
+module_param_named(max_persistent_grants, max_persistent_grants, uint, 0644);
+MODULE_PARM_DESC(max_persistent_grants, "Maximum number of grants to map persistently per queue");
+
+static bool feature_persistent = true;
+module_param(feature_persistent, bool, 0644);
+MODULE_PARM_DESC(feature_persistent, "Enables the persistent grants feature");
+
+unsigned int xpvrs_blkback_max_queues(void) { return READ_ONCE(max_queues); }
+unsigned int xpvrs_blkback_max_ring_page_order(void) { return max_ring_page_order; }
+unsigned int xpvrs_blkback_max_persistent_grants(void) { return READ_ONCE(max_persistent_grants); }
+bool xpvrs_blkback_feature_persistent(void) { return READ_ONCE(feature_persistent); }
+unsigned int xpvrs_blkback_online_cpus(void) { return num_online_cpus(); }

@@ -1,0 +1,339 @@
+# Block scenarios' shared steps (installed as /lib/xen-pv-rs-blk.sh): the same integrity and
+# detach checks run with either backend in dom0 and either frontend in the guest. A scenario
+# sets BLK_BACK (c: Linux's xen-blkback, rust: xenpvrs_blkback) and BLK_FRONT (c: Linux's
+# xen-blkfront, rust: xenpvrs_blkfront) before sourcing this file.
+
+# --- dom0 ----------------------------------------------------------------------------------
+
+blk_load_back() {
+    case "$BLK_BACK" in
+    c) check modprobe-blkback modprobe xen-blkback ;;
+    rust)
+        if grep -q '^xen_blkback ' /proc/modules; then
+            fail "Linux's blkback is loaded: it would take the vbd devices"
+            return 1
+        fi
+        check modprobe-rust-blkback modprobe xenpvrs_blkback
+        ;;
+    esac
+}
+
+# blk_back_stats DOMID VDEV: print the backend's counters for one disk and check that flushes
+# and discards reached it.
+blk_back_stats() {
+    case "$BLK_BACK" in
+    c)
+        _st=/sys/bus/xen-backend/devices/vbd-$1-$2/statistics
+        _f=$(cat "$_st/f_req")
+        _ds=$(cat "$_st/ds_req")
+        log "blkback vbd-$1-$2: f_req=$_f ds_req=$_ds rd_req=$(cat "$_st/rd_req") wr_req=$(cat "$_st/wr_req")"
+        ;;
+    rust)
+        _f=0
+        _ds=0
+        for _q in /sys/kernel/debug/xenpvrs-blkback-$1-$2-q*; do
+            [ -d "$_q" ] || continue
+            log "counters ${_q##*/}: $(for c in "$_q"/*; do printf '%s=%s ' "${c##*/}" "$(cat "$c")"; done)"
+            _f=$((_f + $(cat "$_q/flushes")))
+            _ds=$((_ds + $(cat "$_q/discards")))
+        done
+        ;;
+    esac
+    [ "${_f:-0}" -gt 0 ] || fail "vbd $2: no flush reached the backend"
+    [ "${_ds:-0}" -gt 0 ] || fail "vbd $2: no discard reached the backend"
+}
+
+# blk_back_connected VDEV QUEUES PAGES: our backend's dmesg line for the disk says so.
+blk_back_connected() {
+    [ "$BLK_BACK" = rust ] || return 0
+    KLAST=$(dmesg | grep -a "XENPVRS-BLKBACK backend/vbd/[0-9]*/$1: using" | tail -1)
+    log "vbd $1: ${KLAST#*XENPVRS-BLKBACK }"
+    check_eq "back-$1-queues" "$2" "$(echo "$KLAST" | sed -n 's/.*using \([0-9]*\) queues.*/\1/p')"
+    check_eq "back-$1-ring-pages" "$3" "$(echo "$KLAST" | sed -n 's/.*ring pages \([0-9]*\).*/\1/p')"
+    case "$KLAST" in
+    *"protocol x86_64-abi, persistent grants"*) log "CHECK back-$1-persistent ok" ;;
+    *) fail "vbd $1: not x86_64-abi with persistent grants" ;;
+    esac
+}
+
+# blk_unload_back: once no guest uses a disk, our backend unloads and gave everything back.
+blk_unload_back() {
+    [ "$BLK_BACK" = rust ] || return 0
+    _n=60
+    while ls /sys/bus/xen-backend/devices/ 2>/dev/null | grep -q '^vbd-' && [ $_n -gt 0 ]; do
+        sleep 1
+        _n=$((_n - 1))
+    done
+    check rmmod-rust-blkback rmmod xenpvrs_blkback || return
+    kscan XENPVRS-BLKBACK unload
+    log "unload: $KLAST"
+    check_eq blkback-unload-clean 1 "$(kv "$KLAST" clean)"
+}
+
+# --- domU ----------------------------------------------------------------------------------
+
+# blk_load_front ORDER QUEUES
+blk_load_front() {
+    case "$BLK_FRONT" in
+    c) check modprobe-c-blkfront modprobe xen-blkfront max_ring_page_order="$1" max_queues="$2" ;;
+    rust) check modprobe-blkfront modprobe xenpvrs_blkfront max_ring_page_order="$1" max_queues="$2" ;;
+    esac
+}
+
+blk_unload_front() {
+    [ "$BLK_FRONT" = rust ] || return 0
+    for q in /sys/kernel/debug/xenpvrs-blkfront-xvdb-q*; do
+        log "counters ${q##*/}: $(for c in "$q"/*; do printf '%s=%s ' "${c##*/}" "$(cat "$c")"; done)"
+    done
+    unload_blkfront
+}
+
+# blk_disk_checks DEV BYTES SEED: pattern over the whole disk, fio verify, flush, discard.
+blk_disk_checks() {
+    check "$1-bytes" [ "$(blockdev --getsize64 "$1")" = "$2" ]
+    check "$1-pattern-write" xpattern write "$1" "$2" "$3"
+    check "$1-flush" blockdev --flushbufs "$1"
+    echo 3 > /proc/sys/vm/drop_caches
+    check "$1-pattern-verify" xpattern verify "$1" "$2" "$3"
+    # Four jobs in parallel, each on its own 16 MiB, random sizes 4-128 KiB, queue depth 8,
+    # every block checked with crc32c after it is written; an fsync every 16 writes.
+    check "$1-fio-verify" fio --name=verify --filename="$1" --direct=1 --ioengine=libaio \
+        --iodepth=8 --rw=randwrite --bsrange=4k-128k --size=16M --offset_increment=16M \
+        --numjobs=4 --verify=crc32c --verify_fatal=1 --fsync=16 --group_reporting \
+        --output=/tmp/fio.out
+    grep -E 'err=|WRITE:|READ:' /tmp/fio.out | sed "s|^|[fio $1] |"
+    # Discard the first 8 MiB (pattern data again) and read zeros back.
+    check "$1-refill" xpattern write "$1" 8388608 "$3"
+    check "$1-discard" blkdiscard -o 0 -l 8388608 "$1"
+    zeros=$(dd if=/dev/zero bs=1M count=8 2>/dev/null | md5sum)
+    echo 3 > /proc/sys/vm/drop_caches
+    got=$(dd if="$1" bs=1M count=8 2>/dev/null | md5sum)
+    check_eq "$1-discarded-reads-zero" "$zeros" "$got"
+}
+
+# blk_fs_checks DEV SEED: mkfs.ext4, fsck, a file written, read back after a remount, fsck.
+blk_fs_checks() {
+    check mkfs-ext4 mkfs.ext4 -q -F "$1"
+    check fsck-ext4 e2fsck -fn "$1"
+    check mount-ext4 mount -t ext4 "$1" /mnt
+    check fs-write xpattern write /mnt/f.bin 33554432 "$2"
+    check umount-ext4 umount /mnt
+    echo 3 > /proc/sys/vm/drop_caches
+    check mount-ext4-again mount -t ext4 -o ro "$1" /mnt
+    check fs-verify xpattern verify /mnt/f.bin 33554432 "$2"
+    check umount-again umount /mnt
+    check fsck-after e2fsck -fn "$1"
+}
+
+# blk_ro_checks DEV BYTES SEED: read-only, refuses writes, holds what dom0 wrote.
+blk_ro_checks() {
+    check_eq "${1##*/}-ro" 1 "$(blockdev --getro "$1")"
+    if dd if=/dev/zero of="$1" bs=4096 count=1 conv=fsync 2>/dev/null; then
+        fail "a write to the read-only disk succeeded"
+    else
+        log "CHECK ${1##*/}-write-refused ok"
+    fi
+    check "${1##*/}-content" xpattern verify "$1" "$2" "$3"
+}
+
+# --- the integrity scenario (blkfront, blkback, blkback-rustfront) --------------------------
+# Disks: xvdb backed by a file, xvdc by a block device (a loop device dom0 sets up itself,
+# given to xl as phy), xvdd read-only, xvde the tools disk (fio); 2 queues of 4-page rings.
+# The guest writes a pseudo-random pattern over all of xvdb and xvdc, drops its caches and
+# verifies every byte; runs four parallel fio jobs with verify=crc32c on each; flushes and
+# discards (the discarded range must read back as zeros); makes and checks an ext4 file
+# system; checks that the read-only disk is read-only, refuses writes and holds what dom0
+# wrote. dom0 checks the backend's own counters: flush and discard requests arrived.
+
+BLK_DISK_BYTES=134217728
+BLK_RO_BYTES=16777216
+
+blk_integrity_dom0() {
+    SEED=$(date +%s)
+    DOMU_CMDLINE="xenpvrs.seed=$SEED"
+    blk_load_back || return
+    truncate -s "$BLK_DISK_BYTES" /data/file.img
+    truncate -s "$BLK_DISK_BYTES" /data/phy.img
+    check losetup-phy losetup /dev/loop7 /data/phy.img || return
+    check ro-pattern xpattern write /data/ro.img "$BLK_RO_BYTES" "$((SEED + 7))"
+    check tools-disk make_tools_disk /data/tools.img || return
+    write_domu_cfg domu 256 "vcpus = 2
+disk = [ 'format=raw,vdev=xvdb,access=rw,target=/data/file.img',
+         'format=raw,vdev=xvdc,access=rw,target=/dev/loop7',
+         'format=raw,vdev=xvdd,access=ro,target=/data/ro.img',
+         'format=raw,vdev=xvde,access=ro,target=/data/tools.img' ]"
+    follow_guest domu
+    check xl-create xl create /etc/xen/domu.cfg || return
+    d=$(xl domid domu)
+    # The guest says when its flushes and discards are done; read the counters then.
+    if wait_for "$(guest_log domu)" '^BLKFRONT-STATS-NOW' "${BLKFRONT_WAIT:-900}"; then
+        for v in 51728 51744; do
+            blk_back_stats "$d" "$v"
+        done
+        blk_back_connected 51728 2 4
+        blk_back_connected 51744 2 4
+        echo > /data/stats.ack
+    else
+        fail "the guest never got to its flush/discard checks"
+        guest_dump domu
+    fi
+    domu_result domu 900
+    blk_unload_back
+}
+
+blk_integrity_domu() {
+    cmdline_seed || return
+    blk_load_front 2 2 || return
+    for d in xvdb xvdc xvdd xvde; do
+        wait_for_dev /dev/$d 60 || { fail "no /dev/$d"; return; }
+    done
+    if [ "$BLK_FRONT" = rust ]; then
+        kscan XENPVRS-BLKFRONT "xvdb: connected"
+        log "xvdb $KLAST"
+        check_eq xvdb-queues 2 "$(kv "$KLAST" queues)"
+        check_eq xvdb-ring-pages 4 "$(kv "$KLAST" ring-pages)"
+        check_eq xvdb-persistent 1 "$(kv "$KLAST" persistent)"
+        check_eq xvdb-flush 1 "$(kv "$KLAST" flush)"
+    fi
+    # Linux's numbers for Xen disks: major 202, 16 minors each (xvdb = 202:16, xvdc = 202:32).
+    check_eq xvdb-devt ca:10 "$(stat -c %t:%T /dev/xvdb)"
+    check_eq xvdc-devt ca:20 "$(stat -c %t:%T /dev/xvdc)"
+    log "queues in sysfs: $(ls /sys/block/xvdb/mq | tr '\n' ' ')"
+    check_eq xvdb-mq-dirs 2 "$(ls /sys/block/xvdb/mq | wc -l)"
+    use_tools /dev/xvde || { fail "cannot mount the tools disk"; return; }
+
+    blk_disk_checks /dev/xvdb "$BLK_DISK_BYTES" "$SEED"
+    blk_disk_checks /dev/xvdc "$BLK_DISK_BYTES" "$((SEED + 1))"
+    echo "BLKFRONT-STATS-NOW"
+    # dom0 reads the backend's counters now; give it time before the disks go away.
+    sleep 10
+
+    blk_fs_checks /dev/xvdb "$SEED"
+    blk_ro_checks /dev/xvdd "$BLK_RO_BYTES" "$((SEED + 7))"
+    umount /tools
+    blk_unload_front
+}
+
+# --- the detach scenario (blkfront-detach, blkback-detach) ---------------------------------
+# Ten cycles of `xl block-attach` and `xl block-detach` of a file-backed disk, every other one
+# detached while the guest is reading and writing it. In each cycle the guest first checks
+# that the data it wrote and flushed in the previous cycle is all there (nothing completed is
+# lost), writes a new pattern and flushes; I/O cut off by a detach must fail cleanly (an error,
+# no hang, no kernel warning), and the disk must come back on the next attach. A last attach
+# checks the last cycle's data. With BLK_DESTROY=1 the guest then keeps reading and writing
+# the disk until dom0 destroys it (`xl destroy`) in the middle of that I/O; dom0 must stay
+# healthy (no kernel warning) and the backend must give everything back.
+
+BLK_CYCLES=10
+BLK_DET_BYTES=67108864
+BLK_KEEP_BYTES=16777216
+
+blk_attach() {
+    xl_attach domu 51728 format=raw vdev=xvdb access=rw target=/data/det.img
+}
+
+blk_detach_dom0() {
+    SEED=$(date +%s)
+    DOMU_CMDLINE="xenpvrs.seed=$SEED"
+    blk_load_back || return
+    truncate -s "$BLK_DET_BYTES" /data/det.img
+    write_domu_cfg domu 192 "vcpus = 2"
+    follow_guest domu
+    check xl-create xl create /etc/xen/domu.cfg || return
+    wait_for "$(guest_log domu)" '^BLKFRONT-LOADED' 120 || { fail "guest never loaded blkfront"; guest_dump domu; return; }
+    i=1
+    while [ $i -le $BLK_CYCLES ]; do
+        check "attach-$i" blk_attach || return
+        if ! wait_for "$(guest_log domu)" "^CYCLE $i (READY|FAILED)" 300; then
+            fail "cycle $i: the guest did not get ready"
+            guest_dump domu
+            return
+        fi
+        check "detach-$i" xl_detach domu 51728 || return
+        if ! wait_for "$(guest_log domu)" "^CYCLE $i GONE" 120; then
+            fail "cycle $i: the guest did not see the disk go"
+            guest_dump domu
+            return
+        fi
+        i=$((i + 1))
+    done
+    check attach-final blk_attach
+    if [ "${BLK_DESTROY:-0}" = 1 ]; then
+        if ! wait_for "$(guest_log domu)" '^GUEST-CHECKS ' 600; then
+            fail "the guest never finished its checks"
+            guest_dump domu
+            return
+        fi
+        _line=$(grep -a '^GUEST-CHECKS ' "$(guest_log domu)" | tail -1 | tr -d '\r')
+        check_eq guest-checks "GUEST-CHECKS PASS" "$_line"
+        wait_for "$(guest_log domu)" '^IO-RUNNING' 60 || fail "no I/O running in the guest"
+        sleep 3
+        check xl-destroy-mid-io xl destroy domu
+        _n=60
+        while xl domid domu >/dev/null 2>&1 && [ $_n -gt 0 ]; do sleep 1; _n=$((_n - 1)); done
+        kernel_log_clean || fail "dom0 kernel warnings after the destroy"
+        blk_unload_back
+    else
+        domu_result domu 600
+        blk_unload_back
+    fi
+}
+
+blk_detach_domu() {
+    cmdline_seed || return
+    blk_load_front 1 2 || return
+    echo "BLKFRONT-LOADED"
+    i=1
+    while [ $i -le $((BLK_CYCLES + 1)) ]; do
+        wait_for_dev /dev/xvdb 120 || { fail "cycle $i: no /dev/xvdb"; echo "CYCLE $i FAILED"; return; }
+        if [ $i -gt 1 ]; then
+            check "cycle-$i-previous-data" xpattern verify-prefix /dev/xvdb "$BLK_KEEP_BYTES" "$((SEED + i - 1))"
+        fi
+        [ $i -gt $BLK_CYCLES ] && break
+        check "cycle-$i-write" xpattern write /dev/xvdb "$BLK_KEEP_BYTES" "$((SEED + i))"
+        check "cycle-$i-flush" blockdev --flushbufs /dev/xvdb
+        echo 3 > /proc/sys/vm/drop_caches
+        bg=""
+        if [ $((i % 2)) -eq 0 ]; then
+            # I/O in flight when the disk goes: reads of the whole disk and writes past the
+            # kept region, over and over, until they fail.
+            (while dd if=/dev/xvdb of=/dev/null bs=1M 2>/dev/null; do :; done) &
+            bg="$bg $!"
+            (while dd if=/dev/urandom of=/dev/xvdb bs=64k seek=512 count=256 conv=fsync 2>/dev/null; do :; done) &
+            bg="$bg $!"
+            sleep 2
+        fi
+        echo "CYCLE $i READY"
+        n=120
+        while [ -e /dev/xvdb ] && [ $n -gt 0 ]; do sleep 1; n=$((n - 1)); done
+        [ -e /dev/xvdb ] && fail "cycle $i: /dev/xvdb still there after detach"
+        n=60
+        while [ -e /sys/bus/xen/devices/vbd-51728 ] && [ $n -gt 0 ]; do sleep 1; n=$((n - 1)); done
+        for p in $bg; do
+            wait "$p"
+        done
+        kernel_log_clean || fail "cycle $i: kernel warnings"
+        if [ "$BLK_FRONT" = rust ]; then
+            kscan XENPVRS-BLKFRONT "xvdb: disconnected"
+            log "cycle $i: $KN disconnects so far"
+        fi
+        echo "CYCLE $i GONE"
+        i=$((i + 1))
+    done
+    if [ "$BLK_FRONT" = rust ]; then
+        kscan XENPVRS-BLKFRONT "xvdb: connected"
+        check_eq connections "$((BLK_CYCLES + 1))" "$KN"
+    fi
+    if [ "${BLK_DESTROY:-0}" = 1 ]; then
+        kernel_log_clean || fail "domU kernel log has warnings"
+        echo "GUEST-CHECKS ${FAILED:-PASS}"
+        # Reads and O_DIRECT-free writes with fsync, until the domain is destroyed.
+        (while dd if=/dev/xvdb of=/dev/null bs=1M 2>/dev/null; do :; done) &
+        (while dd if=/dev/urandom of=/dev/xvdb bs=64k seek=512 count=256 conv=fsync 2>/dev/null; do :; done) &
+        sleep 2
+        echo "IO-RUNNING"
+        sleep 600
+        return
+    fi
+    blk_unload_front
+}
