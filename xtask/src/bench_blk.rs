@@ -108,7 +108,12 @@ fn report(log: &Path) -> Result<(), String> {
     let mut ratios = Vec::new();
     for (side, c, rust, peer) in [
         ("blkfront", "c", "rust", "Linux C blkback behind both"),
-        ("blkback", "back-c", "back-rust", "Linux C blkfront in front of both"),
+        (
+            "blkback",
+            "back-c",
+            "back-rust",
+            "Linux C blkfront in front of both",
+        ),
     ] {
         println!("{side} benchmark: same disk, same boot, {peer}; medians of each job's runs");
         for d in [c, rust] {
