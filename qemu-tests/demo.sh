@@ -11,7 +11,7 @@ sh "$here/kernel.sh"
 sh "$here/modules.sh"
 sh "$here/image.sh"
 status=0
-XEN_PV_RS_NO_BUILD=1 sh "$here/run.sh" smoke rust-hello echo blkfront || status=$?
+XEN_PV_RS_NO_BUILD=1 sh "$here/run.sh" smoke rust-hello echo blkback-rustfront || status=$?
 
 echo
 echo "================ xen-pv-rs demo report ================"
@@ -36,16 +36,18 @@ if [ -f "$e/serial.log" ]; then
         sed 's/^\[[^]]*\] */  /' | tr -d '\r' | head -6
     grep -a -h 'ECHO-RUN[0-9] result\|unload .*clean=' "$e/guest-domu.log" 2>/dev/null | sed 's/^\[[^]]*\] */  guest: /' | head -4
 fi
-b=$RESULTS/blkfront
+b=$RESULTS/blkback-rustfront
 if [ -f "$b/serial.log" ]; then
-    echo "blk:   our Rust blkfront (xenpvrs_blkfront, blk-mq) in the guest against Linux's C blkback in dom0"
+    echo "blk:   our Rust block drivers on both sides: xenpvrs_blkfront (blk-mq) in the guest,"
+    echo "       xenpvrs_blkback (bios on the mapped guest pages) in dom0"
     grep -a -h 'XENPVRS-BLKFRONT xvd[bcd]: connected' "$b/serial.log" | sed 's/.*XENPVRS-BLKFRONT /  /' | tr -d '\r' | head -3
-    grep -a -h 'CHECK /dev/xvd[bc]-\(pattern-verify\|fio-verify\|discarded-reads-zero\)\|CHECK \(fsck-after\|xvdd-write-refused\|blkfront-unload-clean\)\|blkback vbd' \
+    grep -a -h 'XENPVRS-BLKBACK backend/vbd/[0-9]*/517[24][48]: using' "$b/serial.log" | sed 's/.*XENPVRS-BLKBACK /  /' | tr -d '\r' | head -2
+    grep -a -h 'CHECK /dev/xvd[bc]-\(pattern-verify\|fio-verify\|discarded-reads-zero\)\|CHECK \(fsck-after\|xvdd-write-refused\|blkfront-unload-clean\|blkback-unload-clean\)' \
         "$b/serial.log" | grep -v '^{' | sed 's/^.*\(CHECK \)/  \1/; s/^\[[^]]*\] */  /' | tr -d '\r'
     echo "  (xvdb file-backed, xvdc a block device, 128 MiB each: pattern over the whole disk, 4 parallel fio jobs"
     echo "   with crc32c verify, flush, discard, ext4; xvdd read-only; 2 queues of 4-page rings)"
 fi
-for v in smoke rust-hello echo blkfront; do cat "$RESULTS/$v/verdict" 2>/dev/null; done
+for v in smoke rust-hello echo blkback-rustfront; do cat "$RESULTS/$v/verdict" 2>/dev/null; done
 echo "logs:  $RESULTS/<scenario>/{serial,guest-*,xen-dmesg,dom0-dmesg}.log"
 echo "time:  $(( $(now) - t0 )) s in all"
 exit $status

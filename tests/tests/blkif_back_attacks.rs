@@ -691,3 +691,30 @@ fn failed_io_is_answered_error_and_unmaps() {
     assert_eq!(rig.back.stats().io_errors, 1);
     assert_eq!(rig.live_maps(), 1);
 }
+
+#[test]
+fn segments_in_flight_are_bounded_by_the_config_plus_one_request() {
+    let sim = Sim::new();
+    let cfg = BackConfig {
+        max_inflight_segments: 20,
+        ..config(false)
+    };
+    let mut rig = Rig::with(sim, 1, 1, false, cfg, 32, Deferred::new);
+    let (_p, g) = rig.page(false);
+    for id in 0..3u64 {
+        rig.front
+            .queue_request(&rw(Op::Read, id, 88 * id, &[(g, 0, 7); 11]).to_bytes())
+            .unwrap();
+    }
+    let _ = rig.front.push_requests().unwrap();
+    // 0 then 11 segments in flight when the first two are taken; 22 >= 20 stops the third.
+    assert_eq!(rig.serve().unwrap().done, 2);
+    assert_eq!(rig.back.in_flight(), 2);
+    assert_eq!(rig.back.stats().stalls, 1);
+    assert_eq!(rig.live_maps(), 1 + 22, "ring + two requests' data");
+    assert_eq!(complete_all(&mut rig), 2);
+    assert_eq!(rig.back.in_flight(), 1, "the third was taken on completion");
+    assert_eq!(complete_all(&mut rig), 1);
+    assert_eq!(rig.responses().len(), 3);
+    assert_eq!(rig.live_maps(), 1);
+}

@@ -95,10 +95,15 @@ fn offer() -> (BackOffer, usize) {
         max_queues: queues.min(cpus).max(1),
         persistent,
     };
-    // The map pool holds the cache, the segments in flight, one request's indirect pages and
-    // one batch of evicted mappings.
-    let room = MAX_POOL_PAGES - INFLIGHT_SEGS as usize - 8 - xen_blkif::back::MAP_BATCH;
+    let room = MAX_POOL_PAGES - pool_pages(0);
     (offer, usize::try_from(cache).unwrap_or(0).min(room))
+}
+
+/// The map pool of a queue: the persistent-grant cache, the segments in flight (the limit plus
+/// the one request that may cross it), one request's indirect pages and one batch of evicted
+/// mappings.
+fn pool_pages(cache: usize) -> usize {
+    cache + INFLIGHT_SEGS as usize + MAX_SEGS + 8 + xen_blkif::back::MAP_BATCH
 }
 
 fn now() -> Nanos {
@@ -424,7 +429,7 @@ impl Queue {
     ) -> Result {
         let front = self.dev.otherend_id();
         let pages = BackRingPages::map(&self.dev, ring.refs())?;
-        let pool = cache + INFLIGHT_SEGS as usize + 8 + xen_blkif::back::MAP_BATCH;
+        let pool = pool_pages(cache);
         let env = Env {
             dev: self.dev.clone(),
             grants: Grants::with_map_pool(pool)?,

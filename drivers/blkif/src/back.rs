@@ -4,7 +4,8 @@
 //!
 //! Requests run asynchronously: each valid request takes a pending slot (a tag) and keeps its
 //! mappings until [`BlkBack::complete`] reports its I/O. How many run at once is bounded by
-//! the pending slots and by [`BackConfig::max_inflight_segments`]; past either bound the
+//! the pending slots and by [`BackConfig::max_inflight_segments`] (plus one request); past
+//! either bound the
 //! engine leaves requests on the ring (it is "stalled") and takes them once I/O completes.
 //! The tables that grow with those bounds (pending slots, segment states, the
 //! persistent-grant cache) are the glue's memory ([`Tables`]), so that nothing large is ever
@@ -47,8 +48,8 @@ pub struct BackConfig {
     pub persistent: bool,
     /// Requests taken per [`BlkBack::handle_event`] call at most.
     pub budget: u32,
-    /// Segments of requests in flight at most (each may need a transient mapping); a
-    /// request is only taken while a maximal one (256 segments) still fits.
+    /// Segments of requests in flight (each may need a transient mapping): a request is
+    /// taken only while fewer are in flight, so at most this plus one request's 256 are.
     pub max_inflight_segments: u32,
     /// The storm policy for the port.
     pub throttle: ThrottleConfig,
@@ -303,7 +304,7 @@ where
                 inflight_segs: 0,
                 seg_limit: usize::try_from(config.max_inflight_segments)
                     .unwrap_or(usize::MAX)
-                    .max(MAX_SEGS),
+                    .max(1),
             },
         })
     }
@@ -527,7 +528,7 @@ where
 {
     /// Whether one more request, of any size, can be taken.
     fn has_room(&self) -> bool {
-        self.in_flight < self.depth && self.inflight_segs + MAX_SEGS <= self.seg_limit
+        self.in_flight < self.depth && self.inflight_segs < self.seg_limit
     }
 
     /// Takes one request: validate, then (only if valid) map and start the I/O. Returns the
