@@ -37,7 +37,7 @@ use xen_core::xs::{self, with_transaction, PathBuf, TxId, XenStore};
 use xen_evtchn::{EvtchnOps, Nanos};
 use xen_kernel::bio::{self, BioCtx, BlockDevice, IoOp};
 use xen_kernel::blk::DebugCounters;
-use xen_kernel::bus::{self, Device, DeviceHandle, Side};
+use xen_kernel::bus::{self, Device, DeviceHandle, HandshakeError, Side};
 use xen_kernel::evtchn::Channel;
 use xen_kernel::grant::{Grants, MAX_POOL_PAGES};
 use xen_kernel::ring::BackRingPages;
@@ -131,6 +131,20 @@ const COUNTER_NAMES: [&kernel::str::CStr; COUNTERS] = [
     c_str!("flushes"),
     c_str!("discards"),
 ];
+
+/// A queue's counters as `name=value` pairs, for its disconnect line.
+struct CounterLine<'a>(&'a [AtomicU64; COUNTERS]);
+
+impl core::fmt::Display for CounterLine<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (i, (name, v)) in COUNTER_NAMES.iter().zip(self.0.iter()).enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            let name = name.to_str().unwrap_or("?");
+            write!(f, "{sep}{name}={}", v.load(Ordering::Relaxed))?;
+        }
+        Ok(())
+    }
+}
 
 // --- storage: bios on the mapped guest pages ----------------------------------------------------
 
@@ -451,8 +465,8 @@ impl Queue {
         Ok(())
     }
 
-    /// Stops serving: disconnects the engine, waits (bounded) for its bios to end, and drops
-    /// it. Returns the engine's last counters.
+    /// Stops serving: disconnects the engine, waits (bounded) for its bios to end, publishes
+    /// its last counters and drops it. Returns them.
     fn shutdown(&self) -> Option<xen_blkif::BackStats> {
         let mut guard = self.state.lock();
         guard.engine.as_mut()?.disconnect();
@@ -601,50 +615,6 @@ impl Kick for Dev {
     }
 }
 
-/// Why a step of the handshake failed.
-#[derive(Debug)]
-enum HandshakeError {
-    Kernel(Error),
-    Feature(FeatureError),
-    Store(xs::Error),
-    Bad(&'static str),
-}
-
-impl From<Error> for HandshakeError {
-    fn from(e: Error) -> Self {
-        HandshakeError::Kernel(e)
-    }
-}
-
-impl From<kernel::alloc::AllocError> for HandshakeError {
-    fn from(_: kernel::alloc::AllocError) -> Self {
-        HandshakeError::Kernel(ENOMEM)
-    }
-}
-
-impl From<FeatureError> for HandshakeError {
-    fn from(e: FeatureError) -> Self {
-        HandshakeError::Feature(e)
-    }
-}
-
-impl From<xs::Error> for HandshakeError {
-    fn from(e: xs::Error) -> Self {
-        HandshakeError::Store(e)
-    }
-}
-
-impl core::fmt::Display for HandshakeError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            HandshakeError::Kernel(e) => write!(f, "kernel error {:?}", e),
-            HandshakeError::Feature(e) => write!(f, "{}", e),
-            HandshakeError::Store(e) => write!(f, "xenstore error {:?}", e),
-            HandshakeError::Bad(what) => write!(f, "{}", what),
-        }
-    }
-}
-
 /// Parses `physical-device`: `major:minor` in hex, as the hotplug scripts write it.
 fn parse_physical(v: &[u8]) -> Option<(u32, u32)> {
     let s = core::str::from_utf8(v).ok()?.trim();
@@ -724,14 +694,11 @@ impl WorkItem<0> for Dev {
 
 impl Dev {
     fn nodename(&self) -> Result<DevPath, HandshakeError> {
-        let s = self.handle.nodename().to_str().map_err(|_| EINVAL)?;
-        Ok(PathBuf::try_from_str(s)?)
+        self.handle.nodename_path()
     }
 
     fn otherend(&self) -> Result<DevPath, HandshakeError> {
-        let s = self.handle.otherend().ok_or(EINVAL)?;
-        let s = s.to_str().map_err(|_| EINVAL)?;
-        Ok(PathBuf::try_from_str(s)?)
+        self.handle.otherend_path()
     }
 
     /// Reads one of our own keys (`None` if absent).
@@ -927,24 +894,12 @@ impl Dev {
         ctl.debug = KVec::new();
         let queues = core::mem::take(&mut ctl.queues);
         for q in queues.iter() {
-            if let Some(s) = q.shutdown() {
+            if q.shutdown().is_some() {
                 pr_info!(
-                    "XENPVRS-BLKBACK {} q{}: disconnected requests={} invalid={} map_failures={} io_errors={} segments={} indirect={} persistent_hits={} maps={} unmaps={} stalls={} max_in_flight={} flushes={} discards={}\n",
+                    "XENPVRS-BLKBACK {} q{}: disconnected {}\n",
                     self.handle.nodename(),
                     q.index,
-                    s.requests,
-                    s.invalid,
-                    s.map_failures,
-                    s.io_errors,
-                    s.segments,
-                    s.indirect,
-                    s.persistent_hits,
-                    s.maps,
-                    s.unmaps,
-                    s.stalls,
-                    s.max_in_flight,
-                    s.flushes,
-                    s.discards
+                    CounterLine(&q.counters)
                 );
             }
             // SAFETY: `work` is an initialised work item embedded in the live queue.

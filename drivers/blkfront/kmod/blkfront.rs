@@ -29,10 +29,10 @@ use xen_core::feature::blkif::{
     MAX_RING_PAGE_ORDER,
 };
 use xen_core::feature::{FeatureError, StoreDir};
-use xen_core::xs::{self, with_transaction, PathBuf, TxId, XenStore};
+use xen_core::xs::{with_transaction, PathBuf, TxId, XenStore};
 use xen_evtchn::{EvtchnOps, Nanos};
 use xen_kernel::blk::{self, DebugCounters, Disk, DiscardParams, Op, QueueRqError, Request};
-use xen_kernel::bus::{self, Device, DeviceHandle, Side};
+use xen_kernel::bus::{self, Device, DeviceHandle, HandshakeError, Side};
 use xen_kernel::evtchn::Channel;
 use xen_kernel::grant::{Grants, LocalPage};
 use xen_kernel::ring::FrontRingPages;
@@ -510,58 +510,13 @@ impl WorkItem<0> for Dev {
     }
 }
 
-/// Why the handshake failed.
-#[derive(Debug)]
-enum HandshakeError {
-    Kernel(Error),
-    Feature(FeatureError),
-    Store(xs::Error),
-}
-
-impl From<Error> for HandshakeError {
-    fn from(e: Error) -> Self {
-        HandshakeError::Kernel(e)
-    }
-}
-
-impl core::fmt::Display for HandshakeError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            HandshakeError::Kernel(e) => write!(f, "kernel error {:?}", e),
-            HandshakeError::Feature(e) => write!(f, "{}", e),
-            HandshakeError::Store(e) => write!(f, "xenstore error {:?}", e),
-        }
-    }
-}
-
-impl From<kernel::alloc::AllocError> for HandshakeError {
-    fn from(_: kernel::alloc::AllocError) -> Self {
-        HandshakeError::Kernel(ENOMEM)
-    }
-}
-
-impl From<FeatureError> for HandshakeError {
-    fn from(e: FeatureError) -> Self {
-        HandshakeError::Feature(e)
-    }
-}
-
-impl From<xs::Error> for HandshakeError {
-    fn from(e: xs::Error) -> Self {
-        HandshakeError::Store(e)
-    }
-}
-
 impl Dev {
     fn nodename(&self) -> Result<DevPath, HandshakeError> {
-        let s = self.handle.nodename().to_str().map_err(|_| EINVAL)?;
-        Ok(PathBuf::try_from_str(s)?)
+        self.handle.nodename_path()
     }
 
     fn otherend(&self) -> Result<DevPath, HandshakeError> {
-        let s = self.handle.otherend().ok_or(EINVAL)?;
-        let s = s.to_str().map_err(|_| EINVAL)?;
-        Ok(PathBuf::try_from_str(s)?)
+        self.handle.otherend_path()
     }
 
     /// Backend in InitWait: read its offer, build the rings and publish them (Initialised).

@@ -21,8 +21,58 @@ use kernel::prelude::*;
 use kernel::str::CStr;
 use kernel::sync::{Arc, ArcBorrow};
 use kernel::types::{ForeignOwnable, Opaque};
+use xen_core::feature::FeatureError;
+use xen_core::xs::{self, PathBuf};
 use xen_kbindings as b;
 use xen_sys::{DomId, XenbusState};
+
+/// Why a step of a device's XenBus handshake failed (for the driver's log line).
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// A kernel call failed.
+    Kernel(Error),
+    /// A key was missing, malformed or out of range.
+    Feature(FeatureError),
+    /// XenStore failed.
+    Store(xs::Error),
+    /// Something else the driver found wrong.
+    Bad(&'static str),
+}
+
+impl From<Error> for HandshakeError {
+    fn from(e: Error) -> Self {
+        HandshakeError::Kernel(e)
+    }
+}
+
+impl From<kernel::alloc::AllocError> for HandshakeError {
+    fn from(_: kernel::alloc::AllocError) -> Self {
+        HandshakeError::Kernel(ENOMEM)
+    }
+}
+
+impl From<FeatureError> for HandshakeError {
+    fn from(e: FeatureError) -> Self {
+        HandshakeError::Feature(e)
+    }
+}
+
+impl From<xs::Error> for HandshakeError {
+    fn from(e: xs::Error) -> Self {
+        HandshakeError::Store(e)
+    }
+}
+
+impl core::fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            HandshakeError::Kernel(e) => write!(f, "kernel error {:?}", e),
+            HandshakeError::Feature(e) => write!(f, "{}", e),
+            HandshakeError::Store(e) => write!(f, "xenstore error {:?}", e),
+            HandshakeError::Bad(what) => write!(f, "{}", what),
+        }
+    }
+}
 
 /// A XenBus device (`struct xenbus_device`).
 ///
@@ -65,6 +115,19 @@ impl Device {
         // SAFETY: non-null `otherend` is a NUL-terminated string the core keeps until the
         // device is removed, which is after any borrow of `self` ends.
         Some(unsafe { CStr::from_char_ptr(p) })
+    }
+
+    /// [`nodename`](Self::nodename) as a XenStore path.
+    pub fn nodename_path<const N: usize>(&self) -> Result<PathBuf<N>, HandshakeError> {
+        let s = self.nodename().to_str().map_err(|_| EINVAL)?;
+        Ok(PathBuf::try_from_str(s)?)
+    }
+
+    /// [`otherend`](Self::otherend) as a XenStore path.
+    pub fn otherend_path<const N: usize>(&self) -> Result<PathBuf<N>, HandshakeError> {
+        let s = self.otherend().ok_or(EINVAL)?;
+        let s = s.to_str().map_err(|_| EINVAL)?;
+        Ok(PathBuf::try_from_str(s)?)
     }
 
     /// The other end's domain.
