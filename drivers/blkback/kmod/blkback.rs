@@ -515,8 +515,9 @@ impl WorkItem<0> for Queue {
         };
         let mut requeue = false;
         let completed = this.reap(engine);
+        // One plug over the batch: the block layer may merge the bios of adjacent requests.
         if completed > 0 && engine.is_connected() {
-            if let Ok(p) = engine.resume() {
+            if let Ok(p) = bio::plugged(|| engine.resume()) {
                 requeue |= p.more;
             }
         }
@@ -524,7 +525,7 @@ impl WorkItem<0> for Queue {
             st.events = st.events.wrapping_add(1);
             let mut spurious = true;
             let mut more = false;
-            match engine.handle_event(now()) {
+            match bio::plugged(|| engine.handle_event(now())) {
                 Ok(p) => {
                     spurious = p.done == 0;
                     more = p.more;
