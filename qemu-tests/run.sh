@@ -44,7 +44,7 @@ warnings() {
 
 # run_one NAME MAY_RETRY: boot once for scenario NAME. Returns 0 on PASS, 1 on FAIL, and 2 (without
 # printing a verdict) when MAY_RETRY is 1 and the failure came with a user-space crash (a busybox
-# segfault, or a check dying of SIGSEGV or SIGABRT) in the logs.
+# segfault or general protection fault, or a check dying of SIGSEGV or SIGABRT) in the logs.
 run_one() {
     s=$1
     may_retry=${2:-0}
@@ -96,12 +96,12 @@ run_one() {
     fi
     echo "qemu: $s: ${secs} s"
     # Known environment defect (docs/harness.md): under QEMU TCG, user-space processes in dom0
-    # or a guest now and then crash on a corrupted heap (busybox segfaults; fio dying of SIGSEGV
-    # or of glibc's abort on a corrupted malloc chunk), with or without our modules and with
-    # Linux's drivers alone. One such crash inside a check is not a finding about the drivers:
+    # or a guest now and then crash on a corrupted heap (busybox segfaults or general protection
+    # faults; fio dying of SIGSEGV or of glibc's abort on a corrupted malloc chunk), with or
+    # without our modules and with Linux's drivers alone. One such crash inside a check is not a finding about the drivers:
     # try the scenario once more.
     if [ -n "$reason" ] && [ "$may_retry" = 1 ] &&
-        grep -aqE 'segfault at [0-9a-f]+ ip [0-9a-f]+ sp [0-9a-f]+ error [0-9]+ in busybox|CHECK FAIL: [^ ]+ \(exit 13[49]\)' "$dir"/*.log; then
+        grep -aqE 'segfault at [0-9a-f]+ ip [0-9a-f]+ sp [0-9a-f]+ error [0-9]+ in busybox|traps: [^ ]+\[[0-9]+\] (general protection fault|trap [a-z ]+) ip:[0-9a-f]+ .* in busybox|CHECK FAIL: [^ ]+ \(exit 13[49]\)' "$dir"/*.log; then
         echo "qemu: $s: attempt 1 failed ($reason) and a user-space process crashed (known TCG issue);" \
             "retrying once; attempt 1 logs in $dir.attempt1"
         rm -rf "$dir.attempt1"
