@@ -9,24 +9,39 @@
 
 use xen_sys::GrantRef;
 
+/// No slot: the end of a hash chain, or an empty bucket.
+const NIL: u32 = u32::MAX;
+
 struct Entry<M> {
     gref: GrantRef,
     mapping: M,
     referenced: bool,
     /// Requests in flight using this mapping (a segment each): never evicted while non-zero.
     pins: u32,
+    /// The next slot in this entry's hash chain.
+    next: u32,
 }
 
 /// One place in the cache.
-pub struct CacheSlot<M>(Option<Entry<M>>);
+///
+/// A slot holds an entry and also serves as one bucket of the gref index (a chained hash
+/// table with as many buckets as slots), so the index costs no memory of its own.
+pub struct CacheSlot<M> {
+    /// First slot of the chain of entries whose gref hashes to this bucket.
+    head: u32,
+    entry: Option<Entry<M>>,
+}
 
 impl<M> CacheSlot<M> {
     /// An empty place.
-    pub const EMPTY: Self = CacheSlot(None);
+    pub const EMPTY: Self = CacheSlot {
+        head: NIL,
+        entry: None,
+    };
 
     /// The mapping held here.
     pub fn mapping(&self) -> Option<&M> {
-        self.0.as_ref().map(|e| &e.mapping)
+        self.entry.as_ref().map(|e| &e.mapping)
     }
 }
 
@@ -38,20 +53,26 @@ pub struct Clock {
 }
 
 /// A view of a cache: its slots and its clock.
+///
+/// Lookups go through a hash index on the gref, so a hit costs a few comparisons rather than a
+/// scan of the cache. Grefs are the frontend's choice: a frontend that picks colliding ones
+/// makes its own lookups walk longer chains, never more than the capacity (the cost of a scan).
 pub struct Cache<'a, M> {
     slots: &'a mut [CacheSlot<M>],
     clock: &'a mut Clock,
 }
 
 impl<'a, M> Cache<'a, M> {
-    /// The cache made of `slots` (capacity `slots.len()`) and `clock`.
+    /// The cache made of `slots` (capacity `slots.len()`, at most `u32::MAX - 1`) and `clock`.
+    ///
+    /// `slots` must have been made of [`CacheSlot::EMPTY`] and changed only through `Cache`.
     pub fn new(slots: &'a mut [CacheSlot<M>], clock: &'a mut Clock) -> Self {
         Cache { slots, clock }
     }
 
     /// Mappings held.
     pub fn len(&self) -> usize {
-        self.slots.iter().filter(|e| e.0.is_some()).count()
+        self.slots.iter().filter(|e| e.entry.is_some()).count()
     }
 
     /// Whether no mapping is held.
@@ -64,14 +85,90 @@ impl<'a, M> Cache<'a, M> {
         self.clock.evictions
     }
 
+    /// The bucket of `gref`: a multiplicative hash scaled onto the slots (no division).
+    fn bucket(&self, gref: GrantRef) -> usize {
+        let h = u64::from(gref.raw().wrapping_mul(0x9E37_79B1));
+        let n = u64::try_from(self.slots.len()).unwrap_or(u64::MAX);
+        usize::try_from((h * n) >> 32).unwrap_or(0)
+    }
+
+    /// The slot holding `gref`, if any. Walks at most one chain, bounded by the capacity.
+    fn find(&self, gref: GrantRef) -> Option<usize> {
+        let mut i = self.slots.get(self.bucket(gref))?.head;
+        for _ in 0..self.slots.len() {
+            let e = self.slots.get(usize::try_from(i).ok()?)?.entry.as_ref()?;
+            if e.gref == gref {
+                return usize::try_from(i).ok();
+            }
+            i = e.next;
+        }
+        None
+    }
+
+    /// Links the entry in slot `i` at the head of its bucket's chain.
+    fn link(&mut self, i: usize) {
+        let Some(gref) = self
+            .slots
+            .get(i)
+            .and_then(|s| s.entry.as_ref())
+            .map(|e| e.gref)
+        else {
+            return;
+        };
+        let b = self.bucket(gref);
+        let (Some(head), Ok(me)) = (self.slots.get(b).map(|s| s.head), u32::try_from(i)) else {
+            return;
+        };
+        if let Some(e) = self.slots.get_mut(i).and_then(|s| s.entry.as_mut()) {
+            e.next = head;
+        }
+        if let Some(s) = self.slots.get_mut(b) {
+            s.head = me;
+        }
+    }
+
+    /// Unlinks the entry in slot `i` from its bucket's chain (the entry stays in place).
+    fn unlink(&mut self, i: usize) {
+        let Some((gref, next)) = self
+            .slots
+            .get(i)
+            .and_then(|s| s.entry.as_ref())
+            .map(|e| (e.gref, e.next))
+        else {
+            return;
+        };
+        let Ok(me) = u32::try_from(i) else {
+            return;
+        };
+        let b = self.bucket(gref);
+        if self.slots.get(b).map(|s| s.head) == Some(me) {
+            if let Some(s) = self.slots.get_mut(b) {
+                s.head = next;
+            }
+            return;
+        }
+        let mut p = self.slots.get(b).map_or(NIL, |s| s.head);
+        for _ in 0..self.slots.len() {
+            let Some(e) = usize::try_from(p)
+                .ok()
+                .and_then(|p| self.slots.get_mut(p))
+                .and_then(|s| s.entry.as_mut())
+            else {
+                return;
+            };
+            if e.next == me {
+                e.next = next;
+                return;
+            }
+            p = e.next;
+        }
+    }
+
     /// The slot holding `gref`, pinned once more: no insertion evicts it until as many
     /// [`unpin`](Self::unpin)s.
     pub fn lookup(&mut self, gref: GrantRef) -> Option<usize> {
-        let (i, e) = self
-            .slots
-            .iter_mut()
-            .enumerate()
-            .find_map(|(i, e)| e.0.as_mut().filter(|e| e.gref == gref).map(|e| (i, e)))?;
+        let i = self.find(gref)?;
+        let e = self.slots.get_mut(i)?.entry.as_mut()?;
         e.referenced = true;
         e.pins = e.pins.saturating_add(1);
         Some(i)
@@ -86,7 +183,7 @@ impl<'a, M> Cache<'a, M> {
     /// unmap), or gives the mapping back if every slot is pinned.
     pub fn insert(&mut self, gref: GrantRef, mapping: M) -> Result<(usize, Option<M>), M> {
         let n = self.slots.len();
-        if n == 0 {
+        if n == 0 || u32::try_from(n).map_or(true, |n| n == NIL) {
             return Err(mapping);
         }
         // Two sweeps clear every reference bit, so a victim is found unless all are pinned.
@@ -96,7 +193,7 @@ impl<'a, M> Cache<'a, M> {
             let Some(slot) = self.slots.get_mut(i) else {
                 continue;
             };
-            let victim = match &mut slot.0 {
+            let victim = match &mut slot.entry {
                 None => true,
                 Some(e) if e.pins > 0 => false,
                 Some(e) if e.referenced => {
@@ -106,12 +203,18 @@ impl<'a, M> Cache<'a, M> {
                 Some(_) => true,
             };
             if victim {
-                let old = slot.0.replace(Entry {
+                self.unlink(i);
+                let Some(slot) = self.slots.get_mut(i) else {
+                    continue;
+                };
+                let old = slot.entry.replace(Entry {
                     gref,
                     mapping,
                     referenced: true,
                     pins: 1,
+                    next: NIL,
                 });
+                self.link(i);
                 if old.is_some() {
                     self.clock.evictions = self.clock.evictions.wrapping_add(1);
                 }
@@ -123,18 +226,19 @@ impl<'a, M> Cache<'a, M> {
 
     /// Drops one pin of slot `i` (a request using it finished).
     pub fn unpin(&mut self, i: usize) {
-        if let Some(e) = self.slots.get_mut(i).and_then(|s| s.0.as_mut()) {
+        if let Some(e) = self.slots.get_mut(i).and_then(|s| s.entry.as_mut()) {
             e.pins = e.pins.saturating_sub(1);
         }
     }
 
     /// Takes out the next mapping no request uses (to unmap at disconnect).
     pub fn drain_unpinned_one(&mut self) -> Option<M> {
-        self.slots
-            .iter_mut()
-            .find(|e| e.0.as_ref().is_some_and(|e| e.pins == 0))
-            .and_then(|e| e.0.take())
-            .map(|e| e.mapping)
+        let i = self
+            .slots
+            .iter()
+            .position(|s| s.entry.as_ref().is_some_and(|e| e.pins == 0))?;
+        self.unlink(i);
+        self.slots.get_mut(i)?.entry.take().map(|e| e.mapping)
     }
 }
 
@@ -201,5 +305,125 @@ mod tests {
         assert_eq!(c.insert(GrantRef::new(8), 8), Err(8));
         c.unpin(i);
         assert_eq!(c.drain_unpinned_one(), Some(7));
+    }
+
+    /// A small deterministic generator (xorshift) for the model test.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Every slot reachable from the index is found by lookup, and every held entry is
+    /// reachable: the index agrees with a scan of the slots after any mix of operations.
+    fn check_index(c: &mut Cache<'_, u32>) {
+        let held: std::vec::Vec<(usize, GrantRef)> = c
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.entry.as_ref().map(|e| (i, e.gref)))
+            .collect();
+        for &(i, g) in &held {
+            let found = c.find(g).expect("a held gref is indexed");
+            // Duplicates are allowed (two segments of one batch may map the same gref); the
+            // index finds one of them.
+            assert_eq!(
+                c.slots[found].entry.as_ref().map(|e| e.gref),
+                Some(g),
+                "slot {i}"
+            );
+        }
+        let mut chained = 0;
+        for b in 0..c.slots.len() {
+            let mut p = c.slots[b].head;
+            while p != NIL {
+                let e = c.slots[p as usize]
+                    .entry
+                    .as_ref()
+                    .expect("chains hold entries");
+                assert_eq!(c.bucket(e.gref), b, "entry in the wrong chain");
+                chained += 1;
+                assert!(chained <= held.len(), "a chain loops");
+                p = e.next;
+            }
+        }
+        assert_eq!(chained, held.len(), "every entry in exactly one chain");
+    }
+
+    #[test]
+    fn index_agrees_with_the_slots_under_random_insert_lookup_unpin_and_drain() {
+        let mut s = slots::<37>();
+        let mut clock = Clock::default();
+        let mut c = Cache::new(&mut s, &mut clock);
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut pinned: std::vec::Vec<usize> = std::vec::Vec::new();
+        for step in 0..20_000u32 {
+            match rng.below(10) {
+                0..=3 => {
+                    let g = GrantRef::new(rng.below(200) as u32);
+                    if let Some(i) = c.lookup(g) {
+                        assert_eq!(c.slots[i].entry.as_ref().map(|e| e.gref), Some(g));
+                        pinned.push(i);
+                    } else if let Ok((i, _)) = c.insert(g, step) {
+                        pinned.push(i);
+                    }
+                }
+                4..=7 => {
+                    if !pinned.is_empty() {
+                        let k = rng.below(pinned.len() as u64) as usize;
+                        c.unpin(pinned.swap_remove(k));
+                    }
+                }
+                8 => {
+                    // A duplicate of a gref that may already be held.
+                    let g = GrantRef::new(rng.below(200) as u32);
+                    if let Ok((i, _)) = c.insert(g, step) {
+                        pinned.push(i);
+                    }
+                }
+                _ => {
+                    if rng.below(20) == 0 {
+                        while c.drain_unpinned_one().is_some() {}
+                    }
+                }
+            }
+            check_index(&mut c);
+        }
+    }
+
+    #[test]
+    fn colliding_grefs_from_a_hostile_frontend_stay_correct_and_bounded() {
+        // Grefs chosen to land in one bucket: every lookup walks one long chain, which is
+        // never longer than the capacity, and still finds the right entry.
+        let mut s = slots::<64>();
+        let mut clock = Clock::default();
+        let mut c = Cache::new(&mut s, &mut clock);
+        let target = c.bucket(GrantRef::new(12345));
+        let same: std::vec::Vec<u32> = (0..u32::MAX)
+            .filter(|&g| c.bucket(GrantRef::new(g)) == target)
+            .take(200)
+            .collect();
+        assert_eq!(same.len(), 200);
+        for &g in &same {
+            if let Ok((i, _)) = c.insert(GrantRef::new(g), g) {
+                c.unpin(i);
+            }
+            check_index(&mut c);
+        }
+        assert_eq!(c.len(), 64);
+        for &g in same.iter().rev().take(64) {
+            let i = c.lookup(GrantRef::new(g)).expect("recent grefs are cached");
+            assert_eq!(c.get(i), Some(&g));
+            c.unpin(i);
+        }
     }
 }
