@@ -718,3 +718,81 @@ fn segments_in_flight_are_bounded_by_the_config_plus_one_request() {
     assert_eq!(rig.responses().len(), 3);
     assert_eq!(rig.live_maps(), 1);
 }
+
+/// Writes segment descriptors into an indirect page.
+fn write_descs(page: &Pages, segs: &[(GrantRef, u8, u8)]) {
+    for (i, &(g, f, l)) in segs.iter().enumerate() {
+        let mut s = wire::Segment::ZERO;
+        s.gref = g.raw();
+        s.first_sect = f;
+        s.last_sect = l;
+        page.write(i * wire::Segment::SIZE, &s.to_bytes());
+    }
+}
+
+#[test]
+fn indirect_page_rewritten_between_requests_is_read_afresh_though_its_mapping_is_cached() {
+    // With persistent grants the indirect page stays mapped between requests; its
+    // descriptors must still be copied and checked per request, or a frontend could swap in
+    // bad ones after the first request passed.
+    let mut rig = Rig::new(config(true));
+    let (ind, ig) = rig.page(false);
+    let data: Vec<_> = (0..12).map(|_| rig.page(false)).collect();
+    let segs: Vec<_> = data.iter().map(|(_, g)| (*g, 0u8, 7u8)).collect();
+    write_descs(&ind, &segs);
+    // 12 pages (more than fit in a slot) read from sector 0.
+    assert_eq!(
+        rig.status_of(&indirect(Op::Read, 1, 0, 12, &[ig])),
+        0,
+        "first indirect read"
+    );
+    let maps = rig.maps();
+    for id in 2..10 {
+        assert_eq!(rig.status_of(&indirect(Op::Read, id, 0, 12, &[ig])), 0);
+    }
+    assert_eq!(
+        rig.maps(),
+        maps,
+        "repeat requests map nothing: the indirect page and data pages are cached"
+    );
+    let mut b = vec![0u8; 4096];
+    data[11].0.read(0, &mut b);
+    let want: Vec<u8> = (11 * 4096..12 * 4096).map(|i| (i % 251) as u8).collect();
+    assert_eq!(
+        b, want,
+        "the twelfth page holds the twelfth 4 KiB of the disk"
+    );
+    // Now one descriptor turns bad (first_sect past last_sect) in the cached page.
+    let mut bad = segs.clone();
+    bad[5] = (bad[5].0, 7, 0);
+    write_descs(&ind, &bad);
+    let invalid = rig.back.stats().invalid;
+    assert_eq!(rig.status_of(&indirect(Op::Read, 10, 0, 12, &[ig])), ERROR);
+    assert_eq!(rig.back.stats().invalid, invalid + 1, "refused as invalid");
+    // And good again.
+    write_descs(&ind, &segs);
+    assert_eq!(rig.status_of(&indirect(Op::Read, 11, 0, 12, &[ig])), 0);
+    assert_eq!(rig.back.in_flight(), 0);
+}
+
+#[test]
+fn indirect_page_granted_read_only_under_persistent_grants_is_refused_without_leaks() {
+    // A persistent frontend grants its pool read-write; one that grants an indirect page
+    // read-only gets an error (the cached mapping would be writable), and nothing stays
+    // mapped or pinned.
+    let mut rig = Rig::new(config(true));
+    let (ind, ig) = rig.page(true);
+    let data: Vec<_> = (0..12).map(|_| rig.page(false)).collect();
+    let segs: Vec<_> = data.iter().map(|(_, g)| (*g, 0u8, 7u8)).collect();
+    write_descs(&ind, &segs);
+    let failures = rig.sim.grant_stats().map_failures;
+    assert_eq!(rig.status_of(&indirect(Op::Write, 1, 0, 12, &[ig])), ERROR);
+    assert_eq!(rig.sim.grant_stats().map_failures, failures + 1);
+    assert_eq!(rig.back.stats().map_failures, 1);
+    assert_eq!(rig.back.persistent_grants(), 0);
+    assert_eq!(rig.live_maps(), 1, "only the ring stays mapped");
+    // A well-granted indirect page works on the same ring.
+    let (ind2, ig2) = rig.page(false);
+    write_descs(&ind2, &segs);
+    assert_eq!(rig.status_of(&indirect(Op::Write, 2, 0, 12, &[ig2])), 0);
+}

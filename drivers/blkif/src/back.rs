@@ -671,39 +671,43 @@ where
         Ok(n)
     }
 
-    /// Maps the indirect pages read-only, copies the segment descriptors out once (into the
-    /// segment states at `base`), unmaps, and checks them. Returns how many segments.
+    /// Maps the indirect pages, copies the segment descriptors out once (into the segment
+    /// states at `base`), lets the pages go, and checks the descriptors. Returns how many
+    /// segments.
+    ///
+    /// With persistent grants the indirect pages go through the cache like data pages (a
+    /// frontend draws both from one pool of grants it keeps), so a steady stream of indirect
+    /// requests costs no map or unmap; otherwise each page is mapped read-only for this
+    /// request only.
     fn load_indirect(&mut self, base: usize, t: &Transfer) -> Result<usize, Status> {
         let parse::Segments::Indirect { count, .. } = t.segments else {
             return Ok(0);
         };
         self.stats.indirect = self.stats.indirect.wrapping_add(1);
         let grefs = t.segments.indirect_grefs();
-        let mut reqs = [MapRequest {
-            domid: self.front,
-            gref: GrantRef::new(0),
-            access: Access::ReadOnly,
-        }; wire::MAX_INDIRECT_PAGES_PER_REQUEST];
-        for (r, g) in reqs.iter_mut().zip(grefs) {
-            r.gref = *g;
-        }
         let k = grefs.len();
-        let mut maps: [Option<P::Mapping>; wire::MAX_INDIRECT_PAGES_PER_REQUEST] =
+        let mut maps: [Option<PageMap<P::Mapping>>; wire::MAX_INDIRECT_PAGES_PER_REQUEST] =
             core::array::from_fn(|_| None);
-        let ok = map_into(
-            &self.env,
-            reqs.get(..k).unwrap_or(&[]),
-            &mut maps,
-            &mut self.stats,
-        );
+        let ok = self.map_indirect(grefs, &mut maps);
         let total = usize::from(count).min(MAX_SEGS);
         let mut verdict: Result<u64, Status> = if ok { Ok(0) } else { Err(Status::Error) };
         let mut at = 0usize;
         let mut bad = None;
         if ok {
             let parts = self.tables.parts();
+            let cached: &[CacheSlot<P::Mapping>] = parts.cache;
             let mut segs = parts.segs.iter_mut().skip(base);
-            'pages: for m in maps.iter().take(k).flatten() {
+            'pages: for pm in maps.iter().take(k).flatten() {
+                let m = match pm {
+                    PageMap::Own(m) => m,
+                    PageMap::Cached(i) => match cached.get(*i).and_then(CacheSlot::mapping) {
+                        Some(m) => m,
+                        None => {
+                            verdict = Err(Status::Error);
+                            break 'pages;
+                        }
+                    },
+                };
                 let here = (total - at).min(SEGMENTS_PER_INDIRECT_FRAME);
                 let mut off = 0usize;
                 // 64 descriptors (512 bytes) at a time through a small buffer.
@@ -741,7 +745,7 @@ where
                 }
             }
         }
-        unmap_all(&self.env, &mut maps, &mut self.stats);
+        self.release_indirect(&mut maps);
         if let Some(invalid) = bad {
             return Err(self.refuse(invalid));
         }
@@ -760,6 +764,95 @@ where
             return Err(self.refuse(invalid));
         }
         Ok(at)
+    }
+
+    /// Maps an indirect request's pages into `out[..grefs.len()]`: through the cache (pinned,
+    /// read-write as the frontend grants its persistent pool) when persistent, else read-only
+    /// for this request. `false` if any failed (what mapped is in `out`, to be released).
+    fn map_indirect<const N: usize>(
+        &mut self,
+        grefs: &[GrantRef],
+        out: &mut [Option<PageMap<P::Mapping>>; N],
+    ) -> bool {
+        let access = if self.persistent {
+            Access::ReadWrite
+        } else {
+            Access::ReadOnly
+        };
+        let parts = self.tables.parts();
+        let mut cache = Cache::new(parts.cache, &mut self.clock);
+        let mut reqs = [MapRequest {
+            domid: self.front,
+            gref: GrantRef::new(0),
+            access,
+        }; N];
+        let mut which = [0usize; N];
+        let mut k = 0usize;
+        for (i, g) in grefs.iter().enumerate().take(N) {
+            if self.persistent {
+                if let (Some(slot), Some(dst)) = (cache.lookup(*g), out.get_mut(i)) {
+                    *dst = Some(PageMap::Cached(slot));
+                    continue;
+                }
+            }
+            if let (Some(r), Some(w)) = (reqs.get_mut(k), which.get_mut(k)) {
+                r.gref = *g;
+                *w = i;
+                k += 1;
+            }
+        }
+        let mut fresh: [Option<P::Mapping>; N] = core::array::from_fn(|_| None);
+        let ok = map_into(
+            &self.env,
+            reqs.get(..k).unwrap_or(&[]),
+            &mut fresh,
+            &mut self.stats,
+        );
+        let mut evicted: [Option<P::Mapping>; N] = core::array::from_fn(|_| None);
+        for (j, m) in fresh.iter_mut().enumerate().take(k) {
+            let (Some(m), Some(&i), Some(g)) =
+                (m.take(), which.get(j), reqs.get(j).map(|r| r.gref))
+            else {
+                continue;
+            };
+            let Some(dst) = out.get_mut(i) else {
+                // Unreachable (`i < N`); never lose a mapping all the same.
+                if let Some(e) = evicted.get_mut(j) {
+                    *e = Some(m);
+                }
+                continue;
+            };
+            *dst = Some(if self.persistent && ok {
+                match cache.insert(g, m) {
+                    Ok((slot, old)) => {
+                        if let Some(e) = evicted.get_mut(j) {
+                            *e = old;
+                        }
+                        PageMap::Cached(slot)
+                    }
+                    Err(m) => PageMap::Own(m),
+                }
+            } else {
+                PageMap::Own(m)
+            });
+        }
+        unmap_all(&self.env, &mut evicted, &mut self.stats);
+        ok
+    }
+
+    /// Lets go of an indirect request's pages: unpins cached ones, unmaps the others.
+    fn release_indirect<const N: usize>(&mut self, maps: &mut [Option<PageMap<P::Mapping>>; N]) {
+        let parts = self.tables.parts();
+        let mut cache = Cache::new(parts.cache, &mut self.clock);
+        let mut own: [Option<P::Mapping>; N] = core::array::from_fn(|_| None);
+        for (pm, dst) in maps.iter_mut().zip(own.iter_mut()) {
+            match pm.take() {
+                Some(PageMap::Cached(slot)) => cache.unpin(slot),
+                Some(PageMap::Own(m)) => *dst = Some(m),
+                None => {}
+            }
+        }
+        unmap_all(&self.env, &mut own, &mut self.stats);
     }
 
     /// Maps segment states `lo..hi` (at most [`MAP_BATCH`]) in one batch, through the cache
@@ -889,6 +982,13 @@ where
             self.stats.unmaps = self.stats.unmaps.wrapping_add(1);
         }
     }
+}
+
+/// An indirect page's mapping while its descriptors are read: a pinned slot of the
+/// persistent-grant cache, or a mapping of this request's own.
+enum PageMap<M> {
+    Cached(usize),
+    Own(M),
 }
 
 /// Fills a segment state from a checked segment (nothing mapped yet).
