@@ -781,63 +781,13 @@ where
         };
         let parts = self.tables.parts();
         let mut cache = Cache::new(parts.cache, &mut self.clock);
-        let mut reqs = [MapRequest {
-            domid: self.front,
-            gref: GrantRef::new(0),
-            access,
-        }; N];
-        let mut which = [0usize; N];
-        let mut k = 0usize;
-        for (i, g) in grefs.iter().enumerate().take(N) {
-            if self.persistent {
-                if let (Some(slot), Some(dst)) = (cache.lookup(*g), out.get_mut(i)) {
-                    *dst = Some(PageMap::Cached(slot));
-                    continue;
-                }
-            }
-            if let (Some(r), Some(w)) = (reqs.get_mut(k), which.get_mut(k)) {
-                r.gref = *g;
-                *w = i;
-                k += 1;
-            }
-        }
-        let mut fresh: [Option<P::Mapping>; N] = core::array::from_fn(|_| None);
-        let ok = map_into(
-            &self.env,
-            reqs.get(..k).unwrap_or(&[]),
-            &mut fresh,
-            &mut self.stats,
-        );
-        let mut evicted: [Option<P::Mapping>; N] = core::array::from_fn(|_| None);
-        for (j, m) in fresh.iter_mut().enumerate().take(k) {
-            let (Some(m), Some(&i), Some(g)) =
-                (m.take(), which.get(j), reqs.get(j).map(|r| r.gref))
-            else {
-                continue;
-            };
-            let Some(dst) = out.get_mut(i) else {
-                // Unreachable (`i < N`); never lose a mapping all the same.
-                if let Some(e) = evicted.get_mut(j) {
-                    *e = Some(m);
-                }
-                continue;
-            };
-            *dst = Some(if self.persistent && ok {
-                match cache.insert(g, m) {
-                    Ok((slot, old)) => {
-                        if let Some(e) = evicted.get_mut(j) {
-                            *e = old;
-                        }
-                        PageMap::Cached(slot)
-                    }
-                    Err(m) => PageMap::Own(m),
-                }
-            } else {
-                PageMap::Own(m)
-            });
-        }
-        unmap_all(&self.env, &mut evicted, &mut self.stats);
-        ok
+        let mut ctx = MapCtx {
+            env: &self.env,
+            front: self.front,
+            persistent: self.persistent,
+            stats: &mut self.stats,
+        };
+        ctx.map(&mut cache, grefs, access, out).is_some()
     }
 
     /// Lets go of an indirect request's pages: unpins cached ones, unmaps the others.
@@ -860,61 +810,31 @@ where
     fn map_chunk(&mut self, lo: usize, hi: usize, access: Access) -> bool {
         let parts = self.tables.parts();
         let mut cache = Cache::new(parts.cache, &mut self.clock);
-        let mut reqs = [MapRequest {
-            domid: self.front,
-            gref: GrantRef::new(0),
-            access,
-        }; MAP_BATCH];
-        let mut which = [0usize; MAP_BATCH];
-        let mut k = 0usize;
-        for idx in lo..hi {
-            let Some(s) = parts.segs.get_mut(idx) else {
-                continue;
-            };
-            if self.persistent {
-                if let Some(slot) = cache.lookup(s.gref) {
-                    s.cached = Some(slot);
-                    self.stats.persistent_hits = self.stats.persistent_hits.wrapping_add(1);
-                    continue;
-                }
-            }
-            if let (Some(r), Some(w)) = (reqs.get_mut(k), which.get_mut(k)) {
-                r.gref = s.gref;
-                *w = idx;
-                k += 1;
+        let mut grefs = [GrantRef::new(0); MAP_BATCH];
+        let mut n = 0usize;
+        for (dst, s) in grefs.iter_mut().zip(parts.segs.iter().take(hi).skip(lo)) {
+            *dst = s.gref;
+            n += 1;
+        }
+        let mut out: [Option<PageMap<P::Mapping>>; MAP_BATCH] = core::array::from_fn(|_| None);
+        let mut ctx = MapCtx {
+            env: &self.env,
+            front: self.front,
+            persistent: self.persistent,
+            stats: &mut self.stats,
+        };
+        let hits = ctx.map(&mut cache, grefs.get(..n).unwrap_or(&[]), access, &mut out);
+        if let Some(hits) = hits {
+            self.stats.persistent_hits = self.stats.persistent_hits.wrapping_add(hits);
+        }
+        for (s, pm) in parts.segs.iter_mut().skip(lo).zip(out.iter_mut()) {
+            match pm.take() {
+                Some(PageMap::Cached(slot)) => s.cached = Some(slot),
+                Some(PageMap::Own(m)) => s.map = Some(m),
+                None => {}
             }
         }
-        let mut fresh: [Option<P::Mapping>; MAP_BATCH] = core::array::from_fn(|_| None);
-        let ok = map_into(
-            &self.env,
-            reqs.get(..k).unwrap_or(&[]),
-            &mut fresh,
-            &mut self.stats,
-        );
-        let mut evicted: [Option<P::Mapping>; MAP_BATCH] = core::array::from_fn(|_| None);
-        for (j, m) in fresh.iter_mut().enumerate().take(k) {
-            let (Some(m), Some(s)) = (
-                m.take(),
-                which.get(j).and_then(|&idx| parts.segs.get_mut(idx)),
-            ) else {
-                continue;
-            };
-            if self.persistent && ok {
-                match cache.insert(s.gref, m) {
-                    Ok((slot, old)) => {
-                        s.cached = Some(slot);
-                        if let Some(e) = evicted.get_mut(j) {
-                            *e = old;
-                        }
-                    }
-                    Err(m) => s.map = Some(m),
-                }
-            } else {
-                s.map = Some(m);
-            }
-        }
-        unmap_all(&self.env, &mut evicted, &mut self.stats);
-        ok
+        hits.is_some()
     }
 
     /// Lets go of segment states `base..base + n`: unpins cached mappings, unmaps the others.
@@ -984,11 +904,88 @@ where
     }
 }
 
-/// An indirect page's mapping while its descriptors are read: a pinned slot of the
-/// persistent-grant cache, or a mapping of this request's own.
+/// A page mapped for a request: a pinned slot of the persistent-grant cache, or a mapping of
+/// the request's own.
 enum PageMap<M> {
     Cached(usize),
     Own(M),
+}
+
+/// What mapping through the cache needs of the engine, borrowed apart from its tables.
+struct MapCtx<'a, P: GrantOps> {
+    env: &'a P,
+    front: DomId,
+    persistent: bool,
+    stats: &'a mut BackStats,
+}
+
+impl<P: GrantOps> MapCtx<'_, P> {
+    /// Maps `grefs` (at most `N`) into `out[..grefs.len()]` in one batch: when persistent,
+    /// hits are pinned in the cache and fresh mappings are added to it (evicting, and
+    /// unmapping, idle ones), falling back to a mapping of the caller's own when every slot is
+    /// pinned; otherwise every page is the caller's own. Returns the cache hits, or `None` if
+    /// any map failed (what did map is in `out` all the same, for the caller to release).
+    fn map<const N: usize>(
+        &mut self,
+        cache: &mut Cache<'_, P::Mapping>,
+        grefs: &[GrantRef],
+        access: Access,
+        out: &mut [Option<PageMap<P::Mapping>>; N],
+    ) -> Option<u64> {
+        let mut reqs = [MapRequest {
+            domid: self.front,
+            gref: GrantRef::new(0),
+            access,
+        }; N];
+        let mut which = [0usize; N];
+        let (mut k, mut hits) = (0usize, 0u64);
+        for (i, (g, dst)) in grefs.iter().zip(out.iter_mut()).enumerate() {
+            if self.persistent {
+                if let Some(slot) = cache.lookup(*g) {
+                    *dst = Some(PageMap::Cached(slot));
+                    hits += 1;
+                    continue;
+                }
+            }
+            if let (Some(r), Some(w)) = (reqs.get_mut(k), which.get_mut(k)) {
+                r.gref = *g;
+                *w = i;
+                k += 1;
+            }
+        }
+        let mut fresh: [Option<P::Mapping>; N] = core::array::from_fn(|_| None);
+        let ok = map_into(
+            self.env,
+            reqs.get(..k).unwrap_or(&[]),
+            &mut fresh,
+            self.stats,
+        );
+        let mut evicted: [Option<P::Mapping>; N] = core::array::from_fn(|_| None);
+        for (j, m) in fresh.iter_mut().enumerate().take(k) {
+            let (Some(m), Some(dst), Some(r)) = (
+                m.take(),
+                which.get(j).and_then(|&i| out.get_mut(i)),
+                reqs.get(j),
+            ) else {
+                continue;
+            };
+            *dst = Some(if self.persistent && ok {
+                match cache.insert(r.gref, m) {
+                    Ok((slot, old)) => {
+                        if let Some(e) = evicted.get_mut(j) {
+                            *e = old;
+                        }
+                        PageMap::Cached(slot)
+                    }
+                    Err(m) => PageMap::Own(m),
+                }
+            } else {
+                PageMap::Own(m)
+            });
+        }
+        unmap_all(self.env, &mut evicted, self.stats);
+        ok.then_some(hits)
+    }
 }
 
 /// Fills a segment state from a checked segment (nothing mapped yet).
