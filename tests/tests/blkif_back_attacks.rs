@@ -730,16 +730,26 @@ fn write_descs(page: &Pages, segs: &[(GrantRef, u8, u8)]) {
     }
 }
 
+/// Data pages with their grants, and the segment descriptors naming them.
+type DataPages = (Vec<(Pages, GrantRef)>, Vec<(GrantRef, u8, u8)>);
+
+/// A persistent rig with one indirect page (granted read-only if asked) describing 12 whole
+/// data pages: (rig, indirect page, its gref, (data pages, their descriptors)).
+fn indirect_rig(readonly_indirect: bool) -> (Rig, Pages, GrantRef, DataPages) {
+    let rig = Rig::new(config(true));
+    let (ind, ig) = rig.page(readonly_indirect);
+    let data: Vec<_> = (0..12).map(|_| rig.page(false)).collect();
+    let segs: Vec<_> = data.iter().map(|(_, g)| (*g, 0u8, 7u8)).collect();
+    write_descs(&ind, &segs);
+    (rig, ind, ig, (data, segs))
+}
+
 #[test]
 fn indirect_page_rewritten_between_requests_is_read_afresh_though_its_mapping_is_cached() {
     // With persistent grants the indirect page stays mapped between requests; its
     // descriptors must still be copied and checked per request, or a frontend could swap in
     // bad ones after the first request passed.
-    let mut rig = Rig::new(config(true));
-    let (ind, ig) = rig.page(false);
-    let data: Vec<_> = (0..12).map(|_| rig.page(false)).collect();
-    let segs: Vec<_> = data.iter().map(|(_, g)| (*g, 0u8, 7u8)).collect();
-    write_descs(&ind, &segs);
+    let (mut rig, ind, ig, (data, segs)) = indirect_rig(false);
     // 12 pages (more than fit in a slot) read from sector 0.
     assert_eq!(
         rig.status_of(&indirect(Op::Read, 1, 0, 12, &[ig])),
@@ -780,11 +790,7 @@ fn indirect_page_granted_read_only_under_persistent_grants_is_refused_without_le
     // A persistent frontend grants its pool read-write; one that grants an indirect page
     // read-only gets an error (the cached mapping would be writable), and nothing stays
     // mapped or pinned.
-    let mut rig = Rig::new(config(true));
-    let (ind, ig) = rig.page(true);
-    let data: Vec<_> = (0..12).map(|_| rig.page(false)).collect();
-    let segs: Vec<_> = data.iter().map(|(_, g)| (*g, 0u8, 7u8)).collect();
-    write_descs(&ind, &segs);
+    let (mut rig, _ind, ig, (_data, segs)) = indirect_rig(true);
     let failures = rig.sim.grant_stats().map_failures;
     assert_eq!(rig.status_of(&indirect(Op::Write, 1, 0, 12, &[ig])), ERROR);
     assert_eq!(rig.sim.grant_stats().map_failures, failures + 1);
