@@ -251,12 +251,17 @@ make_tools_disk() {
     while read -r _a _b _c _d; do
         case "$_c" in /*) cp -L "$_c" "$_t/lib/" || return ;; esac
     done < /tmp/fio.libs
+    # Checksums of every file, checked by use_tools in the guest: tools read back wrong through
+    # a block driver fail as a data error, not as a mysterious crash of fio.
+    (cd "$_t" && md5sum fio ld.so lib/* > SUMS) || return
     rm -f "$1" && truncate -s 160M "$1" && /sbin/mke2fs -q -t ext4 -d "$_t" "$1" && rm -rf "$_t"
 }
 
-# use_tools DEV (domU): mount the tools disk; fio is then a function.
+# use_tools DEV (domU): mount the tools disk and check every file against its checksum (the
+# tools are read through the block drivers under test); fio is then a function.
 use_tools() {
-    mkdir -p /tools && mount -t ext4 -o ro "$1" /tools
+    mkdir -p /tools && mount -t ext4 -o ro "$1" /tools || return
+    check tools-intact sh -c 'cd /tools && md5sum -c SUMS > /dev/null'
 }
 # TOOLS: where the tools are (a copy in memory lets a scenario detach the tools disk).
 fio() { "${TOOLS:-/tools}/ld.so" --library-path "${TOOLS:-/tools}/lib" "${TOOLS:-/tools}/fio" "$@"; }

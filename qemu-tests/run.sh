@@ -42,12 +42,14 @@ warnings() {
     cat "$@" 2>/dev/null | grep -v '(XEN)' | grep -E 'WARNING:|BUG:|Oops|Call Trace|Kernel panic' | head -5
 }
 
-# run_one NAME MAY_RETRY: boot once for scenario NAME. Returns 0 on PASS, 1 on FAIL, and 2 (without
-# printing a verdict) when MAY_RETRY is 1 and the failure came with a user-space crash (a busybox
-# segfault or general protection fault, or a check dying of SIGSEGV or SIGABRT) in the logs.
+# run_one NAME ATTEMPT MAY_RETRY: boot once for scenario NAME. Returns 0 on PASS, 1 on FAIL, and
+# 2 (without printing a verdict) when MAY_RETRY is 1 and the failure came with a user-space crash
+# (a busybox segfault or general protection fault, or a check dying of SIGSEGV or SIGABRT) in the
+# logs; that attempt's logs are then kept in results/NAME.attemptATTEMPT/.
 run_one() {
     s=$1
-    may_retry=${2:-0}
+    attempt=${2:-1}
+    may_retry=${3:-0}
     dir=$RESULTS/$s
     rm -rf "$dir"
     mkdir -p "$dir"
@@ -98,14 +100,14 @@ run_one() {
     # Known environment defect (docs/harness.md): under QEMU TCG, user-space processes in dom0
     # or a guest now and then crash on a corrupted heap (busybox segfaults or general protection
     # faults; fio dying of SIGSEGV or of glibc's abort on a corrupted malloc chunk), with or
-    # without our modules and with Linux's drivers alone. One such crash inside a check is not a finding about the drivers:
-    # try the scenario once more.
+    # without our modules and with Linux's drivers alone. One such crash inside a check is not a
+    # finding about the drivers: try the scenario again (at most RETRIES times, below).
     if [ -n "$reason" ] && [ "$may_retry" = 1 ] &&
         grep -aqE 'segfault at [0-9a-f]+ ip [0-9a-f]+ sp [0-9a-f]+ error [0-9]+ in busybox|traps: [^ ]+\[[0-9]+\] (general protection fault|trap [a-z ]+) ip:[0-9a-f]+ .* in busybox|CHECK FAIL: [^ ]+ \(exit 13[49]\)' "$dir"/*.log; then
-        echo "qemu: $s: attempt 1 failed ($reason) and a user-space process crashed (known TCG issue);" \
-            "retrying once; attempt 1 logs in $dir.attempt1"
-        rm -rf "$dir.attempt1"
-        mv "$dir" "$dir.attempt1"
+        echo "qemu: $s: attempt $attempt failed ($reason) and a user-space process crashed (known TCG" \
+            "issue); retrying; attempt $attempt logs in $dir.attempt$attempt"
+        rm -rf "$dir.attempt$attempt"
+        mv "$dir" "$dir.attempt$attempt"
         return 2
     fi
     if [ -z "$reason" ]; then echo "SCENARIO $s PASS"; else echo "SCENARIO $s FAIL: $reason"; fi > "$dir/verdict"
@@ -119,11 +121,20 @@ run_one() {
     return 1
 }
 
+# At most RETRIES more attempts per scenario, each only after a crash as above; any other
+# failure, or a crash on the last attempt, is final.
+RETRIES=2
 failed=0
 for s in "$@"; do
-    run_one "$s" 1
-    rc=$?
-    [ "$rc" -eq 2 ] && { run_one "$s" 0; rc=$?; }
+    n=1
+    while :; do
+        may=0
+        [ "$n" -le "$RETRIES" ] && may=1
+        run_one "$s" "$n" "$may"
+        rc=$?
+        [ "$rc" -eq 2 ] || break
+        n=$((n + 1))
+    done
     [ "$rc" -eq 0 ] || failed=$((failed + 1))
 done
 [ "$failed" -eq 0 ]
