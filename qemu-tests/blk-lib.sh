@@ -64,6 +64,7 @@ blk_unload_back() {
         sleep 1
         _n=$((_n - 1))
     done
+    log "no vbd device left after $((60 - _n)) s; unloading xenpvrs_blkback"
     check rmmod-rust-blkback rmmod xenpvrs_blkback || return
     kscan XENPVRS-BLKBACK unload
     log "unload: $KLAST"
