@@ -29,7 +29,33 @@ toolstack_up() {
     xenconsoled --log=guest --log-dir="$CONSOLE_DIR" || { fail "xenconsoled"; return 1; }
     brctl addbr xenbr0 && ip addr add 10.0.0.1/24 dev xenbr0 && ip link set xenbr0 up ||
         { fail "bridge xenbr0"; return 1; }
+    daemon_watchdog < /dev/null &
     log "TOOLSTACK-UP"
+}
+
+# daemon_watchdog: under TCG a toolstack daemon can die of user-space heap corruption without
+# any kernel message (glibc's abort), and then every xenstore user, in dom0 and in the guests,
+# blocks until the scenario's timeout. Check both daemons every 3 s with shell builtins only (a
+# dead child of ours stays a zombie, so its state is read, not just its /proc entry); when one
+# is gone say so, print the kernel log and end the boot with a verdict.
+daemon_watchdog() {
+    _xs=$(cat /run/xenstored.pid 2>/dev/null)
+    _xc=$(pidof xenconsoled)
+    [ -n "$_xs" ] && [ -n "$_xc" ] || { log "watchdog: no daemon pids (xs '$_xs' xc '$_xc')"; return; }
+    while :; do
+        sleep 3
+        for _p in "xenstored:$_xs" "xenconsoled:$_xc"; do
+            _st=Z
+            [ -r "/proc/${_p#*:}/stat" ] && read -r _a _b _st _rest < "/proc/${_p#*:}/stat"
+            [ "$_st" = Z ] || continue
+            echo "XEN-PV-RS-DAEMON-DIED ${_p%%:*} (pid ${_p#*:})"
+            echo "=== BEGIN xenstored.log"; tail -n 20 /tmp/xenstored.log; echo "=== END xenstored.log"
+            echo "=== BEGIN dom0-dmesg.log"; dmesg; echo "=== END dom0-dmesg.log"
+            echo "XEN-PV-RS-RESULT $S FAIL: the toolstack daemon ${_p%%:*} died"
+            sync
+            poweroff -f
+        done
+    done
 }
 
 if [ ! -f "/scenarios/$S.sh" ]; then

@@ -100,11 +100,12 @@ run_one() {
     # Known environment defect (docs/harness.md): under QEMU TCG, user-space processes in dom0
     # or a guest now and then crash on a corrupted heap (busybox segfaults or general protection
     # faults; fio dying of SIGSEGV, of glibc's abort on a corrupted malloc chunk, or in the
-    # loader on a symbol its checksummed library does have), with or without our modules and
+    # loader on a symbol its checksummed library does have; a toolstack daemon dying, which
+    # dom0's watchdog reports), with or without our modules and
     # with Linux's drivers alone. One such crash inside a check is not a finding about the
     # drivers: try the scenario again (at most RETRIES times, below).
     if [ -n "$reason" ] && [ "$may_retry" = 1 ] &&
-        grep -aqE 'segfault at [0-9a-f]+ ip [0-9a-f]+ sp [0-9a-f]+ error [0-9]+ in busybox|traps: [^ ]+\[[0-9]+\] (general protection fault|trap [a-z ]+) ip:[0-9a-f]+ .* in busybox|: symbol lookup error: |CHECK FAIL: [^ ]+ \(exit 13[49]\)' "$dir"/*.log; then
+        grep -aqE 'segfault at [0-9a-f]+ ip [0-9a-f]+ sp [0-9a-f]+ error [0-9]+ in busybox|traps: [^ ]+\[[0-9]+\] (general protection fault|trap [a-z ]+) ip:[0-9a-f]+ .* in busybox|: symbol lookup error: |^XEN-PV-RS-DAEMON-DIED |CHECK FAIL: [^ ]+ \(exit 13[49]\)' "$dir"/*.log; then
         echo "qemu: $s: attempt $attempt failed ($reason) and a user-space process crashed (known TCG" \
             "issue); retrying; attempt $attempt logs in $dir.attempt$attempt"
         rm -rf "$dir.attempt$attempt"
