@@ -336,12 +336,7 @@ where
 
     /// Persistent grants currently mapped.
     pub fn persistent_grants(&self) -> usize {
-        self.server
-            .tables
-            .cache()
-            .iter()
-            .filter(|s| s.mapping().is_some())
-            .count()
+        self.server.clock.held()
     }
 
     /// Requests whose I/O has not been reported by [`complete`](Self::complete) yet. The

@@ -50,6 +50,15 @@ impl<M> CacheSlot<M> {
 pub struct Clock {
     hand: usize,
     evictions: u64,
+    /// Entries held, kept so that counting them needs no scan of the slots.
+    held: usize,
+}
+
+impl Clock {
+    /// Mappings the cache holds.
+    pub fn held(&self) -> usize {
+        self.held
+    }
 }
 
 /// A view of a cache: its slots and its clock.
@@ -72,7 +81,7 @@ impl<'a, M> Cache<'a, M> {
 
     /// Mappings held.
     pub fn len(&self) -> usize {
-        self.slots.iter().filter(|e| e.entry.is_some()).count()
+        self.clock.held
     }
 
     /// Whether no mapping is held.
@@ -217,6 +226,8 @@ impl<'a, M> Cache<'a, M> {
                 self.link(i);
                 if old.is_some() {
                     self.clock.evictions = self.clock.evictions.wrapping_add(1);
+                } else {
+                    self.clock.held += 1;
                 }
                 return Ok((i, old.map(|e| e.mapping)));
             }
@@ -238,7 +249,9 @@ impl<'a, M> Cache<'a, M> {
             .iter()
             .position(|s| s.entry.as_ref().is_some_and(|e| e.pins == 0))?;
         self.unlink(i);
-        self.slots.get_mut(i)?.entry.take().map(|e| e.mapping)
+        let e = self.slots.get_mut(i)?.entry.take()?;
+        self.clock.held = self.clock.held.saturating_sub(1);
+        Some(e.mapping)
     }
 }
 
@@ -357,6 +370,7 @@ mod tests {
             }
         }
         assert_eq!(chained, held.len(), "every entry in exactly one chain");
+        assert_eq!(c.len(), held.len(), "the count agrees with the slots");
     }
 
     #[test]
