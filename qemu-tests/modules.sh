@@ -9,6 +9,15 @@ t0=$(now)
 kdir=$(kernel_dir)
 require_kernel modules
 out=$ROOT/target/kmod
+# The shared crates' one dependency from crates.io (bitflags) is compiled from cargo's copy of
+# its source: fetch what Cargo.lock names (a no-op when the registry has it) and ask cargo where
+# it is, so the module build works on a machine where cargo never ran.
+(cd "$ROOT" && cargo fetch --locked -q) || { echo "modules: cargo fetch failed" >&2; exit 1; }
+ver=$(sed -n 's/^bitflags = { version = "=\([0-9.]*\)".*/\1/p' "$ROOT/Cargo.toml")
+bitflags=$(cd "$ROOT" && cargo metadata --locked --format-version 1 |
+    grep -o "\"manifest_path\":\"[^\"]*/bitflags-$ver/Cargo\\.toml\"" | head -1 |
+    sed 's/^"manifest_path":"//; s/Cargo\.toml"$/src\/lib.rs/')
+[ -f "$bitflags" ] || { echo "modules: cargo metadata names no source for bitflags $ver (the version Cargo.toml pins)" >&2; exit 1; }
 rm -rf "$out"
 mkdir -p "$out"
 for kb in "$ROOT"/drivers/*/kmod/Kbuild; do
@@ -20,7 +29,7 @@ for kb in "$ROOT"/drivers/*/kmod/Kbuild; do
     rm -rf "$b"
     mkdir -p "$b"
     cp -r "$m"/. "$b"/
-    make -s -C "$kdir" M="$b" $(kmake_args) XEN_PV_RS_ROOT="$ROOT" modules
+    make -s -C "$kdir" M="$b" $(kmake_args) XEN_PV_RS_ROOT="$ROOT" XEN_BITFLAGS_SRC="$bitflags" modules
     cp "$b"/*.ko "$out"/
 done
 stage "modules: $(ls "$out" | tr '\n' ' ')" "$t0"

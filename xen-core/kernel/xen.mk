@@ -16,10 +16,11 @@
 
 XEN_KERNEL_SRC := $(XEN_PV_RS_ROOT)/xen-core/kernel
 
-# bitflags 2.6.0 as cargo resolved it for the host build (Cargo.lock), from the registry.
-XEN_BITFLAGS_SRC := $(firstword $(wildcard $(HOME)/.cargo/registry/src/*/bitflags-2.6.0/src/lib.rs))
+# bitflags as cargo resolved it for the host build (Cargo.lock): qemu-tests/modules.sh runs
+# `cargo fetch --locked` and passes the source file cargo metadata names, so the module build
+# needs no earlier cargo run and no particular CARGO_HOME.
 ifeq ($(XEN_BITFLAGS_SRC),)
-$(error xen.mk: bitflags-2.6.0 not found in the cargo registry; run 'cargo fetch' in the workspace)
+$(error xen.mk: XEN_BITFLAGS_SRC is not set; build the modules with qemu-tests/modules.sh)
 endif
 
 xen_kernel_objs := bitflags.o xen_sys.o xen_ring.o xen_grant.o xen_evtchn.o xen_core.o \
