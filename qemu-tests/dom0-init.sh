@@ -33,9 +33,8 @@ toolstack_up() {
     log "TOOLSTACK-UP"
 }
 
-# daemon_watchdog: under TCG a toolstack daemon can die of user-space heap corruption without
-# any kernel message (glibc's abort), and then every xenstore user, in dom0 and in the guests,
-# blocks until the scenario's timeout. Check both daemons every 3 s with shell builtins only (a
+# daemon_watchdog: a toolstack daemon that dies of an abort leaves no kernel message, and then
+# every xenstore user, in dom0 and in the guests, blocks until the scenario's timeout. Check both daemons every 3 s with shell builtins only (a
 # dead child of ours stays a zombie, so its state is read, not just its /proc entry); when one
 # is gone say so, print the kernel log and end the boot with a verdict.
 daemon_watchdog() {
@@ -50,7 +49,7 @@ daemon_watchdog() {
             [ "$_st" = Z ] || continue
             echo "XEN-PV-RS-DAEMON-DIED ${_p%%:*} (pid ${_p#*:})"
             echo "=== BEGIN xenstored.log"; tail -n 20 /tmp/xenstored.log; echo "=== END xenstored.log"
-            echo "=== BEGIN dom0-dmesg.log"; dmesg; echo "=== END dom0-dmesg.log"
+            print_logs
             echo "XEN-PV-RS-RESULT $S FAIL: the toolstack daemon ${_p%%:*} died"
             sync
             poweroff -f
@@ -58,25 +57,58 @@ daemon_watchdog() {
     done
 }
 
+# print_logs: every log a verdict needs, in sections run.sh cuts into results/NAME/*.log.
+print_logs() {
+    for f in "$CONSOLE_DIR"/guest-*.log; do
+        [ -f "$f" ] || continue
+        echo "=== BEGIN $(basename "$f")"
+        tr -d '\r' < "$f"
+        echo "=== END $(basename "$f")"
+    done
+    echo "=== BEGIN xen-dmesg.log"; xl dmesg 2>&1; echo "=== END xen-dmesg.log"
+    echo "=== BEGIN dom0-dmesg.log"; dmesg; echo "=== END dom0-dmesg.log"
+}
+
+# overrun_watchdog SECS: a hang is diagnosed, not waited out. When the scenario still runs at
+# SECS s of uptime (its TIMEOUT), dump the blocked tasks and CPU backtraces of dom0 and of every
+# guest (SysRq w and l; a guest's land in its console log), our debugfs counters and all logs,
+# then give the verdict. run.sh waits a grace period beyond TIMEOUT for this report.
+overrun_watchdog() {
+    while :; do
+        sleep 5
+        read -r _up _idle < /proc/uptime
+        [ "${_up%%.*}" -ge "$1" ] && break
+    done
+    echo "XEN-PV-RS-OVERRUN $S: still running after $1 s: dumping the state of every domain"
+    echo w > /proc/sysrq-trigger
+    echo l > /proc/sysrq-trigger
+    for _d in $(xl list 2>/dev/null | awk 'NR > 1 && $2 != 0 {print $1}'); do
+        xl sysrq "$_d" w
+        xl sysrq "$_d" l
+    done
+    sleep 10
+    echo "=== BEGIN counters.log"; debugfs_counters; echo "=== END counters.log"
+    print_logs
+    echo "XEN-PV-RS-RESULT $S FAIL: overran its TIMEOUT of $1 s (blocked tasks, backtraces and counters in the logs)"
+    sync
+    poweroff -f
+}
+
 if [ ! -f "/scenarios/$S.sh" ]; then
     fail "no such scenario '$S'"
 elif toolstack_up; then
     . "/scenarios/$S.sh"
+    [ "${AUTOLOAD:-0}" = 1 ] && hotplug_agent_on
+    overrun_watchdog "${TIMEOUT:-600}" < /dev/null &
+    _wd=$!
     dom0_main
     for d in $(xl list 2>/dev/null | awk 'NR > 1 && $2 != 0 {print $1}'); do
         xl destroy "$d" 2>/dev/null
     done
+    kill "$_wd" 2>/dev/null
 fi
 kernel_log_clean || fail "dom0 kernel log has warnings"
-
-for f in "$CONSOLE_DIR"/guest-*.log; do
-    [ -f "$f" ] || continue
-    echo "=== BEGIN $(basename "$f")"
-    tr -d '\r' < "$f"
-    echo "=== END $(basename "$f")"
-done
-echo "=== BEGIN xen-dmesg.log"; xl dmesg 2>&1; echo "=== END xen-dmesg.log"
-echo "=== BEGIN dom0-dmesg.log"; dmesg; echo "=== END dom0-dmesg.log"
+print_logs
 if [ -z "$FAILED" ]; then
     echo "XEN-PV-RS-RESULT $S PASS"
 else

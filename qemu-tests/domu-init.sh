@@ -10,10 +10,27 @@ export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
 . /lib/xen-pv-rs.sh
 S=$(scenario_name)
+
+# counters_watchdog SECS: when the scenario still runs at SECS s of this guest's uptime, print
+# our debugfs counters on the console (which dom0 keeps): dom0 reports an overrun at the
+# scenario's TIMEOUT of its own uptime, and this guest started after dom0.
+counters_watchdog() {
+    while :; do
+        sleep 5
+        read -r _up _idle < /proc/uptime
+        [ "${_up%%.*}" -ge "$1" ] && break
+    done
+    log "still running after $1 s: our counters"
+    debugfs_counters | sed 's/^/XENPVRS-COUNTER /'
+}
 log "DOMU-ALIVE scenario=$S kernel=$(uname -r)"
 if [ -f "/scenarios/$S.sh" ]; then
     . "/scenarios/$S.sh"
+    [ "${AUTOLOAD:-0}" = 1 ] && hotplug_agent_on
+    counters_watchdog $((${TIMEOUT:-600} - 60)) < /dev/null &
+    _wd=$!
     domu_main
+    kill "$_wd" 2>/dev/null
 else
     fail "no such scenario '$S'"
 fi

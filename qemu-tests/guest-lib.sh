@@ -47,12 +47,53 @@ wait_for() {
     return 1
 }
 
-# kernel_log_clean: the kernel log has no warning, oops or BUG.
+# kernel_warnings FILE: the lines of a kernel log (or a console log holding one) that fail a
+# run: warnings, oopses, BUGs (soft lockups are "BUG: soft lockup"), panics, hung tasks and RCU
+# stalls, and call traces. A call trace after "sysrq: Show ..." belongs to a dump the harness
+# asked for (blocked tasks, CPU backtraces); the dumps of real problems have their own header
+# line above, which is still caught.
+kernel_warnings() {
+    awk '
+        /sysrq: Show / { dump = 1 }
+        /WARNING:|BUG:|Oops|Kernel panic|INFO: task .* blocked for more than|detected stalls? on CPU|self-detected stall/ { print; next }
+        /Call Trace/ && !dump { print }' "$1" | head -5
+}
+
+# kernel_log_clean: the kernel log has no warning, oops, BUG, hang or stall report. Fails too
+# when dmesg fails or prints nothing: an unread log is not a clean one.
 kernel_log_clean() {
-    if dmesg | grep -E 'WARNING:|BUG:|Oops|Call Trace|Kernel panic'; then
-        return 1
-    fi
-    return 0
+    dmesg > /tmp/kernel-log-check || { log "dmesg failed"; return 1; }
+    [ -s /tmp/kernel-log-check ] || { log "dmesg printed nothing"; return 1; }
+    _w=$(kernel_warnings /tmp/kernel-log-check)
+    [ -z "$_w" ] && return 0
+    echo "$_w"
+    return 1
+}
+
+# debugfs_counters: every counter our modules publish in debugfs, one "dir/name=value" a line.
+debugfs_counters() {
+    for _c in /sys/kernel/debug/xenpvrs-*/*; do
+        [ -f "$_c" ] || continue
+        _d=${_c%/*}
+        echo "${_d##*/}/${_c##*/}=$(cat "$_c")"
+    done
+}
+
+# hotplug_agent_on: from now on the kernel runs /sbin/xen-pv-rs-hotplug for each uevent, which
+# loads drivers by modalias (a scenario asks for it with AUTOLOAD=1); devices that are already
+# there are announced again ("coldplug"), as udev does at boot.
+hotplug_agent_on() {
+    echo /sbin/xen-pv-rs-hotplug > /proc/sys/kernel/hotplug || return
+    for _u in /sys/bus/xen/devices/*/uevent /sys/bus/xen-backend/devices/*/uevent; do
+        [ -f "$_u" ] && echo add > "$_u"
+    done
+    log "hotplug agent on"
+}
+
+# bound_driver BUS DEVICE: the name of the driver bound to a XenBus device, or "none".
+bound_driver() {
+    _l=$(readlink "/sys/bus/$1/devices/$2/driver" 2>/dev/null)
+    echo "${_l##*/}" | sed 's/^$/none/'
 }
 
 # cmdline_value KEY: the value of KEY=value on the kernel command line.
@@ -86,8 +127,7 @@ kv() {
 }
 
 # kscan TAG WHAT: over the kernel log, KN = how many lines hold "TAG WHAT", KLAST = the last one
-# from WHAT on. One process (dmesg) and shell builtins: busybox processes in these guests crash
-# now and then under TCG, with or without our modules, so the scenario starts as few as it can.
+# from WHAT on.
 kscan() {
     KN=0
     KLAST=
@@ -130,45 +170,19 @@ CFG
 }
 
 # xl_attach DOMAIN VDEV SPEC...: xl block-attach DOMAIN SPEC... (VDEV is the virtual-device
-# number, e.g. 51728 for xvdb). Under TCG, xl itself sometimes aborts here ("malloc(): corrupted
-# top size", exit 134) and the hotplug script's busybox sometimes segfaults (see
-# docs/harness.md). A failed attempt is logged; if the device got set up all the same (its
-# hotplug script reported connected) that is taken as done, otherwise what is left of it is
-# detached and the attach tried again, three times at most.
+# number, e.g. 51728 for xvdb).
 xl_attach() {
-    _dom=$1 _vdev=$2
+    _dom=$1
     shift 2
-    for _try in 1 2 3; do
-        xl block-attach "$_dom" "$@" && return 0
-        log "xl block-attach failed (exit $?), attempt $_try"
-        _be=/local/domain/0/backend/vbd/$(xl domid "$_dom")/$_vdev
-        if [ "$(xenstore-read "$_be/hotplug-status" 2>/dev/null)" = connected ]; then
-            log "the device is set up all the same"
-            return 0
-        fi
-        xl block-detach "$_dom" "$_vdev" 2>/dev/null
-        sleep 2
-    done
-    return 1
+    xl block-attach "$_dom" "$@"
 }
 
-# xl_detach DOMAIN VDEV: xl block-detach, retried like xl_attach (xl aborts the same way now
-# and then); done once the device is gone from `xl block-list` and its frontend directory is
-# gone from XenStore (an attach of the same disk while the old frontend keys are still there
-# lets the new backend read the old state and ring references).
+# xl_detach DOMAIN VDEV: xl block-detach; done once its frontend directory is gone from XenStore
+# too (an attach of the same disk while the old frontend keys are still there lets the new
+# backend read the old state and ring references).
 xl_detach() {
     _fe=/local/domain/$(xl domid "$1")/device/vbd/$2
-    _ok=""
-    for _try in 1 2 3; do
-        if xl block-detach "$1" "$2"; then
-            _ok=1
-            break
-        fi
-        log "xl block-detach failed (exit $?), attempt $_try"
-        sleep 2
-        xl block-list "$1" | grep -q "^$2 " || { log "the device is gone all the same"; _ok=1; break; }
-    done
-    [ -n "$_ok" ] || return 1
+    xl block-detach "$1" "$2" || return
     _n=30
     while xenstore-exists "$_fe" 2>/dev/null && [ $_n -gt 0 ]; do sleep 1; _n=$((_n - 1)); done
     ! xenstore-exists "$_fe" 2>/dev/null

@@ -46,9 +46,22 @@ common_root() {
         cp "$ROOT"/target/kmod/*.ko "$r/lib/modules/$kver/extra/"
     fi
     depmod -b "$r" "$kver"
+    # Module tools: kmod, as on a distribution (modprobe.d, blacklists for aliases), in place
+    # of busybox's applets; the hotplug agent that loads drivers by modalias; our modprobe.d
+    # file that prefers our drivers over Linux's C ones (drivers/modprobe.d).
+    copy_bin "$r" /bin/kmod
+    for a in modprobe insmod rmmod lsmod modinfo depmod; do
+        ln -sf kmod "$r/bin/$a"
+        ln -sf ../bin/kmod "$r/sbin/$a"
+    done
+    cp "$here/rootfs/sbin/xen-pv-rs-hotplug" "$r/sbin/xen-pv-rs-hotplug"
+    chmod +x "$r/sbin/xen-pv-rs-hotplug"
+    mkdir -p "$r/etc/modprobe.d"
+    cp "$ROOT"/drivers/modprobe.d/*.conf "$r/etc/modprobe.d/"
     copy_bin "$r" /sbin/mke2fs /sbin/e2fsck
     cp "$ROOT/target/release/xpattern" "$r/usr/bin/xpattern"
     copy_bin "$r" "$ROOT/target/release/xpattern"
+    cp "$ROOT/target/static/fpu-probe" "$r/usr/bin/fpu-probe"
     rm -rf "$r$ROOT"
     ln -sf mke2fs "$r/sbin/mkfs.ext4"
     mkdir -p "$r/scenarios"
@@ -62,6 +75,12 @@ common_root() {
 # and xpattern (fast, position-dependent data patterns for disks and streams).
 (cd "$ROOT" && cargo build --release -q -p xen-sim --bin xs-interop --bin xpattern) ||
     { echo "image: building the test tools failed" >&2; exit 1; }
+# fpu-probe (tests/src/bin, the harness-fpu self-test): one static binary from one source file,
+# with the toolchain cargo uses.
+mkdir -p "$ROOT/target/static"
+rustc --edition 2021 -O -C target-feature=+crt-static -C strip=symbols \
+    -o "$ROOT/target/static/fpu-probe" "$ROOT/tests/src/bin/fpu-probe.rs" ||
+    { echo "image: building fpu-probe failed" >&2; exit 1; }
 
 t1=$(now)
 common_root "$out/domu-root"

@@ -3,7 +3,6 @@
 # patterns, fio with verify, flush, discard, ext4, a read-only disk), both modules unloading
 # clean (the guest unbinds its disks first, so our backend sees frontends close).
 TIMEOUT=1500
-BLKFRONT_WAIT=900
 BLK_BACK=rust
 BLK_FRONT=rust
 

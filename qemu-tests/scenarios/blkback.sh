@@ -6,7 +6,6 @@
 # dmesg line per disk (queues, protocol, persistent grants, ring pages), and that it unloads
 # with every mapping, ring and channel given back.
 TIMEOUT=1500
-BLKFRONT_WAIT=900
 BLK_BACK=rust
 BLK_FRONT=c
 

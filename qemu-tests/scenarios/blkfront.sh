@@ -4,7 +4,6 @@
 # whole-disk patterns, fio with verify, flush, discard, ext4, a read-only disk; dom0 checks
 # that flushes and discards reached C blkback (its own counters).
 TIMEOUT=1500
-BLKFRONT_WAIT=60
 BLK_BACK=c
 BLK_FRONT=rust
 
