@@ -29,7 +29,7 @@ toolstack_up() {
     xenconsoled --log=guest --log-dir="$CONSOLE_DIR" || { fail "xenconsoled"; return 1; }
     brctl addbr xenbr0 && ip addr add 10.0.0.1/24 dev xenbr0 && ip link set xenbr0 up ||
         { fail "bridge xenbr0"; return 1; }
-    daemon_watchdog < /dev/null &
+    ( daemon_watchdog < /dev/null & )
     log "TOOLSTACK-UP"
 }
 
@@ -99,13 +99,13 @@ if [ ! -f "/scenarios/$S.sh" ]; then
 elif toolstack_up; then
     . "/scenarios/$S.sh"
     [ "${AUTOLOAD:-0}" = 1 ] && hotplug_agent_on
-    overrun_watchdog "${TIMEOUT:-600}" < /dev/null &
-    _wd=$!
+    # Detached (not a job of this shell), so a scenario's bare `wait` does not wait for it.
+    ( overrun_watchdog "${TIMEOUT:-600}" < /dev/null & echo $! > /tmp/overrun-watchdog.pid )
     dom0_main
     for d in $(xl list 2>/dev/null | awk 'NR > 1 && $2 != 0 {print $1}'); do
         xl destroy "$d" 2>/dev/null
     done
-    kill "$_wd" 2>/dev/null
+    kill "$(cat /tmp/overrun-watchdog.pid)" 2>/dev/null
 fi
 kernel_log_clean || fail "dom0 kernel log has warnings"
 print_logs

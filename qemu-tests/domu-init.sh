@@ -27,10 +27,10 @@ log "DOMU-ALIVE scenario=$S kernel=$(uname -r)"
 if [ -f "/scenarios/$S.sh" ]; then
     . "/scenarios/$S.sh"
     [ "${AUTOLOAD:-0}" = 1 ] && hotplug_agent_on
-    counters_watchdog $((${TIMEOUT:-600} - 60)) < /dev/null &
-    _wd=$!
+    # Detached (not a job of this shell), so a scenario's bare `wait` does not wait for it.
+    ( counters_watchdog $((${TIMEOUT:-600} - 60)) < /dev/null & echo $! > /tmp/counters-watchdog.pid )
     domu_main
-    kill "$_wd" 2>/dev/null
+    kill "$(cat /tmp/counters-watchdog.pid)" 2>/dev/null
 else
     fail "no such scenario '$S'"
 fi
