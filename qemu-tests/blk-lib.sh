@@ -179,7 +179,7 @@ disk = [ 'format=raw,vdev=xvdb,access=rw,target=/data/file.img',
         fail "the guest never got to its flush/discard checks"
         guest_dump domu
     fi
-    domu_result domu 900
+    domu_result domu 500
     blk_unload_back
 }
 

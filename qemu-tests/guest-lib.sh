@@ -72,11 +72,14 @@ kernel_log_clean() {
 
 # debugfs_counters: every counter our modules publish in debugfs, one "dir/name=value" a line.
 debugfs_counters() {
+    _none=1
     for _c in /sys/kernel/debug/xenpvrs-*/*; do
         [ -f "$_c" ] || continue
         _d=${_c%/*}
         echo "${_d##*/}/${_c##*/}=$(cat "$_c")"
+        _none=
     done
+    [ -z "$_none" ] || echo "(no xenpvrs debugfs counters: none of our devices is up)"
 }
 
 # hotplug_agent_on: from now on the kernel runs /sbin/xen-pv-rs-hotplug for each uevent, which

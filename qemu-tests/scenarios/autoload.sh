@@ -5,7 +5,7 @@
 # blkfront in the guest, and Linux's C drivers stay out. Then the disk is detached, our modules
 # are unloaded and the file removed on both sides, and the same attach gets Linux's C drivers
 # back, which read the pattern our pair wrote.
-TIMEOUT=600
+TIMEOUT=300
 AUTOLOAD=1
 AUTO_BYTES=16777216
 AUTO_SEED=4242

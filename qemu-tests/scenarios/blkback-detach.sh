@@ -3,7 +3,7 @@
 # previous one's flushed data), then the guest is destroyed with `xl destroy` in the middle of
 # reads and writes; dom0's kernel log stays clean and our backend unloads with every mapping,
 # ring and channel given back.
-TIMEOUT=1800
+TIMEOUT=600
 BLK_BACK=rust
 BLK_FRONT=c
 BLK_DESTROY=1

@@ -4,7 +4,7 @@
 # image. Large buffered reads (readahead) make indirect requests on persistent grants, the path
 # a guest loads its programs through: a wrong page here would show up elsewhere as a program
 # crashing at start.
-TIMEOUT=1500
+TIMEOUT=600
 BLK_BACK=rust
 BLK_FRONT=c
 
@@ -22,7 +22,7 @@ disk = [ 'format=raw,vdev=xvde,access=ro,target=/data/tools.img',
          'format=raw,vdev=xvdf,access=ro,target=/data/tools2.img' ]"
     follow_guest domu
     check xl-create xl create /etc/xen/domu.cfg || return
-    domu_result domu 1200
+    domu_result domu 500
     blk_unload_back
     # The reads really took the indirect, persistent path: the queues' last counters say so.
     _ind=0

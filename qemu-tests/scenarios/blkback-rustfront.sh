@@ -2,7 +2,7 @@
 # every disk ours: the integrity checks of blk-lib.sh as in the blkback scenario (whole-disk
 # patterns, fio with verify, flush, discard, ext4, a read-only disk), both modules unloading
 # clean (the guest unbinds its disks first, so our backend sees frontends close).
-TIMEOUT=1500
+TIMEOUT=600
 BLK_BACK=rust
 BLK_FRONT=rust
 

@@ -5,7 +5,7 @@
 # a read-only disk; dom0 checks our backend's counters (flushes and discards arrived), its
 # dmesg line per disk (queues, protocol, persistent grants, ring pages), and that it unloads
 # with every mapping, ring and channel given back.
-TIMEOUT=1500
+TIMEOUT=600
 BLK_BACK=rust
 BLK_FRONT=c
 

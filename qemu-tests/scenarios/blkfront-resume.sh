@@ -4,7 +4,7 @@
 # backend). On restore the driver drops its old rings, grants and channels, keeps the disk,
 # hands its in-flight requests back to blk-mq and re-issues them on the new connection: every
 # read must still verify (no I/O error), and the disk must take a new pattern afterwards.
-TIMEOUT=1500
+TIMEOUT=450
 
 DISK_BYTES=67108864
 

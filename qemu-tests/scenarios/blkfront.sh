@@ -3,7 +3,7 @@
 # descriptors as the backend offers them. The checks are blk-lib.sh's integrity scenario:
 # whole-disk patterns, fio with verify, flush, discard, ext4, a read-only disk; dom0 checks
 # that flushes and discards reached C blkback (its own counters).
-TIMEOUT=1500
+TIMEOUT=600
 BLK_BACK=c
 BLK_FRONT=rust
 

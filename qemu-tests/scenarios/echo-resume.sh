@@ -5,7 +5,7 @@
 # The front's XenBus resume drops its old ring, grants and event channel and connects to the
 # new backend, and a second batch completes with every checksum verified. At the end both
 # modules report that every grant, mapping, ring, event channel and watch was given back.
-TIMEOUT=1500
+TIMEOUT=450
 
 REQUESTS=100000
 
@@ -18,7 +18,7 @@ dom0_main() {
     check xl-create xl create /etc/xen/domu.cfg || return
     d=$(xl domid domu)
     echo_add_device "$d" || return
-    if ! wait_for "$(guest_log domu)" '^(ECHO-SAVE-ME|DOMU-RESULT)' 900; then
+    if ! wait_for "$(guest_log domu)" '^(ECHO-SAVE-ME|DOMU-RESULT)' 300; then
         fail "the guest did not finish its first run"
         return
     fi
@@ -33,7 +33,7 @@ dom0_main() {
     echo_add_device "$n" || return
     check xl-unpause xl unpause domu || return
     rm -f /data/domu.save
-    if ! wait_for "$(guest_log domu)" '^(ECHO-RESUMED-RUN|DOMU-RESULT)' 900; then
+    if ! wait_for "$(guest_log domu)" '^(ECHO-RESUMED-RUN|DOMU-RESULT)' 300; then
         fail "the guest did not finish its run after the restore"
         return
     fi
@@ -56,7 +56,7 @@ dom0_main() {
 
 # front_run N: the N-th result line since boot says all requests completed and verified.
 front_run() {
-    if ! kwait XENPVRS-ECHO-FRONT result "$1" 900; then
+    if ! kwait XENPVRS-ECHO-FRONT result "$1" 300; then
         fail "run $1: no result line"
         return 1
     fi
@@ -83,7 +83,7 @@ domu_main() {
     # dom0 saves and restores us now. Only the kernel learns of it: the front's resume prints
     # its "resumed" line, then connects to the new backend and runs the second batch.
     echo "ECHO-SAVE-ME"
-    if ! kwait XENPVRS-ECHO-FRONT resumed 1 900; then
+    if ! kwait XENPVRS-ECHO-FRONT resumed 1 300; then
         fail "no resumed line"
         return
     fi

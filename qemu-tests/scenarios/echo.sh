@@ -6,7 +6,7 @@
 # writes a bogus backend state (42) and unloads its module while the guest is connected, and
 # the guest survives and reports the disconnect. Both modules print their layer's counters at unload: every grant, mapping, ring,
 # event channel and watch must be given back (clean=1).
-TIMEOUT=1500
+TIMEOUT=450
 
 REQUESTS=100000
 
@@ -20,7 +20,7 @@ dom0_main() {
     d=$(xl domid domu)
     echo_add_device "$d" || return
     # The guest runs, reloads its module and runs again; then we pull the backend from under it.
-    if ! wait_for "$(guest_log domu)" '^(ECHO-RELOADED|DOMU-RESULT)' 1200; then
+    if ! wait_for "$(guest_log domu)" '^(ECHO-RELOADED|DOMU-RESULT)' 300; then
         fail "the guest did not finish its two runs"
         return
     fi
@@ -51,7 +51,7 @@ dom0_main() {
 
 # front_run N: the N-th result line since boot says all requests completed and verified.
 front_run() {
-    if ! kwait XENPVRS-ECHO-FRONT result "$1" 900; then
+    if ! kwait XENPVRS-ECHO-FRONT result "$1" 300; then
         fail "run $1: no result line"
         return 1
     fi

@@ -1,7 +1,7 @@
 # rust-hello: our out-of-tree Rust module, xenpvrs_hello, loaded and unloaded in dom0 and in a PV
 # guest; each prints its domain id read from XenStore through the kernel's XenStore API and runs
 # the project's ring crate (compiled by Kbuild from the host tests' source) in the kernel.
-TIMEOUT=600
+TIMEOUT=300
 
 hello_value() { dmesg | sed -n "s/.*XENPVRS-HELLO $1\([^ ]*\).*/\1/p" | tail -1; }
 

@@ -2,7 +2,7 @@
 # xen-netfront in the guest). The guest writes a pseudo-random pattern over a 256 MiB disk backed
 # by a file in dom0 and reads every byte back, makes and checks an ext4 file system, and sends a
 # 64 MiB file from it to dom0 over TCP through its vif; dom0 verifies every byte it received.
-TIMEOUT=1200
+TIMEOUT=450
 
 DISK_BYTES=268435456
 NET_BYTES=67108864
@@ -32,7 +32,7 @@ vif = [ 'bridge=xenbr0,mac=00:16:3e:5a:00:02' ]"
     ) &
     follow_guest domu
     check xl-create xl create /etc/xen/domu.cfg || return
-    domu_result domu 900
+    domu_result domu 400
     check net-received xpattern verify /data/net.bin "$NET_BYTES" "$NET_SEED"
 }
 
