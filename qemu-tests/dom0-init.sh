@@ -74,11 +74,7 @@ print_logs() {
 # guest (SysRq w and l; a guest's land in its console log), our debugfs counters and all logs,
 # then give the verdict. run.sh waits a grace period beyond TIMEOUT for this report.
 overrun_watchdog() {
-    while :; do
-        sleep 5
-        read -r _up _idle < /proc/uptime
-        [ "${_up%%.*}" -ge "$1" ] && break
-    done
+    sleep_until_uptime "$1"
     echo "XEN-PV-RS-OVERRUN $S: still running after $1 s: dumping the state of every domain"
     echo w > /proc/sysrq-trigger
     echo l > /proc/sysrq-trigger

@@ -15,11 +15,7 @@ S=$(scenario_name)
 # our debugfs counters on the console (which dom0 keeps): dom0 reports an overrun at the
 # scenario's TIMEOUT of its own uptime, and this guest started after dom0.
 counters_watchdog() {
-    while :; do
-        sleep 5
-        read -r _up _idle < /proc/uptime
-        [ "${_up%%.*}" -ge "$1" ] && break
-    done
+    sleep_until_uptime "$1"
     log "still running after $1 s: our counters"
     debugfs_counters | sed 's/^/XENPVRS-COUNTER /'
 }

@@ -70,6 +70,15 @@ kernel_log_clean() {
     return 1
 }
 
+# sleep_until_uptime SECS: return once this kernel has been up SECS seconds (checked every 5 s).
+sleep_until_uptime() {
+    while :; do
+        sleep 5
+        read -r _up _idle < /proc/uptime
+        [ "${_up%%.*}" -ge "$1" ] && return
+    done
+}
+
 # debugfs_counters: every counter our modules publish in debugfs, one "dir/name=value" a line.
 debugfs_counters() {
     _none=1

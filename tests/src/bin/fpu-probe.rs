@@ -32,6 +32,30 @@ fn pattern(w: u64, r: u64, i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The middle of a round, between loading the registers and storing them: spin on integer work,
+/// `sched_yield` (syscall 24, which clobbers rax, rcx and r11), spin again. Operands: `{t}` and
+/// `{acc}` scratch registers, `{spin}` the iteration count.
+macro_rules! switch_out {
+    () => {
+        concat!(
+            "mov {t}, {spin}\n",
+            "2:\n",
+            "add {acc}, {t}\n",
+            "rol {acc}, 7\n",
+            "dec {t}\n",
+            "jnz 2b\n",
+            "mov eax, 24\n",
+            "syscall\n",
+            "mov {t}, {spin}\n",
+            "3:\n",
+            "add {acc}, {t}\n",
+            "rol {acc}, 7\n",
+            "dec {t}\n",
+            "jnz 3b",
+        )
+    };
+}
+
 /// One round on the AVX registers: load `src` into ymm0-15, spin, yield, spin, store to `dst`.
 ///
 /// # Safety
@@ -60,20 +84,7 @@ unsafe fn round_ymm(src: &[u64; 64], dst: &mut [u64; 64]) {
             "vmovdqu ymm13, [{src} + 416]",
             "vmovdqu ymm14, [{src} + 448]",
             "vmovdqu ymm15, [{src} + 480]",
-            "mov {t}, {spin}",
-            "2:",
-            "add {acc}, {t}",
-            "rol {acc}, 7",
-            "dec {t}",
-            "jnz 2b",
-            "mov eax, 24",
-            "syscall",
-            "mov {t}, {spin}",
-            "3:",
-            "add {acc}, {t}",
-            "rol {acc}, 7",
-            "dec {t}",
-            "jnz 3b",
+            switch_out!(),
             "vmovdqu [{dst}], ymm0",
             "vmovdqu [{dst} + 32], ymm1",
             "vmovdqu [{dst} + 64], ymm2",
@@ -128,20 +139,7 @@ fn round_xmm(src: &[u64; 64], dst: &mut [u64; 64]) {
             "movdqu xmm13, [{src} + 208]",
             "movdqu xmm14, [{src} + 224]",
             "movdqu xmm15, [{src} + 240]",
-            "mov {t}, {spin}",
-            "2:",
-            "add {acc}, {t}",
-            "rol {acc}, 7",
-            "dec {t}",
-            "jnz 2b",
-            "mov eax, 24",
-            "syscall",
-            "mov {t}, {spin}",
-            "3:",
-            "add {acc}, {t}",
-            "rol {acc}, 7",
-            "dec {t}",
-            "jnz 3b",
+            switch_out!(),
             "movdqu [{dst}], xmm0",
             "movdqu [{dst} + 16], xmm1",
             "movdqu [{dst} + 32], xmm2",
