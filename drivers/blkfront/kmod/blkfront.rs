@@ -31,7 +31,9 @@ use xen_core::feature::blkif::{
 use xen_core::feature::{FeatureError, StoreDir};
 use xen_core::xs::{with_transaction, PathBuf, TxId, XenStore};
 use xen_evtchn::{EvtchnOps, Nanos};
-use xen_kernel::blk::{self, DebugCounters, Disk, DiscardParams, Op, QueueRqError, Request};
+use xen_kernel::blk::{
+    self, DebugCounters, Disk, DiscardParams, HwQueue, Op, QueueRqError, Request,
+};
 use xen_kernel::bus::{self, Device, DeviceHandle, HandshakeError, Side};
 use xen_kernel::evtchn::Channel;
 use xen_kernel::grant::{Grants, LocalPage};
@@ -132,6 +134,11 @@ struct QState {
     /// The block request of each outstanding engine slot.
     inflight: KVec<Option<Request>>,
     events: u64,
+    /// The engine is configured (set by `connect`): requests may go to the ring. While it
+    /// is not, a reconnecting device holds requests back in a stopped queue. Changed only
+    /// under this lock, which is also where the queue is stopped, so that `connect`'s restart
+    /// cannot slip between a refusal and its stop.
+    ready: bool,
 }
 
 /// One ring with its engine and blk-mq hardware queue.
@@ -176,6 +183,7 @@ impl Queue {
                     engine: None,
                     inflight,
                     events: 0,
+                    ready: false,
                 }),
                 work <- new_work!("Queue::work"),
                 event_kicked: AtomicBool::new(false),
@@ -236,6 +244,7 @@ impl Queue {
         let mut st = self.state.lock();
         st.engine = Some(engine);
         st.events = 0;
+        st.ready = false;
         Ok((grefs, port))
     }
 
@@ -249,8 +258,12 @@ impl Queue {
         let engine = {
             let mut guard = self.state.lock();
             let QState {
-                engine, inflight, ..
+                engine,
+                inflight,
+                ready,
+                ..
             } = &mut *guard;
+            *ready = false;
             if let Some(e) = engine.as_mut() {
                 // Every outstanding request is in `inflight`; it is collected below.
                 e.fail(|_, _| {});
@@ -268,10 +281,13 @@ impl Queue {
 
     /// After a restore: drops the engine (its backend is gone) and hands every outstanding
     /// request back to blk-mq, which issues it again once the new connection is up.
-    fn recover(&self) {
-        for rq in self.drain() {
+    fn recover(&self) -> usize {
+        let rqs = self.drain();
+        let n = rqs.len();
+        for rq in rqs {
             rq.requeue();
         }
+        n
     }
 
     /// Fails every outstanding request and drops the engine.
@@ -321,6 +337,7 @@ impl WorkItem<0> for Queue {
                 engine,
                 inflight,
                 events,
+                ..
             } = &mut *guard;
             let Some(engine) = engine.as_mut() else {
                 return;
@@ -401,6 +418,11 @@ struct Shared {
     /// Between a restore and the new connection: requests wait (their hardware queue is
     /// stopped) instead of failing.
     reconnecting: AtomicBool,
+    /// Since the last restore: requests that were outstanding on the old rings and handed
+    /// back to blk-mq, and requests refused (held in a stopped queue) before the new
+    /// connection. Both kinds are re-issued by `connect`.
+    handed_back: AtomicU32,
+    held: AtomicU32,
 }
 
 impl Kick for Shared {
@@ -569,11 +591,13 @@ impl Dev {
         let mut max_sectors = u32::MAX;
         let mut depth = u32::MAX;
         for q in self.queues.iter().take(nq) {
-            let mut st = q.state.lock();
+            let mut guard = q.state.lock();
+            let st = &mut *guard;
             let engine = st.engine.as_mut().ok_or(EINVAL)?;
             if !engine.configure(indirect, persistent) {
                 return Err(EBUSY.into());
             }
+            st.ready = true;
             max_sectors = max_sectors.min(engine.max_sectors());
             depth = depth.min(engine.ring_entries());
         }
@@ -625,8 +649,10 @@ impl Dev {
         }
         if self.shared.reconnecting.swap(false, Ordering::AcqRel) {
             pr_info!(
-                "XENPVRS-BLKFRONT {}: resumed, requests re-issued\n",
-                self.name.as_str()
+                "XENPVRS-BLKFRONT {}: resumed, re-issuing requests-in-flight={} requests-held={}\n",
+                self.name.as_str(),
+                self.shared.handed_back.load(Ordering::Relaxed),
+                self.shared.held.load(Ordering::Relaxed)
             );
             self.shared.restart();
         }
@@ -716,11 +742,11 @@ impl Dev {
 impl blk::Operations for Dev {
     fn queue_rq(
         this: ArcBorrow<'_, Self>,
-        queue: u32,
+        hctx: &HwQueue,
         rq: Request,
         last: bool,
     ) -> Result<(), QueueRqError> {
-        let Some(q) = usize::try_from(queue).ok().and_then(|i| this.queues.get(i)) else {
+        let Some(q) = usize::try_from(hctx.index()).ok().and_then(|i| this.queues.get(i)) else {
             rq.end(Err(EIO));
             return Ok(());
         };
@@ -734,15 +760,24 @@ impl blk::Operations for Dev {
             engine,
             inflight,
             events,
+            ready,
         } = &mut *guard;
-        let Some(engine) = engine.as_mut() else {
-            drop(guard);
-            if this.shared.reconnecting.load(Ordering::Acquire) {
-                // Restored, not connected yet: the queue waits and runs again at connection.
-                return Err(QueueRqError::Busy(rq));
+        let engine = match engine.as_mut() {
+            Some(e) if *ready => e,
+            // Restored and not connected yet (no engine, or one that `connect` has not
+            // configured): the request waits in the stopped queue, which `connect` restarts
+            // after it set `ready` under this lock.
+            _ if this.shared.reconnecting.load(Ordering::Acquire) => {
+                this.shared.held.fetch_add(1, Ordering::Relaxed);
+                let stopped = hctx.stop();
+                drop(guard);
+                return Err(QueueRqError::Busy(rq, stopped));
             }
-            rq.end(Err(EIO));
-            return Ok(());
+            _ => {
+                drop(guard);
+                rq.end(Err(EIO));
+                return Ok(());
+            }
         };
         let sector = Sector(rq.sector());
         let bytes = rq.bytes();
@@ -780,7 +815,11 @@ impl blk::Operations for Dev {
             }
             Err(SubmitError::Busy) => {
                 let _ = engine.push();
-                Err(QueueRqError::Busy(rq))
+                // Stopped under the lock the completion path frees slots under, before it
+                // restarts the queues: a restart cannot fall between this refusal and the stop.
+                let stopped = hctx.stop();
+                drop(guard);
+                Err(QueueRqError::Busy(rq, stopped))
             }
             Err(e) => {
                 let _ = engine.push();
@@ -848,6 +887,8 @@ impl bus::Driver for Driver {
                 read_only: AtomicBool::new(false),
                 barrier_only: AtomicBool::new(false),
                 reconnecting: AtomicBool::new(false),
+                handed_back: AtomicU32::new(0),
+                held: AtomicU32::new(0),
             }),
             GFP_KERNEL,
         )?;
@@ -905,15 +946,21 @@ impl bus::Driver for Driver {
             this.shared.reconnecting.store(true, Ordering::Release);
         }
         guard.debug = KVec::new();
+        let mut handed_back = 0usize;
         for q in this.queues.iter() {
-            q.recover();
+            handed_back += q.recover();
         }
         guard.phase = Phase::Idle;
         guard.request = None;
         this.backend_state.store(0, Ordering::Release);
+        this.shared
+            .handed_back
+            .store(u32::try_from(handed_back).unwrap_or(u32::MAX), Ordering::Relaxed);
+        this.shared.held.store(0, Ordering::Relaxed);
         pr_info!(
-            "XENPVRS-BLKFRONT {}: restored, reconnecting\n",
-            this.name.as_str()
+            "XENPVRS-BLKFRONT {}: restored, reconnecting; requests-in-flight={}\n",
+            this.name.as_str(),
+            handed_back
         );
         Ok(())
     }

@@ -231,22 +231,52 @@ impl Drop for Request {
     }
 }
 
+/// The hardware queue a [`Operations::queue_rq`] call runs on.
+///
+/// # Invariants
+///
+/// `hctx` is the blk-mq hardware context of the call that lent this value; it outlives it.
+pub struct HwQueue {
+    hctx: NonNull<c_void>,
+    index: u32,
+}
+
+impl HwQueue {
+    /// The queue's number, below the disk's `nr_queues`.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Stops this hardware queue: blk-mq dispatches nothing more on it until
+    /// [`Disk::start_queues`]. Call it under the lock that the path which frees resources
+    /// and restarts the queues also takes, so that a restart cannot run between the
+    /// driver's decision and the stop (and be lost).
+    pub fn stop(&self) -> Stopped {
+        // SAFETY: `hctx` is valid for the call (type invariant).
+        unsafe { xpvrs_blk_stop_queue(self.hctx.as_ptr()) };
+        Stopped(())
+    }
+}
+
+/// Proof that the driver stopped its hardware queue before refusing a request.
+pub struct Stopped(());
+
 /// Why `queue_rq` did not take a request.
 pub enum QueueRqError {
-    /// Out of ring slots: blk-mq keeps the request and stops this hardware queue until the
-    /// driver calls [`Disk::start_queues`] (after completions).
-    Busy(Request),
+    /// Out of resources (ring slots, or no connection yet): blk-mq keeps the request, and
+    /// the queue, which the driver has stopped, waits for [`Disk::start_queues`].
+    Busy(Request, Stopped),
 }
 
 /// A block driver's per-disk object.
 pub trait Operations: Send + Sync + 'static + Sized {
-    /// Serve `rq` on hardware queue `queue`. `last` says blk-mq has no more requests for now
+    /// Serve `rq` on hardware queue `hctx`. `last` says blk-mq has no more requests for now
     /// (publish to the device); otherwise [`Operations::commit_rqs`] follows a batch. To
     /// refuse a request the driver ends it with an error; [`QueueRqError::Busy`] asks blk-mq
     /// to retry it once the queue is restarted.
     fn queue_rq(
         this: ArcBorrow<'_, Self>,
-        queue: u32,
+        hctx: &HwQueue,
         rq: Request,
         last: bool,
     ) -> Result<(), QueueRqError>;
@@ -266,6 +296,10 @@ impl<T: Operations> VTable<T> {
         hctx: *mut bindings::blk_mq_hw_ctx,
         bd: *const bindings::blk_mq_queue_data,
     ) -> bindings::blk_status_t {
+        let Some(raw) = NonNull::new(hctx.cast::<c_void>()) else {
+            // SAFETY: a pure mapping from an errno.
+            return unsafe { bindings::errno_to_blk_status(EIO.to_errno()) };
+        };
         let mut queue: c_uint = 0;
         // SAFETY: `hctx` is valid (caller).
         let data = unsafe { xpvrs_blk_hctx_data(hctx.cast(), &mut queue) };
@@ -280,12 +314,16 @@ impl<T: Operations> VTable<T> {
         let rq = Request { rq };
         // SAFETY: `queuedata` is the `Arc<T>` the disk holds until after the queue is gone.
         let this = unsafe { <Arc<T> as ForeignOwnable>::borrow(data) };
-        match T::queue_rq(this, queue, rq, last) {
+        // INVARIANT: blk-mq's context for this call.
+        let hw = HwQueue {
+            hctx: raw,
+            index: queue,
+        };
+        match T::queue_rq(this, &hw, rq, last) {
             Ok(()) => bindings::BLK_STS_OK as bindings::blk_status_t,
-            Err(QueueRqError::Busy(rq)) => {
+            Err(QueueRqError::Busy(rq, Stopped(()))) => {
+                // blk-mq keeps the request (ours no more); the driver stopped the queue.
                 core::mem::forget(rq);
-                // SAFETY: `hctx` is valid; stopping is what DEV_RESOURCE promises to undo.
-                unsafe { xpvrs_blk_stop_queue(hctx.cast()) };
                 // SAFETY: a pure mapping from an errno.
                 unsafe { bindings::errno_to_blk_status(EBUSY.to_errno()) }
             }
