@@ -118,15 +118,20 @@ pub enum EndAccess {
     StillMapped,
 }
 
-/// A batch's arguments are inconsistent; nothing was done.
+/// A batch failed as a whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BatchError {
-    /// The input and result slices have different lengths.
+    /// The input and result slices have different lengths; nothing was done.
     LengthMismatch,
-    /// A result slot was not [`MapResult::Pending`].
+    /// A result slot was not [`MapResult::Pending`]; nothing was done.
     ResultNotPending,
-    /// The batch is larger than the implementation handles in one call.
+    /// The batch is larger than the implementation handles in one call; nothing was done.
     TooLarge,
+    /// The call started and then failed (in Linux, `gnttab_map_refs` returns an error when
+    /// the hypercall fails or when recording a mapped frame runs out of memory, after Xen
+    /// mapped some slots). Slots reported [`MapResult::Mapped`] hold a grant mapping that
+    /// must be unmapped and must not be used; every other slot is [`MapResult::Failed`].
+    CallFailed,
 }
 
 /// One grant to map.
@@ -243,6 +248,9 @@ impl<P> CopyOp<'_, P> {
 /// - Batch operations check their arguments first and return a [`BatchError`] without side
 ///   effects if they are inconsistent; otherwise every slot gets its own result, and one
 ///   slot's failure does not affect the others. Nothing a peer does may make them panic.
+/// - A map batch that fails as a call ([`BatchError::CallFailed`]) still reports every
+///   slot: the caller unmaps the [`MapResult::Mapped`] ones and uses none of them. A slot's
+///   result is never success by default: an implementation starts every status as an error.
 pub trait GrantOps {
     /// A page of our memory that can be granted (owned: dropping it frees it).
     type Page;

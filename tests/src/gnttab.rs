@@ -60,7 +60,7 @@ pub struct GrantStats {
     pub live_maps: u64,
     /// Successful map operations, one per reference.
     pub maps: u64,
-    /// Map slots that failed.
+    /// Map slots that failed, plus map calls that failed as a whole.
     pub map_failures: u64,
     /// Unmaps, one per reference.
     pub unmaps: u64,
@@ -74,6 +74,10 @@ pub struct GrantStats {
     pub freed_while_granted: u64,
     /// Grant entries whose page was freed while mapped by the peer (a front end bug: XSA-396).
     pub freed_while_mapped: u64,
+    /// Grant mappings dropped without [`Mapping::unmap`]: the simulator unmaps them, a kernel
+    /// would leak them (and the grant's page with them). Rings, whose mappings are released
+    /// by dropping them, count here too.
+    pub dropped_mappings: u64,
 }
 
 /// One slot of a batch map.
@@ -153,6 +157,8 @@ struct Inner {
     stats: GrantStats,
     /// Injected map failures: how many more maps of this reference fail.
     fail_map: HashMap<(DomId, u32), u32>,
+    /// An injected failure of the next map call as a whole, after this many slots mapped.
+    fail_call_after: Option<usize>,
 }
 
 /// All grant tables of a simulated machine.
@@ -174,6 +180,10 @@ impl GrantTables {
     pub(crate) fn fail_map(&self, granter: DomId, gref: GrantRef, times: u32) {
         let mut inner = self.inner.lock().unwrap();
         inner.fail_map.insert((granter, gref.raw()), times);
+    }
+
+    pub(crate) fn fail_next_map_call(&self, after: usize) {
+        self.inner.lock().unwrap().fail_call_after = Some(after);
     }
 
     pub(crate) fn grant(
@@ -302,10 +312,16 @@ impl GrantTables {
         hv: &Arc<Hypervisor>,
         mapper: DomId,
         ops: &[MapOp],
-    ) -> Vec<Result<Mapping, GrantError>> {
+    ) -> (Vec<Result<Mapping, GrantError>>, bool) {
         let mut inner = self.inner.lock().unwrap();
         let mut out = Vec::with_capacity(ops.len());
-        for op in ops {
+        let call_fails_after = inner.fail_call_after.take();
+        for (i, op) in ops.iter().enumerate() {
+            if call_fails_after.is_some_and(|n| i >= n) {
+                inner.stats.map_failures += 1;
+                out.push(Err(GrantError::Injected));
+                continue;
+            }
             let result = Self::take(&mut inner, hv, mapper, *op).and_then(|(extent, index)| {
                 View::new(extent, index, 1).ok_or(GrantError::BadFrame)
             });
@@ -315,6 +331,7 @@ impl GrantTables {
                     writable: op.writable,
                     refs: vec![(op.granter, op.gref)],
                     hv: Arc::downgrade(hv),
+                    unmapped: false,
                 })),
                 Err(e) => {
                     inner.stats.map_failures += 1;
@@ -322,7 +339,10 @@ impl GrantTables {
                 }
             }
         }
-        out
+        if call_fails_after.is_some() {
+            inner.stats.map_failures += 1;
+        }
+        (out, call_fails_after.is_some())
     }
 
     pub(crate) fn map_ring(
@@ -370,6 +390,7 @@ impl GrantTables {
                 writable: true,
                 refs: taken.iter().map(|(g, _, _)| (granter, *g)).collect(),
                 hv: Arc::downgrade(hv),
+                unmapped: false,
             }),
             Err(e) => {
                 for (gref, _, _) in &taken {
@@ -478,6 +499,8 @@ pub struct Mapping {
     writable: bool,
     refs: Vec<(DomId, GrantRef)>,
     hv: Weak<Hypervisor>,
+    /// Set by [`Mapping::unmap`]; a mapping dropped without it is counted.
+    unmapped: bool,
 }
 
 impl Mapping {
@@ -490,6 +513,7 @@ impl Mapping {
             writable: true,
             refs: Vec::new(),
             hv: pages.hv.clone(),
+            unmapped: false,
         }
     }
 
@@ -520,12 +544,17 @@ impl Mapping {
     }
 
     /// Unmaps (the same as dropping it).
-    pub fn unmap(self) {}
+    pub fn unmap(mut self) {
+        self.unmapped = true;
+    }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
         if let Some(hv) = self.hv.upgrade() {
+            if !self.unmapped && !self.refs.is_empty() {
+                hv.gnttab.inner.lock().unwrap().stats.dropped_mappings += 1;
+            }
             hv.gnttab.unmap(&self.refs);
         }
     }

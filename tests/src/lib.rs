@@ -132,6 +132,14 @@ impl Sim {
         self.hv.gnttab.fail_map(granter, gref, times);
     }
 
+    /// Makes the next map call (of any domain) fail as a whole after its first `after` slots
+    /// mapped, as Linux's `gnttab_map_refs` does when recording a frame runs out of memory:
+    /// the call returns [`BatchError::CallFailed`](xen_grant::BatchError::CallFailed), the
+    /// first `after` slots are mapped all the same and the rest fail.
+    pub fn fail_next_map_call(&self, after: usize) {
+        self.hv.gnttab.fail_next_map_call(after);
+    }
+
     /// Raises `port` of `dom` `count` times, as a flooding peer would.
     pub fn inject_events(&self, dom: DomId, port: Port, count: u64) -> Result<(), EvtchnError> {
         self.hv.evtchn.inject(dom, port, count)
@@ -242,7 +250,7 @@ impl Domain {
 
     /// Maps each slot (one page each); one slot's failure leaves the others mapped.
     pub fn map_grants(&self, ops: &[MapOp]) -> Vec<Result<Mapping, GrantError>> {
-        self.hv.gnttab.map_batch(&self.hv, self.id, ops)
+        self.hv.gnttab.map_batch(&self.hv, self.id, ops).0
     }
 
     /// Maps a multi-page ring granted by `granter` as one writable region, all or nothing.

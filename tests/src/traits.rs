@@ -166,12 +166,15 @@ impl GrantOps for Domain {
                 writable: r.access == Access::ReadWrite,
             })
             .collect();
-        let mapped = self.hv.gnttab.map_batch(&self.hv, self.id, &ops);
+        let (mapped, call_failed) = self.hv.gnttab.map_batch(&self.hv, self.id, &ops);
         for (slot, result) in results.iter_mut().zip(mapped) {
             *slot = match result {
                 Ok(m) => MapResult::Mapped(m),
                 Err(e) => MapResult::Failed(gntst(e)),
             };
+        }
+        if call_failed {
+            return Err(BatchError::CallFailed);
         }
         Ok(())
     }

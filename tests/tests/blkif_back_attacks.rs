@@ -802,3 +802,106 @@ fn indirect_page_granted_read_only_under_persistent_grants_is_refused_without_le
     write_descs(&ind2, &segs);
     assert_eq!(rig.status_of(&indirect(Op::Write, 2, 0, 12, &[ig2])), 0);
 }
+
+/// One way a map can fail, injected before a request is served.
+#[derive(Clone, Copy, Debug)]
+enum MapFault {
+    /// The slot of this position (0: the indirect page, if any) fails alone.
+    Slot(usize),
+    /// The call fails as a whole after this many slots mapped (Linux's `gnttab_map_refs`
+    /// returning -ENOMEM from its p2m update, with the statuses of the first slots okay).
+    CallAfter(usize),
+}
+
+/// Sends a write of `segs` (through `ind` if given: an indirect page and its gref) with
+/// `fault` injected, and checks the outcome: an error response for that request, nothing
+/// left mapped but the ring, the disk untouched; then the same write, uninjected, succeeds
+/// and lands. `grefs` lists the request's references in map order.
+fn write_with_map_fault(
+    mut rig: Rig,
+    req: &wire::Request,
+    grefs: &[GrantRef],
+    data: &[(Pages, GrantRef)],
+    fault: MapFault,
+) {
+    for (i, (p, _)) in data.iter().enumerate() {
+        p.write(0, &[0xa0 ^ i as u8; 4096]);
+    }
+    let before = rig.back.storage().bytes().to_vec();
+    let failures = rig.sim.grant_stats().map_failures;
+    let dropped = rig.sim.grant_stats().dropped_mappings;
+    match fault {
+        MapFault::Slot(pos) => rig.sim.fail_map(rig.fe.id(), grefs[pos], 1),
+        MapFault::CallAfter(n) => rig.sim.fail_next_map_call(n),
+    }
+    assert_eq!(rig.status_of(req), ERROR, "{fault:?}: error response");
+    assert!(
+        rig.sim.grant_stats().map_failures > failures,
+        "{fault:?}: the fault was hit"
+    );
+    assert_eq!(rig.live_maps(), 1, "{fault:?}: every slot unmapped");
+    assert_eq!(
+        rig.sim.grant_stats().dropped_mappings,
+        dropped,
+        "{fault:?}: a mapping was dropped, not unmapped (a kernel would leak it)"
+    );
+    assert!(
+        rig.back.storage().bytes() == &before[..],
+        "{fault:?}: a failed write changed the disk"
+    );
+    // Nothing else changed: the same request now succeeds and writes every page.
+    let mut again = *req;
+    again.id += 100;
+    assert_eq!(rig.status_of(&again), 0, "{fault:?}: next request");
+    let disk = rig.back.storage().bytes();
+    for (i, _) in data.iter().enumerate() {
+        let at = 8 * i * 512;
+        assert!(
+            disk[at..at + 4096].iter().all(|&b| b == 0xa0 ^ i as u8),
+            "{fault:?}: page {i} written"
+        );
+    }
+}
+
+#[test]
+fn map_failure_in_any_slot_position_fails_only_that_request() {
+    for persistent in [false, true] {
+        for pos in 0..11 {
+            let rig = Rig::new(config(persistent));
+            let data: Vec<_> = (0..11).map(|_| rig.page(false)).collect();
+            let segs: Vec<_> = data.iter().map(|(_, g)| (*g, 0u8, 7u8)).collect();
+            let grefs: Vec<_> = data.iter().map(|(_, g)| *g).collect();
+            let req = rw(Op::Write, 1, 0, &segs);
+            write_with_map_fault(rig, &req, &grefs, &data, MapFault::Slot(pos));
+        }
+    }
+    // Indirect: the descriptor page (position 0) and each of 40 data pages. Without
+    // persistent grants, so that nothing may stay mapped (a persistent backend keeps a
+    // descriptor page that mapped in its cache).
+    for pos in 0..41 {
+        let rig = Rig::new(config(false));
+        let (ind, ig) = rig.page(false);
+        let data: Vec<_> = (0..40).map(|_| rig.page(false)).collect();
+        let segs: Vec<_> = data.iter().map(|(_, g)| (*g, 0u8, 7u8)).collect();
+        write_descs(&ind, &segs);
+        let grefs: Vec<_> = core::iter::once(ig)
+            .chain(data.iter().map(|(_, g)| *g))
+            .collect();
+        let req = indirect(Op::Write, 1, 0, 40, &[ig]);
+        write_with_map_fault(rig, &req, &grefs, &data, MapFault::Slot(pos));
+    }
+}
+
+#[test]
+fn map_call_failing_after_n_slots_fails_the_request_and_unmaps_the_rest() {
+    for persistent in [false, true] {
+        for n in 0..=11 {
+            let rig = Rig::new(config(persistent));
+            let data: Vec<_> = (0..11).map(|_| rig.page(false)).collect();
+            let segs: Vec<_> = data.iter().map(|(_, g)| (*g, 0u8, 7u8)).collect();
+            let grefs: Vec<_> = data.iter().map(|(_, g)| *g).collect();
+            let req = rw(Op::Write, 1, 0, &segs);
+            write_with_map_fault(rig, &req, &grefs, &data, MapFault::CallAfter(n));
+        }
+    }
+}

@@ -109,7 +109,13 @@ int xpvrs_map_grants(struct page **pages, const grant_ref_t *refs, const domid_t
 		gnttab_set_map_op(&ops[i], (unsigned long)pfn_to_kaddr(page_to_pfn(pages[i])),
 				  flags, refs[i], domids[i]);
 		ops[i].handle = 0;
+		/* A slot Xen never reached (the hypercall failed) must not read as mapped. */
+		ops[i].status = GNTST_general_error;
 	}
+	/*
+	 * An error here may come after Xen mapped some slots (the p2m update ran out of memory):
+	 * the caller unmaps every slot whose status is okay and uses none of them.
+	 */
 	err = gnttab_map_refs(ops, NULL, pages, count);
 	for (i = 0; i < count; i++) {
 		status[i] = ops[i].status;
@@ -127,9 +133,11 @@ int xpvrs_unmap_grants(struct page **pages, const grant_handle_t *handles, int16
 
 	if (count > XPVRS_MAX_BATCH)
 		return -E2BIG;
-	for (i = 0; i < count; i++)
+	for (i = 0; i < count; i++) {
 		gnttab_set_unmap_op(&ops[i], (unsigned long)pfn_to_kaddr(page_to_pfn(pages[i])),
 				    GNTMAP_host_map, handles[i]);
+		ops[i].status = GNTST_general_error;
+	}
 	err = gnttab_unmap_refs(ops, NULL, pages, count);
 	for (i = 0; i < count; i++)
 		status[i] = ops[i].status;

@@ -993,7 +993,9 @@ fn set_seg<M>(dst: &mut SegState<M>, src: &parse::Segment) {
 }
 
 /// Maps `reqs` in one batch into `out[..reqs.len()]`; `false` if the batch or any slot failed
-/// (the slots that did map are in `out` all the same, for the caller to unmap).
+/// (the slots that did map are in `out` all the same, for the caller to unmap). A call that
+/// failed as a whole ([`BatchError::CallFailed`](xen_grant::BatchError::CallFailed)) may
+/// still report mapped slots: they go to `out` too, to be unmapped, and the request fails.
 fn map_into<P: GrantOps, const N: usize>(
     env: &P,
     reqs: &[MapRequest],
@@ -1007,10 +1009,7 @@ fn map_into<P: GrantOps, const N: usize>(
     let Some(results) = results.get_mut(..reqs.len()) else {
         return false;
     };
-    if env.map_batch(reqs, results).is_err() {
-        return false;
-    }
-    let mut ok = true;
+    let mut ok = env.map_batch(reqs, results).is_ok();
     for (slot, result) in out.iter_mut().zip(results.iter_mut()) {
         match core::mem::replace(result, MapResult::Pending) {
             MapResult::Mapped(m) => {

@@ -105,7 +105,9 @@ impl<K: Kick> GrantOps for Env<K> {
         let inner = inner
             .get_mut(..requests.len())
             .ok_or(BatchError::TooLarge)?;
-        self.grants.map_batch(requests, inner)?;
+        // A call that failed as a whole still reports its mapped slots (for the caller to
+        // unmap): they are handed on before the error is.
+        let r = self.grants.map_batch(requests, inner);
         for (out, r) in results.iter_mut().zip(inner.iter_mut()) {
             *out = match core::mem::replace(r, MapResult::Pending) {
                 MapResult::Mapped(m) => MapResult::Mapped(Mapped(m)),
@@ -113,7 +115,7 @@ impl<K: Kick> GrantOps for Env<K> {
                 MapResult::Pending => MapResult::Pending,
             };
         }
-        Ok(())
+        r
     }
 
     fn unmap_batch(

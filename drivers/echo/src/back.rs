@@ -417,9 +417,9 @@ where
     let (Some(requests), Some(results)) = batch else {
         return None;
     };
-    env.map_batch(requests, results).ok()?;
+    // A call that failed as a whole may still have mapped slots: they are unmapped below.
+    let mut all = env.map_batch(requests, results).is_ok();
     let mut mapped: [Option<P::Mapping>; 2] = [None, None];
-    let mut all = true;
     for (slot, result) in mapped.iter_mut().zip(results.iter_mut()) {
         match core::mem::replace(result, MapResult::Pending) {
             MapResult::Mapped(m) => *slot = Some(m),

@@ -408,7 +408,8 @@ impl GrantOps for Grants {
         let mut domids = [0u16; MAX_BATCH];
         let mut ro = [false; MAX_BATCH];
         let mut handles: [b::grant_handle_t; MAX_BATCH] = [0; MAX_BATCH];
-        let mut status = [0i16; MAX_BATCH];
+        // Every status starts as an error: only Xen's own word makes a slot mapped.
+        let mut status = [GNTST_GENERAL_ERROR; MAX_BATCH];
         let mut n = 0usize;
         for (i, (req, res)) in requests.iter().zip(results.iter_mut()).enumerate() {
             let (Some(p), Some(s), Some(w), Some(r), Some(d), Some(o)) = (
@@ -446,7 +447,7 @@ impl GrantOps for Grants {
         }
         // SAFETY: the first `n` entries of every array are initialised, each page the pool page
         // of a slot claimed for this entry alone.
-        let _ = unsafe {
+        let err = unsafe {
             b::xpvrs_map_grants(
                 pages.as_mut_ptr(),
                 refs.as_ptr(),
@@ -494,6 +495,12 @@ impl GrantOps for Grants {
                 }
             }
         }
+        if err != 0 {
+            // The call failed after Xen had mapped the slots whose status is okay (the p2m
+            // update ran out of memory, say): they are reported mapped, for the caller to
+            // unmap, and must not be used (`BatchError::CallFailed`).
+            return Err(BatchError::CallFailed);
+        }
         Ok(())
     }
 
@@ -511,7 +518,7 @@ impl GrantOps for Grants {
         let mut pages = [core::ptr::null_mut::<b::page>(); MAX_BATCH];
         let mut handles: [b::grant_handle_t; MAX_BATCH] = [0; MAX_BATCH];
         let mut which = [usize::MAX; MAX_BATCH];
-        let mut status = [0i16; MAX_BATCH];
+        let mut status = [GNTST_GENERAL_ERROR; MAX_BATCH];
         for r in results.iter_mut() {
             *r = UnmapResult::Skipped;
         }
@@ -590,7 +597,7 @@ impl GrantOps for Grants {
         let mut src = [end(); MAX_BATCH];
         let mut dst = [end(); MAX_BATCH];
         let mut len = [0u16; MAX_BATCH];
-        let mut status = [0i16; MAX_BATCH];
+        let mut status = [GNTST_GENERAL_ERROR; MAX_BATCH];
         let mut which = [usize::MAX; MAX_BATCH];
         let mut n = 0usize;
         for (i, (op, res)) in ops.iter().zip(results.iter_mut()).enumerate() {
@@ -646,6 +653,9 @@ impl GrantOps for Grants {
 
 /// `DOMID_SELF`: a local frame in a grant copy.
 const DOMID_SELF: u16 = 0x7FF0;
+
+/// `GNTST_general_error`: what every status of a batch starts as.
+const GNTST_GENERAL_ERROR: i16 = xen_sys::bindings::GNTST_general_error as i16;
 
 fn copy_end(ptr: &CopyPtr<'_, LocalPage>) -> b::xpvrs_copy_end {
     match *ptr {
