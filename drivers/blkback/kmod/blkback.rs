@@ -809,6 +809,7 @@ impl Dev {
             persistent: req.persistent,
             budget: 64,
             max_inflight_segments: INFLIGHT_SEGS,
+            cache_key: random_key(),
             ..BackConfig::default()
         };
         let mut info = VdiskInfo::empty();
@@ -1026,4 +1027,12 @@ impl kernel::Module for BlkBackModule {
             _report: stats::UnloadReport("XENPVRS-BLKBACK"),
         })
     }
+}
+
+/// A fresh secret for the persistent-grant cache's hash, one per connection.
+fn random_key() -> [u64; 2] {
+    let mut key = [0u64; 2];
+    // SAFETY: `key` is 16 writable bytes; get_random_bytes may be called from any context.
+    unsafe { kernel::bindings::get_random_bytes(key.as_mut_ptr().cast(), core::mem::size_of_val(&key)) };
+    key
 }

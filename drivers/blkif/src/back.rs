@@ -53,6 +53,9 @@ pub struct BackConfig {
     pub max_inflight_segments: u32,
     /// The storm policy for the port.
     pub throttle: ThrottleConfig,
+    /// The secret key of the persistent-grant cache's hash ([`Clock::with_key`]). The glue
+    /// draws it at random for each connection; the default (zero) is for host tests only.
+    pub cache_key: [u64; 2],
 }
 
 impl Default for BackConfig {
@@ -68,6 +71,7 @@ impl Default for BackConfig {
             budget: 64,
             max_inflight_segments: 1280,
             throttle: ThrottleConfig::DEFAULT,
+            cache_key: [0; 2],
         }
     }
 }
@@ -294,7 +298,7 @@ where
                 env,
                 storage,
                 tables,
-                clock: Clock::default(),
+                clock: Clock::with_key(config.cache_key),
                 front: conn.front,
                 limits,
                 persistent: config.persistent,

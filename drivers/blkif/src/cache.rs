@@ -45,27 +45,84 @@ impl<M> CacheSlot<M> {
     }
 }
 
-/// The clock hand and counters of a cache (its slots are kept apart, in the glue's memory).
+/// The clock hand, hash key and counters of a cache (its slots are kept apart, in the glue's
+/// memory).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Clock {
     hand: usize,
     evictions: u64,
     /// Entries held, kept so that counting them needs no scan of the slots.
     held: usize,
+    /// The secret key of the gref hash (SipHash-2-4), chosen at random per connection: a
+    /// frontend cannot pick grefs that share a bucket without knowing it.
+    key: [u64; 2],
+    /// Chain entries visited by lookups, in all (the work a frontend caused).
+    probes: u64,
 }
 
 impl Clock {
+    /// A clock whose gref hash uses `key`; the glue draws it from the kernel's random pool for
+    /// each connection.
+    pub fn with_key(key: [u64; 2]) -> Self {
+        Clock {
+            key,
+            ..Clock::default()
+        }
+    }
+
     /// Mappings the cache holds.
     pub fn held(&self) -> usize {
         self.held
     }
+
+    /// Chain entries visited by lookups so far.
+    pub fn probes(&self) -> u64 {
+        self.probes
+    }
+}
+
+/// SipHash-2-4 of one 64-bit word under `key` (Aumasson and Bernstein's keyed hash; the same
+/// function Linux uses for hash tables whose keys an attacker chooses).
+fn siphash_u64(key: [u64; 2], m: u64) -> u64 {
+    let [k0, k1] = key;
+    let mut v = [
+        k0 ^ 0x736f_6d65_7073_6575,
+        k1 ^ 0x646f_7261_6e64_6f6d,
+        k0 ^ 0x6c79_6765_6e65_7261,
+        k1 ^ 0x7465_6462_7974_6573,
+    ];
+    let round = |v: &mut [u64; 4]| {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    };
+    // One 8-byte block, then the final block holding only the length (8) in its top byte.
+    for block in [m, 8u64 << 56] {
+        v[3] ^= block;
+        round(&mut v);
+        round(&mut v);
+        v[0] ^= block;
+    }
+    v[2] ^= 0xff;
+    for _ in 0..4 {
+        round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
 }
 
 /// A view of a cache: its slots and its clock.
 ///
 /// Lookups go through a hash index on the gref, so a hit costs a few comparisons rather than a
-/// scan of the cache. Grefs are the frontend's choice: a frontend that picks colliding ones
-/// makes its own lookups walk longer chains, never more than the capacity (the cost of a scan).
+/// scan of the cache. Grefs are the frontend's choice, so the hash is keyed with a secret
+/// drawn per connection ([`Clock::with_key`]): a frontend cannot aim its grefs at one bucket.
+/// Even so a chain is never walked beyond the capacity.
 pub struct Cache<'a, M> {
     slots: &'a mut [CacheSlot<M>],
     clock: &'a mut Clock,
@@ -94,17 +151,18 @@ impl<'a, M> Cache<'a, M> {
         self.clock.evictions
     }
 
-    /// The bucket of `gref`: a multiplicative hash scaled onto the slots (no division).
+    /// The bucket of `gref`: its keyed hash scaled onto the slots (no division).
     fn bucket(&self, gref: GrantRef) -> usize {
-        let h = u64::from(gref.raw().wrapping_mul(0x9E37_79B1));
+        let h = siphash_u64(self.clock.key, u64::from(gref.raw())) >> 32;
         let n = u64::try_from(self.slots.len()).unwrap_or(u64::MAX);
         usize::try_from((h * n) >> 32).unwrap_or(0)
     }
 
     /// The slot holding `gref`, if any. Walks at most one chain, bounded by the capacity.
-    fn find(&self, gref: GrantRef) -> Option<usize> {
+    fn find(&mut self, gref: GrantRef) -> Option<usize> {
         let mut i = self.slots.get(self.bucket(gref))?.head;
         for _ in 0..self.slots.len() {
+            self.clock.probes = self.clock.probes.wrapping_add(1);
             let e = self.slots.get(usize::try_from(i).ok()?)?.entry.as_ref()?;
             if e.gref == gref {
                 return usize::try_from(i).ok();
@@ -439,5 +497,58 @@ mod tests {
             assert_eq!(c.get(i), Some(&g));
             c.unpin(i);
         }
+    }
+
+    #[test]
+    fn siphash_matches_the_reference_vector() {
+        // The reference implementation's vector for key 00..0f and the message 00..07.
+        let key = [0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908];
+        assert_eq!(
+            siphash_u64(key, 0x0706_0504_0302_0100),
+            0x93f5_f579_9a93_2462
+        );
+    }
+
+    #[test]
+    fn grefs_colliding_under_a_guessed_key_do_not_make_lookups_linear() {
+        // A hostile frontend fills a 1056-entry cache with grefs that share one bucket under
+        // the key it guessed (all zero, or any public constant), then sends 256-segment
+        // requests of them. Under that key every lookup walks one chain of 1056 entries;
+        // under the connection's secret key the same grefs spread out.
+        const CAP: usize = 1056;
+        let guessed = [0u64; 2];
+        let bucket_of = |key: [u64; 2], g: u32| {
+            let h = siphash_u64(key, u64::from(g)) >> 32;
+            ((h * CAP as u64) >> 32) as usize
+        };
+        let aim = bucket_of(guessed, 7);
+        let grefs: std::vec::Vec<u32> = (0..u32::MAX)
+            .filter(|&g| bucket_of(guessed, g) == aim)
+            .take(CAP)
+            .collect();
+        let work = |key: [u64; 2]| {
+            let mut s: std::vec::Vec<CacheSlot<u32>> = (0..CAP).map(|_| CacheSlot::EMPTY).collect();
+            let mut clock = Clock::with_key(key);
+            let mut c = Cache::new(&mut s, &mut clock);
+            for &g in &grefs {
+                let (i, old) = c.insert(GrantRef::new(g), g).ok().expect("room");
+                assert_eq!(old, None);
+                c.unpin(i);
+            }
+            let before = c.clock.probes;
+            for &g in grefs.iter().take(256) {
+                let i = c.lookup(GrantRef::new(g)).expect("cached");
+                c.unpin(i);
+            }
+            c.clock.probes - before
+        };
+        let attacked = work(guessed);
+        assert!(
+            attacked > 256 * 500,
+            "the attack is real: {attacked} probes"
+        );
+        let keyed = work([0x5eed_1234_abcd_0001, 0x0bad_cafe_f00d_0002]);
+        // A chain of a balanced table holds a few entries: allow 8 probes a lookup on average.
+        assert!(keyed <= 256 * 8, "{keyed} probes for 256 lookups");
     }
 }
