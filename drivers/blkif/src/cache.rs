@@ -531,7 +531,7 @@ mod tests {
             let mut clock = Clock::with_key(key);
             let mut c = Cache::new(&mut s, &mut clock);
             for &g in &grefs {
-                let (i, old) = c.insert(GrantRef::new(g), g).ok().expect("room");
+                let (i, old) = c.insert(GrantRef::new(g), g).expect("room");
                 assert_eq!(old, None);
                 c.unpin(i);
             }
