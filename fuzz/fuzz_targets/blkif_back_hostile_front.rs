@@ -13,7 +13,6 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
 use xen_blkif::{Connection, VecTables, Abi, BackConfig, BlkBack, Error, VecDisk};
 use xen_echo::env::RingMemory;
-use xen_evtchn::Nanos;
 use xen_sim::{Mapping, Pages, Sim};
 use xen_sys::{DomId, GrantRef};
 
@@ -55,9 +54,7 @@ enum Step {
         bytes: Vec<u8>,
     },
     /// The event fires.
-    Event {
-        at: u32,
-    },
+    Event,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -162,7 +159,7 @@ fuzz_target!(|input: Input| {
                 let n = bytes.len().min(4096);
                 data[usize::from(*page) % PAGES].0.write(0, &bytes[..n]);
             }
-            Step::Event { at } => match back.handle_event(Nanos(u64::from(*at))) {
+            Step::Event => match back.handle_event() {
                 Ok(p) => {
                     assert!(!broken);
                     assert!(p.done <= budget);

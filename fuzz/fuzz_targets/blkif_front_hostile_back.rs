@@ -13,7 +13,6 @@ use std::collections::HashSet;
 use xen_blkif::front::ReadData;
 use xen_blkif::{BlkFront, Completion, Error, FrontConfig, Sector, SubmitError};
 use xen_echo::env::RingMemory;
-use xen_evtchn::Nanos;
 use xen_sim::{MapOp, Mapping, Pages, Sim};
 use xen_sys::{DomId, GrantRef};
 
@@ -54,9 +53,7 @@ enum Step {
         pick: u8,
     },
     Unmap,
-    Event {
-        at: u32,
-    },
+    Event,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -154,9 +151,8 @@ fuzz_target!(|input: Input| {
                 fe.retry_deferred();
                 None
             }
-            Step::Event { at } => {
+            Step::Event => {
                 let r = front.handle_event(
-                    Nanos(u64::from(*at)),
                     |c: Completion, d: &ReadData<'_, Pages>| {
                         assert!(done.insert(c.ticket.0), "completed twice");
                         let mut buf = vec![0u8; d.len()];

@@ -257,7 +257,9 @@ pub trait GrantOps {
     /// A foreign page mapped into our address space (see [`GrantOps::map_batch`]).
     type Mapping;
 
-    /// Fills `page` with zeros.
+    /// Fills `page` with zeros, with plain stores: only for a page no peer can see (not
+    /// granted, or every grant of it ended). A page a peer may still map is shared memory
+    /// and is written through its volatile accessors instead.
     fn zero_page(&self, page: &mut Self::Page);
 
     /// Grants `domid` `access` to `page`; the returned reference is what the peer is told.

@@ -78,6 +78,9 @@ pub struct GrantStats {
     /// would leak them (and the grant's page with them). Rings, whose mappings are released
     /// by dropping them, count here too.
     pub dropped_mappings: u64,
+    /// `zero_page` calls (plain stores) on a page still granted: a peer may map it and see
+    /// torn data; shared pages must be written with volatile accessors.
+    pub plain_writes_to_granted: u64,
 }
 
 /// One slot of a batch map.
@@ -170,6 +173,18 @@ pub(crate) struct GrantTables {
 impl GrantTables {
     pub(crate) fn stats(&self) -> GrantStats {
         self.inner.lock().unwrap().stats
+    }
+
+    /// Counts a plain write to `frame` of `dom` if any grant of it is live.
+    pub(crate) fn note_plain_write(&self, dom: DomId, frame: Gfn) {
+        let mut inner = self.inner.lock().unwrap();
+        let granted = inner
+            .tables
+            .get(&dom)
+            .is_some_and(|t| t.entries.values().any(|e| e.frame == frame));
+        if granted {
+            inner.stats.plain_writes_to_granted += 1;
+        }
     }
 
     pub(crate) fn live_grants_of(&self, dom: DomId) -> u64 {

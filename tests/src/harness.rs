@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use xen_core::xs::{Client, XsTransport};
 use xen_echo::store::Dir;
 use xen_echo::{BackConfig, BackStats, Completion, EchoBack, EchoFront, Error, FrontConfig};
-use xen_evtchn::{Eoi, Nanos};
+use xen_evtchn::{Eoi, Nanos, Outcome, Throttle, ThrottleConfig};
 use xen_sys::{DomId, Port};
 
 /// A XenStore transport of the simulator, with the port that signals its input.
@@ -44,6 +44,17 @@ pub fn nanos_since(epoch: Instant) -> Nanos {
 }
 
 /// When a late EOI is due, as an instant.
+/// The late EOI of an event the engine judged `spurious`, as the kernel's throttle (modelled
+/// by [`Throttle`]) schedules it: `None` for at once.
+fn late_eoi(throttle: &mut Throttle, epoch: Instant, spurious: bool) -> Option<Instant> {
+    let outcome = if spurious {
+        Outcome::Spurious
+    } else {
+        Outcome::Work
+    };
+    eoi_at(epoch, throttle.on_event(nanos_since(epoch), outcome))
+}
+
 fn eoi_at(epoch: Instant, eoi: Eoi) -> Option<Instant> {
     match eoi {
         Eoi::Now => None,
@@ -114,6 +125,7 @@ fn run_back(dom: Domain, dir: Dir, config: BackConfig, stop: &AtomicBool) -> Bac
     let xs_port = xs.transport_mut().port();
     let mut back = EchoBack::new(dom.clone(), dir, config);
     let epoch = Instant::now();
+    let mut throttle = Throttle::new(ThrottleConfig::DEFAULT);
     let mut report = BackReport {
         stats: BackStats::default(),
         errors: Vec::new(),
@@ -148,10 +160,10 @@ fn run_back(dom: Domain, dir: Dir, config: BackConfig, stop: &AtomicBool) -> Bac
             continue;
         }
         report.events += 1;
-        match back.handle_event(nanos_since(epoch)) {
+        match back.handle_event() {
             Ok(p) => {
                 run_now = p.more;
-                if let Some(t) = eoi_at(epoch, p.eoi) {
+                if let Some(t) = late_eoi(&mut throttle, epoch, p.spurious) {
                     report.throttled += 1;
                     report.max_delay = report
                         .max_delay
@@ -184,6 +196,8 @@ pub struct FrontDriver<T: SimTransport, const N: usize> {
     xs_port: Port,
     epoch: Instant,
     masked_until: Option<Instant>,
+    /// The kernel's late-EOI throttle of the port, as the glue would get it.
+    throttle: Throttle,
 }
 
 impl<T: SimTransport, const N: usize> FrontDriver<T, N> {
@@ -198,6 +212,7 @@ impl<T: SimTransport, const N: usize> FrontDriver<T, N> {
             xs_port,
             epoch: Instant::now(),
             masked_until: None,
+            throttle: Throttle::new(ThrottleConfig::DEFAULT),
         }
     }
 
@@ -221,10 +236,8 @@ impl<T: SimTransport, const N: usize> FrontDriver<T, N> {
             return Ok(fired.is_some());
         }
         loop {
-            let p = self
-                .front
-                .handle_event(nanos_since(self.epoch), &mut complete)?;
-            if let Some(t) = eoi_at(self.epoch, p.eoi) {
+            let p = self.front.handle_event(&mut complete)?;
+            if let Some(t) = late_eoi(&mut self.throttle, self.epoch, p.spurious) {
                 self.masked_until = Some(t);
                 break;
             }

@@ -108,6 +108,11 @@ impl GrantOps for Domain {
     type Mapping = Mapping;
 
     fn zero_page(&self, page: &mut Pages) {
+        for i in 0..page.pages() {
+            if let Some(frame) = page.frame(i) {
+                self.hv.gnttab.note_plain_write(self.id, frame);
+            }
+        }
         let zeros = vec![0u8; page.pages() * xen_ring::PAGE_SIZE];
         page.write(0, &zeros);
     }

@@ -14,7 +14,6 @@ use xen_echo::{
     checksum, BackConfig, EchoBack, EchoFront, EchoRequest, Error, FrontConfig, Op, RequestWire,
     ResponseFault, ResponseWire, Status,
 };
-use xen_evtchn::Nanos;
 use xen_ring::{BackRing, FrontRing, RingError, Violation};
 use xen_sim::harness::{BackThread, FrontDriver, SimClient};
 use xen_sim::toolstack::add_device;
@@ -32,10 +31,6 @@ const SLOT_SIZE: usize = 24;
 
 fn p(s: &str) -> Path<'_> {
     Path::new(s).unwrap()
-}
-
-fn now() -> Nanos {
-    Nanos(0)
 }
 
 /// Front and back engines in one thread, stepped by hand: every interleaving is chosen.
@@ -112,7 +107,7 @@ impl Pair {
 
     fn front_events(&mut self) -> (Vec<xen_echo::Completion>, Result<(), Error>) {
         let mut done = Vec::new();
-        let r = self.front.handle_event(now(), |c| done.push(c)).map(|_| ());
+        let r = self.front.handle_event(|c| done.push(c)).map(|_| ());
         (done, r)
     }
 }
@@ -264,7 +259,7 @@ fn failed_grant_map_on_one_slot() {
     assert_eq!(wire.op, u8::from(Op::Complement));
     pair.sim.fail_map(D1, GrantRef::new(wire.rsp_gref), 1);
     let ring_maps = pair.sim.grant_stats().live_maps;
-    let p = pair.back.handle_event(now()).unwrap();
+    let p = pair.back.handle_event().unwrap();
     assert_eq!(p.done, 1);
     let g = pair.sim.grant_stats();
     assert_eq!(g.map_failures, 1, "the map really failed");
@@ -283,7 +278,7 @@ fn failed_grant_map_on_one_slot() {
         })
         .unwrap();
     pair.front.push().unwrap();
-    pair.back.handle_event(now()).unwrap();
+    pair.back.handle_event().unwrap();
     let (done, r) = pair.front_events();
     r.unwrap();
     assert_eq!((done[0].status, done[0].verified), (Status::Okay, true));
@@ -315,7 +310,7 @@ fn page_still_mapped_at_free_time() {
         .pop()
         .unwrap()
         .unwrap();
-    pair.back.handle_event(now()).unwrap();
+    pair.back.handle_event().unwrap();
     let (done, r) = pair.front_events();
     r.unwrap();
     assert!(done[0].verified);
@@ -575,7 +570,7 @@ fn slot_rewritten_after_publish() {
             raw.ring.queue_request(&good).unwrap();
         }
         let _ = raw.ring.push_requests().unwrap();
-        back.handle_event(now()).unwrap();
+        back.handle_event().unwrap();
         while let Some(rsp) = raw.ring.next_response().unwrap() {
             back_ring_responses += 1;
             match xen_echo::Status::from_code(rsp.status) {
@@ -618,7 +613,7 @@ fn producer_overflow_from_the_front() {
         "the bogus index is in the page"
     );
     d1.notify(raw.port).unwrap();
-    let err = back.handle_event(now()).unwrap_err();
+    let err = back.handle_event().unwrap_err();
     assert!(
         matches!(
             err,
@@ -713,7 +708,7 @@ fn bogus_response_id() {
         .unwrap();
     let _ = raw.ring.push_responses().unwrap();
     let mut completions = 0;
-    let err = front.handle_event(now(), |_| completions += 1).unwrap_err();
+    let err = front.handle_event(|_| completions += 1).unwrap_err();
     assert!(
         matches!(err, Error::BadResponse(ResponseFault::UnknownId(999))),
         "{err:?}"
@@ -744,7 +739,7 @@ fn bogus_response_id() {
         .queue_response(&answer(stale, Op::Checksum, Status::Okay, checksum(b"abc")))
         .unwrap();
     let _ = raw2.ring.push_responses().unwrap();
-    let err = front2.handle_event(now(), |_| {}).unwrap_err();
+    let err = front2.handle_event(|_| {}).unwrap_err();
     assert!(
         matches!(err, Error::BadResponse(ResponseFault::NotOutstanding(_))),
         "{err:?}"
@@ -780,7 +775,7 @@ fn duplicate_response() {
     raw.ring.queue_response(&rsp).unwrap();
     let _ = raw.ring.push_responses().unwrap();
     let mut done = Vec::new();
-    let err = front.handle_event(now(), |c| done.push(c)).unwrap_err();
+    let err = front.handle_event(|c| done.push(c)).unwrap_err();
     assert_eq!(done.len(), 1, "the first answer completes the request");
     assert!(done[0].verified);
     assert!(
@@ -812,7 +807,7 @@ fn producer_overflow_from_the_back() {
     );
     sim.domain(0).notify(raw.port).unwrap();
     let mut completions = 0;
-    let err = front.handle_event(now(), |_| completions += 1).unwrap_err();
+    let err = front.handle_event(|_| completions += 1).unwrap_err();
     assert!(matches!(err, Error::Ring(RingError::Broken(_))), "{err:?}");
     assert_eq!(completions, 0);
     front.fail(&mut fxs).unwrap();
@@ -840,7 +835,7 @@ fn peer_never_answers() {
     assert_eq!((sent, front.outstanding()), (8, 8));
     let t = Instant::now();
     let p = front
-        .handle_event(now(), |_| panic!("no answer was sent"))
+        .handle_event(|_| panic!("no answer was sent"))
         .unwrap();
     assert!(
         t.elapsed() < Duration::from_secs(1),

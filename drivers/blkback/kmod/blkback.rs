@@ -23,7 +23,7 @@ use echo_kenv::{Env, Mapped};
 use kernel::prelude::*;
 use kernel::str::CString;
 use kernel::sync::{Arc, ArcBorrow, CondVar, Mutex};
-use kernel::time::{msecs_to_jiffies, Ktime};
+use kernel::time::msecs_to_jiffies;
 use kernel::workqueue::{self, impl_has_work, new_work, Work, WorkItem};
 use kernel::{c_str, fmt, new_condvar, new_mutex};
 use xen_blkif::back::{Parts, MAX_SEGS};
@@ -34,7 +34,7 @@ use xen_blkif::{
 use xen_core::feature::blkif::{read_queue, BackOffer, Discard, DiskInfo, FrontRequest};
 use xen_core::feature::{FeatureError, StoreDir};
 use xen_core::xs::{self, with_transaction, PathBuf, TxId, XenStore};
-use xen_evtchn::{EvtchnOps, Nanos};
+use xen_evtchn::EvtchnOps;
 use xen_kernel::bio::{self, BioCtx, BlockDevice, IoOp};
 use xen_kernel::blk::DebugCounters;
 use xen_kernel::bus::{self, Device, DeviceHandle, HandshakeError, Side};
@@ -104,10 +104,6 @@ fn offer() -> (BackOffer, usize) {
 /// mappings.
 fn pool_pages(cache: usize) -> usize {
     cache + INFLIGHT_SEGS as usize + MAX_SEGS + 8 + xen_blkif::back::MAP_BATCH
-}
-
-fn now() -> Nanos {
-    Nanos(u64::try_from(Ktime::ktime_get().to_ns()).unwrap_or(0))
 }
 
 // --- counters -----------------------------------------------------------------------------------
@@ -525,9 +521,11 @@ impl WorkItem<0> for Queue {
             st.events = st.events.wrapping_add(1);
             let mut spurious = true;
             let mut more = false;
-            match bio::plugged(|| engine.handle_event(now())) {
+            match bio::plugged(|| engine.handle_event()) {
                 Ok(p) => {
-                    spurious = p.done == 0;
+                    // The engine's verdict: an event that finds the engine stalled on
+                    // its own I/O is work, not a storm.
+                    spurious = p.spurious;
                     more = p.more;
                 }
                 Err(BlkError::Ring(e)) => {

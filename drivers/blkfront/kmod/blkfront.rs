@@ -18,7 +18,6 @@ use echo_kenv::{Env, Page};
 use kernel::prelude::*;
 use kernel::str::CString;
 use kernel::sync::{Arc, ArcBorrow, Mutex};
-use kernel::time::Ktime;
 use kernel::workqueue::{self, impl_has_work, new_work, Work, WorkItem};
 use kernel::{c_str, fmt, new_mutex};
 use xen_blkif::front::{Completion, DataPages, FrontConfig, SlotEntry, SubmitError};
@@ -30,7 +29,7 @@ use xen_core::feature::blkif::{
 };
 use xen_core::feature::{FeatureError, StoreDir};
 use xen_core::xs::{with_transaction, PathBuf, TxId, XenStore};
-use xen_evtchn::{EvtchnOps, Nanos};
+use xen_evtchn::EvtchnOps;
 use xen_kernel::blk::{
     self, DebugCounters, Disk, DiscardParams, HwQueue, Op, QueueRqError, Request,
 };
@@ -85,10 +84,6 @@ impl AsMut<[SlotEntry<Page, SEGS>]> for Table {
 }
 
 type Engine = BlkFront<Env<Queue>, FrontRingPages, SLOTS, SEGS, Table>;
-
-fn now() -> Nanos {
-    Nanos(u64::try_from(Ktime::ktime_get().to_ns()).unwrap_or(0))
-}
 
 /// The frontend's limits from the module parameters (as Linux: queues capped by the CPUs).
 fn limits() -> FrontLimits {
@@ -343,7 +338,7 @@ impl WorkItem<0> for Queue {
                 return;
             };
             *events = events.wrapping_add(1);
-            let result = engine.handle_event(now(), |c, data| {
+            let result = engine.handle_event(|c, data| {
                 let Some(rq) = take_request(inflight, &c) else {
                     return;
                 };
@@ -374,16 +369,19 @@ impl WorkItem<0> for Queue {
                     if p.more {
                         requeue = true;
                     } else {
-                        engine.env().chan.eoi(p.done == 0);
+                        engine.env().chan.eoi(p.spurious);
                     }
                 }
                 Err(e) => {
+                    // Returned once: the engine has failed, and its later events are
+                    // spurious (Ok), so a backend that keeps notifying is throttled by the
+                    // late EOI instead of filling the log.
                     pr_err!(
                         "XENPVRS-BLKFRONT queue {}: backend broke the protocol ({:?}); failing its requests\n",
                         this.index,
                         e
                     );
-                    engine.env().chan.eoi(false);
+                    engine.env().chan.eoi(true);
                 }
             }
             this.publish(engine, *events);

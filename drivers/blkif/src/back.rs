@@ -18,7 +18,7 @@ use crate::storage::{Io, IoError, IoKind, SegState, Started, Storage};
 use crate::Error;
 use xen_echo::env::PageBytes;
 use xen_echo::Progress;
-use xen_evtchn::{Eoi, EvtchnOps, Nanos, Outcome, Throttle, ThrottleConfig};
+use xen_evtchn::EvtchnOps;
 use xen_grant::{Access, GrantOps, MapRequest, MapResult, UnmapResult};
 use xen_ring::{BackRing, Notify, RingError, SharedMemory, Slot};
 use xen_sys::wire::blkif::{self as wire, Status, SEGMENTS_PER_INDIRECT_FRAME};
@@ -51,8 +51,6 @@ pub struct BackConfig {
     /// Segments of requests in flight (each may need a transient mapping): a request is
     /// taken only while fewer are in flight, so at most this plus one request's 256 are.
     pub max_inflight_segments: u32,
-    /// The storm policy for the port.
-    pub throttle: ThrottleConfig,
     /// The secret key of the persistent-grant cache's hash ([`Clock::with_key`]). The glue
     /// draws it at random for each connection; the default (zero) is for host tests only.
     pub cache_key: [u64; 2],
@@ -70,7 +68,6 @@ impl Default for BackConfig {
             persistent: true,
             budget: 64,
             max_inflight_segments: 1280,
-            throttle: ThrottleConfig::DEFAULT,
             cache_key: [0; 2],
         }
     }
@@ -236,8 +233,8 @@ struct Server<P: GrantOps, S, T> {
 ///
 /// The glue maps the ring the frontend granted (any order up to 4), binds its event channel,
 /// and hands both over with [`new`](Self::new); it calls [`handle_event`](Self::handle_event)
-/// when the port fires (again at once while [`Progress::more`], and re-enables the port no
-/// sooner than [`Progress::eoi`]). When the storage reports a request done, the glue calls
+/// when the port fires (again at once while [`Progress::more`], and otherwise sends the late
+/// EOI with [`Progress::spurious`]). When the storage reports a request done, the glue calls
 /// [`complete`](Self::complete), then [`resume`](Self::resume) once per batch of completions
 /// (it publishes the responses and takes requests left waiting). A ring the frontend breaks
 /// disconnects the engine: the ring is unmapped, idle persistent grants are unmapped, the port
@@ -247,7 +244,8 @@ pub struct BlkBack<P: GrantOps, S, M, T> {
     ring: Option<Ring<M>>,
     port: Option<Port>,
     budget: u32,
-    throttle: Throttle,
+    /// Spurious events in a row (for storm diagnostics).
+    spurious_run: u32,
     stalled: bool,
     server: Server<P, S, T>,
 }
@@ -292,7 +290,7 @@ where
             ring: Some(ring),
             port: Some(conn.port),
             budget: config.budget.max(1),
-            throttle: Throttle::new(config.throttle),
+            spurious_run: 0,
             stalled: false,
             server: Server {
                 env,
@@ -354,9 +352,9 @@ where
         self.ring.is_some()
     }
 
-    /// The throttle's count of spurious events in a row.
+    /// Spurious events in a row.
     pub fn consecutive_spurious(&self) -> u32 {
-        self.throttle.consecutive_spurious()
+        self.spurious_run
     }
 
     /// Handles the port's event: takes at most the budget of requests (answering invalid ones
@@ -365,22 +363,23 @@ where
     /// throttled).
     ///
     /// A broken ring returns [`Error::Ring`] once, after disconnecting.
-    pub fn handle_event(&mut self, now: Nanos) -> Result<Progress, Error> {
+    pub fn handle_event(&mut self) -> Result<Progress, Error> {
         if self.ring.is_none() {
             self.server.stats.spurious_events = self.server.stats.spurious_events.wrapping_add(1);
             return Err(Error::Disconnected);
         }
         let (done, more) = self.pump()?;
-        let outcome = if done > 0 || self.stalled {
-            Outcome::Work
-        } else {
+        let spurious = done == 0 && !self.stalled;
+        if spurious {
             self.server.stats.spurious_events = self.server.stats.spurious_events.wrapping_add(1);
-            Outcome::Spurious
-        };
+            self.spurious_run = self.spurious_run.saturating_add(1);
+        } else {
+            self.spurious_run = 0;
+        }
         Ok(Progress {
             done,
             more,
-            eoi: self.throttle.on_event(now, outcome),
+            spurious,
         })
     }
 
@@ -408,7 +407,7 @@ where
 
     /// After completions: publishes the queued responses (notifying the frontend if it asked)
     /// and takes requests that waited for room. `Progress::more`: call again (the budget ran
-    /// out); its `eoi` is meaningless here (no event is being handled).
+    /// out); its `spurious` is meaningless here (no event is being handled).
     pub fn resume(&mut self) -> Result<Progress, Error> {
         if self.ring.is_none() {
             return Err(Error::Disconnected);
@@ -417,7 +416,7 @@ where
         Ok(Progress {
             done,
             more,
-            eoi: Eoi::Now,
+            spurious: false,
         })
     }
 
@@ -470,7 +469,7 @@ where
             let _ = self.server.env.close(port);
         }
         self.stalled = false;
-        self.throttle.reset();
+        self.spurious_run = 0;
     }
 }
 

@@ -5,7 +5,7 @@ use crate::parse::Sector;
 use crate::Error;
 use xen_echo::env::{PageAlloc, PageBytes};
 use xen_echo::Progress;
-use xen_evtchn::{EvtchnOps, Nanos, Outcome, Throttle, ThrottleConfig};
+use xen_evtchn::EvtchnOps;
 use xen_grant::{Access, AccessError, EndAccess, GrantOps};
 use xen_ring::{FrontRing, GeometryError, RingError, SharedMemory};
 use xen_sys::wire::blkif::{
@@ -30,8 +30,6 @@ const _: () = assert!(MAX_SECTORS_PER_REQUEST == 88);
 pub struct FrontConfig {
     /// Responses handled per [`BlkFront::handle_event`] call at most.
     pub budget: u32,
-    /// The storm policy for the port.
-    pub throttle: ThrottleConfig,
     /// Persistent grants negotiated: every data page is granted read-write, as a backend
     /// keeping persistent mappings maps them writable whatever the operation; each table
     /// slot keeps its pages granted for its next request.
@@ -46,7 +44,6 @@ impl Default for FrontConfig {
     fn default() -> Self {
         FrontConfig {
             budget: 64,
-            throttle: ThrottleConfig::DEFAULT,
             persistent: false,
             max_indirect_segments: 0,
         }
@@ -287,7 +284,8 @@ pub struct BlkFront<
     persistent: bool,
     /// Segments per request: up to 11 direct, more through indirect pages.
     max_segments: usize,
-    throttle: Throttle,
+    /// Spurious events in a row (for storm diagnostics).
+    spurious_run: u32,
     failed: bool,
     stats: FrontStats,
 }
@@ -358,7 +356,7 @@ where
             budget: config.budget.max(1),
             persistent: config.persistent,
             max_segments: max_segments(config.max_indirect_segments, S),
-            throttle: Throttle::new(config.throttle),
+            spurious_run: 0,
             failed: false,
             stats: FrontStats::default(),
         })
@@ -677,7 +675,15 @@ where
                 Some((gref, page)) => (Some(gref), page),
                 None => (None, self.env.alloc_page().ok_or(SubmitError::NoMemory)?),
             };
-            self.env.zero_page(&mut page);
+            if granted.is_some() {
+                // A pooled page stays granted, and the backend may keep it mapped (persistent
+                // grants): it is shared memory, cleared with the volatile accessor.
+                // The whole page is in range: this cannot fail.
+                let cleared = page.write_bytes(0, &ZEROS);
+                debug_assert!(cleared);
+            } else {
+                self.env.zero_page(&mut page);
+            }
             let gref = match granted {
                 Some(gref) => gref,
                 None => {
@@ -784,15 +790,22 @@ where
     /// Handles the port's event: completes at most the budget of responses, calling
     /// `complete` for each (with the read data, readable after the grants are revoked).
     ///
-    /// A bad response fails the device (see the type doc) and returns [`Error::Response`].
+    /// A bad response fails the device (see the type doc) and returns [`Error::Response`],
+    /// once. The events of a failed device find no work: they are spurious (`Ok`, nothing
+    /// done), so a backend that keeps notifying is throttled, and the glue has nothing new to
+    /// report.
     pub fn handle_event(
         &mut self,
-        now: Nanos,
         mut complete: impl FnMut(Completion, &ReadData<'_, Pg<P>>),
     ) -> Result<Progress, Error> {
         if self.failed {
             self.stats.spurious_events = self.stats.spurious_events.wrapping_add(1);
-            return Err(Error::Disconnected);
+            self.spurious_run = self.spurious_run.saturating_add(1);
+            return Ok(Progress {
+                done: 0,
+                more: false,
+                spurious: true,
+            });
         }
         let mut done = 0u32;
         let mut fault = None;
@@ -851,16 +864,17 @@ where
             self.fail(&mut complete);
             return Err(err);
         }
-        let outcome = if done > 0 {
-            Outcome::Work
-        } else {
+        let spurious = done == 0;
+        if spurious {
             self.stats.spurious_events = self.stats.spurious_events.wrapping_add(1);
-            Outcome::Spurious
-        };
+            self.spurious_run = self.spurious_run.saturating_add(1);
+        } else {
+            self.spurious_run = 0;
+        }
         Ok(Progress {
             done,
             more,
-            eoi: self.throttle.on_event(now, outcome),
+            spurious,
         })
     }
 

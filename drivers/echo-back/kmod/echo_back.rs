@@ -12,12 +12,11 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use echo_kenv::Env;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, CondVar, Mutex};
-use kernel::time::{msecs_to_jiffies, Ktime};
+use kernel::time::msecs_to_jiffies;
 use kernel::workqueue::{self, impl_has_work, new_work, Work, WorkItem};
 use kernel::{c_str, new_condvar, new_mutex};
 use xen_core::xs::PathBuf;
 use xen_echo::{BackConfig, EchoBack};
-use xen_evtchn::Nanos;
 use xen_kernel::bus::{self, Device, Side};
 use xen_kernel::evtchn::Channel;
 use xen_kernel::grant::Grants;
@@ -73,10 +72,6 @@ impl Kick for BackDev {
     }
 }
 
-fn now() -> Nanos {
-    Nanos(u64::try_from(Ktime::ktime_get().to_ns()).unwrap_or(0))
-}
-
 impl WorkItem<0> for BackDev {
     type Pointer = Arc<BackDev>;
 
@@ -96,11 +91,10 @@ impl WorkItem<0> for BackDev {
             let mut requeue = false;
             let mut spurious = true;
             for _ in 0..16 {
-                match engine.handle_event(now()) {
+                match engine.handle_event() {
                     Ok(p) => {
-                        if p.done > 0 {
-                            spurious = false;
-                        }
+                        // The engine's verdict, as the late EOI takes it.
+                        spurious &= p.spurious;
                         requeue = p.more;
                         if !p.more {
                             break;

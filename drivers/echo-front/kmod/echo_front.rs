@@ -17,7 +17,6 @@ use kernel::workqueue::{self, impl_has_work, new_work, Work, WorkItem};
 use kernel::{c_str, new_condvar, new_mutex};
 use xen_core::xs::PathBuf;
 use xen_echo::{EchoFront, EchoRequest, FrontConfig, SubmitError};
-use xen_evtchn::Nanos;
 use xen_grant::{CopyOp, CopyPtr, GrantError, GrantOps};
 use xen_kernel::bus::{self, Device, Side};
 use xen_kernel::evtchn::Channel;
@@ -86,10 +85,6 @@ impl Kick for FrontDev {
     }
 }
 
-fn now() -> Nanos {
-    Nanos(u64::try_from(Ktime::ktime_get().to_ns()).unwrap_or(0))
-}
-
 impl WorkItem<0> for FrontDev {
     type Pointer = Arc<FrontDev>;
 
@@ -110,16 +105,15 @@ impl WorkItem<0> for FrontDev {
             let mut requeue = false;
             let mut spurious = true;
             for _ in 0..64 {
-                match engine.handle_event(now(), |c| {
+                match engine.handle_event(|c| {
                     *completed = completed.wrapping_add(1);
                     if !c.verified {
                         *mismatches = mismatches.wrapping_add(1);
                     }
                 }) {
                     Ok(p) => {
-                        if p.done > 0 {
-                            spurious = false;
-                        }
+                        // The engine's verdict, as the late EOI takes it.
+                        spurious &= p.spurious;
                         requeue = p.more;
                         if !p.more {
                             break;

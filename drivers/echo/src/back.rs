@@ -9,7 +9,7 @@ use crate::wire::{
 use crate::{Progress, CHUNK};
 use xen_core::xenbus::{Action, Actions, Event, Machine, Role, XenbusState};
 use xen_core::xs::{with_transaction, TxId, WatchEvent, WatchId, XenStore};
-use xen_evtchn::{EvtchnOps, Nanos, Outcome, Throttle, ThrottleConfig};
+use xen_evtchn::EvtchnOps;
 use xen_grant::{Access, GrantOps, MapRequest, MapResult, UnmapResult};
 use xen_ring::BackRing;
 use xen_sys::{DomId, GrantRef, Port};
@@ -23,8 +23,6 @@ pub struct BackConfig {
     pub complement: bool,
     /// Requests served per [`EchoBack::handle_event`] call at most.
     pub budget: u32,
-    /// The storm policy for the back's port.
-    pub throttle: ThrottleConfig,
 }
 
 impl Default for BackConfig {
@@ -33,7 +31,6 @@ impl Default for BackConfig {
             max_ring_page_order: MAX_RING_PAGE_ORDER,
             complement: true,
             budget: 64,
-            throttle: ThrottleConfig::DEFAULT,
         }
     }
 }
@@ -75,7 +72,8 @@ pub struct EchoBack<P: GrantOps + RingMemory> {
     frontend: Option<(Dir, DomId)>,
     watch: Option<WatchId>,
     conn: Option<Conn<P>>,
-    throttle: Throttle,
+    /// Spurious events in a row (for storm diagnostics).
+    spurious_run: u32,
     stats: BackStats,
 }
 
@@ -99,7 +97,7 @@ where
             frontend: None,
             watch: None,
             conn: None,
-            throttle: Throttle::new(config.throttle),
+            spurious_run: 0,
             stats: BackStats::default(),
         }
     }
@@ -129,9 +127,9 @@ where
         self.conn.as_ref().map(|c| c.port)
     }
 
-    /// The throttle's count of spurious events in a row (for storm diagnostics).
+    /// Spurious events in a row (for storm diagnostics).
     pub fn consecutive_spurious(&self) -> u32 {
-        self.throttle.consecutive_spurious()
+        self.spurious_run
     }
 
     /// Reads the toolstack's keys, watches the front's state and publishes our features.
@@ -301,7 +299,7 @@ where
             let _ = self.env.close(conn.port);
             drop(conn.ring.into_memory());
         }
-        self.throttle.reset();
+        self.spurious_run = 0;
     }
 
     /// Handles the device's event: serves at most `budget` requests, publishes the
@@ -309,17 +307,17 @@ where
     ///
     /// A broken ring (the front published an impossible index) is returned as
     /// [`Error::Ring`]; the glue should then [`fail`](Self::fail).
-    pub fn handle_event(&mut self, now: Nanos) -> Result<Progress, Error> {
+    pub fn handle_event(&mut self) -> Result<Progress, Error> {
         let budget = self.config.budget.max(1);
         let complement = self.config.complement;
         let mut done = 0u32;
         let Some(conn) = self.conn.as_mut().filter(|c| c.connected) else {
             self.stats.spurious_events = self.stats.spurious_events.wrapping_add(1);
-            let eoi = self.throttle.on_event(now, Outcome::Spurious);
+            self.spurious_run = self.spurious_run.saturating_add(1);
             return Ok(Progress {
                 done,
                 more: false,
-                eoi,
+                spurious: true,
             });
         };
         let id = self.frontend.as_ref().map_or(DomId::INVALID, |(_, id)| *id);
@@ -337,16 +335,17 @@ where
         } else {
             conn.ring.final_check_for_requests()?
         };
-        let outcome = if done > 0 {
-            Outcome::Work
-        } else {
+        let spurious = done == 0;
+        if spurious {
             self.stats.spurious_events = self.stats.spurious_events.wrapping_add(1);
-            Outcome::Spurious
-        };
+            self.spurious_run = self.spurious_run.saturating_add(1);
+        } else {
+            self.spurious_run = 0;
+        }
         Ok(Progress {
             done,
             more,
-            eoi: self.throttle.on_event(now, outcome),
+            spurious,
         })
     }
 }

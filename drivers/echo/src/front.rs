@@ -7,7 +7,7 @@ use crate::wire::{checksum, Op, RequestWire, Response, ResponseWire, Status, MAX
 use crate::{Progress, CHUNK};
 use xen_core::xenbus::{Action, Actions, Event, Machine, Role, XenbusState};
 use xen_core::xs::{with_transaction, TxId, WatchEvent, WatchId, XenStore};
-use xen_evtchn::{EvtchnOps, Nanos, Outcome, Throttle, ThrottleConfig};
+use xen_evtchn::EvtchnOps;
 use xen_grant::{Access, EndAccess, GrantOps};
 use xen_ring::{FrontRing, PAGE_SIZE};
 use xen_sys::{DomId, GrantRef, Port};
@@ -19,8 +19,6 @@ pub struct FrontConfig {
     pub ring_page_order: u32,
     /// Responses consumed per [`EchoFront::handle_event`] call at most.
     pub budget: u32,
-    /// The storm policy for the front's port.
-    pub throttle: ThrottleConfig,
 }
 
 impl Default for FrontConfig {
@@ -28,7 +26,6 @@ impl Default for FrontConfig {
         FrontConfig {
             ring_page_order: MAX_RING_PAGE_ORDER,
             budget: 64,
-            throttle: ThrottleConfig::DEFAULT,
         }
     }
 }
@@ -171,7 +168,8 @@ pub struct EchoFront<P: GrantOps + RingMemory, const N: usize> {
     free_len: usize,
     quiesced: bool,
     broken: Option<ResponseFault>,
-    throttle: Throttle,
+    /// Spurious events in a row (for storm diagnostics).
+    spurious_run: u32,
     stats: FrontStats,
 }
 
@@ -201,7 +199,7 @@ where
             free_len: 0,
             quiesced: false,
             broken: None,
-            throttle: Throttle::new(config.throttle),
+            spurious_run: 0,
             stats: FrontStats::default(),
         }
     }
@@ -507,7 +505,7 @@ where
         self.free_len = 0;
         self.quiesced = false;
         self.broken = None;
-        self.throttle.reset();
+        self.spurious_run = 0;
     }
 
     /// Places a request on the ring (published by the next [`push`](Self::push)).
@@ -608,7 +606,6 @@ where
     /// [`Error::BadResponse`]; the glue should then [`fail`](Self::fail).
     pub fn handle_event(
         &mut self,
-        now: Nanos,
         mut complete: impl FnMut(Completion),
     ) -> Result<Progress, Error> {
         if let Some(fault) = self.broken {
@@ -648,16 +645,17 @@ where
             Some(conn) => conn.ring.final_check_for_responses()?,
             None => false,
         };
-        let outcome = if done > 0 {
-            Outcome::Work
-        } else {
+        let spurious = done == 0;
+        if spurious {
             self.stats.spurious_events = self.stats.spurious_events.wrapping_add(1);
-            Outcome::Spurious
-        };
+            self.spurious_run = self.spurious_run.saturating_add(1);
+        } else {
+            self.spurious_run = 0;
+        }
         Ok(Progress {
             done,
             more,
-            eoi: self.throttle.on_event(now, outcome),
+            spurious,
         })
     }
 

@@ -83,8 +83,9 @@
 //!   generation and op). A bad response breaks the connection; it never frees, completes or
 //!   indexes anything.
 //! - Work per event is bounded by a budget; the engine reports whether more is waiting
-//!   ([`Progress::more`]) instead of looping. Events that bring no work feed a late-EOI
-//!   throttle ([`Progress::eoi`]), so a peer flooding the port is slowed down.
+//!   ([`Progress::more`]) instead of looping. The engine says whether an event brought work
+//!   ([`Progress::spurious`]); the glue passes that verdict to the port's late EOI, whose
+//!   kernel throttle slows down a peer flooding the port.
 //! - The front verifies every answer against what it sent: the checksum it computed itself,
 //!   and for a complement the response page, which it cleared before submitting.
 //!
@@ -94,7 +95,7 @@
 //! xen-evtchn's `EvtchnOps`, and this crate's [`env`](mod@env) traits) and take the XenStore (any
 //! `xen_core::xs::XenStore`) as a parameter of each call. The glue calls `start`, then
 //! `on_xenstore` when XenStore has news, `handle_event` when the event channel fires (again
-//! at once while `more` is set, and not before `eoi` says), and `close`.
+//! at once while `more` is set, with the late EOI `spurious` asks for otherwise), and `close`.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
@@ -110,8 +111,6 @@ pub use error::{Error, ResponseFault};
 pub use front::{Completion, EchoFront, EchoRequest, FrontConfig, FrontStats, SubmitError, Ticket};
 pub use wire::{checksum, Op, Request, RequestWire, Response, ResponseWire, Status};
 
-use xen_evtchn::Eoi;
-
 /// Bytes copied at a time through a stack buffer when touching data pages.
 pub(crate) const CHUNK: usize = 256;
 
@@ -122,6 +121,9 @@ pub struct Progress {
     pub done: u32,
     /// More work is waiting: call again without waiting for an event.
     pub more: bool,
-    /// When to re-enable the event channel (late EOI).
-    pub eoi: Eoi,
+    /// The event brought no work (the peer notified for nothing, or floods the port). The
+    /// glue passes this to the late EOI (`xen_irq_lateeoi` with `XEN_EOI_FLAG_SPURIOUS`),
+    /// whose throttle delays the port after a run of spurious events; an event that found
+    /// work, or found the engine waiting on its own I/O (stalled), is not spurious.
+    pub spurious: bool,
 }

@@ -340,7 +340,8 @@ impl GrantOps for Grants {
     type Mapping = Mapping;
 
     fn zero_page(&self, page: &mut LocalPage) {
-        // SAFETY: we own the page; `&mut` means no grant of it is in use by this engine.
+        // SAFETY: we own the page, and the contract of `zero_page` is that no peer can see it
+        // (never granted, or every grant ended): plain stores race with no one.
         unsafe { core::ptr::write_bytes(page.addr.as_ptr(), 0, PAGE_SIZE) };
     }
 
