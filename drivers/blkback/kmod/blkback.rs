@@ -18,14 +18,15 @@
 //! item; the work item answers, unmaps and takes more requests (bounded per run, late EOI).
 //! Teardown with I/O in flight waits for the bios to end before unmapping anything.
 
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use echo_kenv::{Env, Mapped};
 use kernel::prelude::*;
 use kernel::str::CString;
-use kernel::sync::{Arc, ArcBorrow, CondVar, Mutex};
-use kernel::time::msecs_to_jiffies;
+use kernel::sync::{Arc, ArcBorrow, Mutex};
+use kernel::time::Ktime;
 use kernel::workqueue::{self, impl_has_work, new_work, Work, WorkItem};
-use kernel::{c_str, fmt, new_condvar, new_mutex};
+use kernel::{c_str, fmt, new_mutex};
 use xen_blkif::back::{Parts, MAX_SEGS};
 use xen_blkif::{
     Abi, BackConfig, BlkBack, CacheSlot, Connection, Error as BlkError, Io, IoError, IoKind,
@@ -191,9 +192,12 @@ impl Tables<Mapped> for KTables {
 ///
 /// # Invariants
 ///
-/// `ctxs[i]` has owner `queue` (a live `Queue`, kept alive by its device until every context
-/// is idle) and tag `i`; `ctxs` is never resized, so the contexts do not move.
+/// `owner` came from `Arc::into_raw` and its reference count is this value's until it drops:
+/// the queue outlives the storage, its contexts and their bios, also when a teardown that timed
+/// out leaks the engine (and with it this storage, and the count). `ctxs[i]` has owner `owner`
+/// and tag `i`; `ctxs` is never resized, so the contexts do not move.
 struct KStorage {
+    owner: NonNull<Queue>,
     bdev: Arc<BlockDevice>,
     ctxs: KVec<BioCtx>,
     segs: KVec<bio::Segment>,
@@ -201,24 +205,49 @@ struct KStorage {
     read_only: bool,
 }
 
+// SAFETY: `owner` is a counted `Arc<Queue>` reference (type invariant) and `Queue` is `Send` and
+// `Sync`; the other fields are `Send`.
+unsafe impl Send for KStorage {}
+
+impl Drop for KStorage {
+    /// Releases the queue's count once no context of this storage can run any more: the
+    /// engine that owns the storage is dropped only after all its I/O ended.
+    fn drop(&mut self) {
+        // SAFETY: `owner` came from `Arc::into_raw` and its count is ours (type invariant);
+        // this runs once.
+        drop(unsafe { Arc::from_raw(self.owner.as_ptr().cast_const()) });
+    }
+}
+
 impl KStorage {
     fn new(bdev: Arc<BlockDevice>, queue: &Arc<Queue>) -> Result<KStorage> {
-        let mut ctxs = KVec::with_capacity(DEPTH, GFP_KERNEL)?;
+        let ctxs = KVec::with_capacity(DEPTH, GFP_KERNEL)?;
+        let segs = KVec::with_capacity(MAX_SEGS, GFP_KERNEL)?;
+        let capacity = bdev.sectors();
+        let read_only = !bdev.writable() || bdev.read_only();
+        let owner = Arc::into_raw(queue.clone());
+        let Some(owner) = NonNull::new(owner.cast_mut()) else {
+            // SAFETY: `owner` came from `into_raw` just above (and `into_raw` never gives null).
+            drop(unsafe { Arc::from_raw(owner) });
+            return Err(EINVAL);
+        };
+        // INVARIANT: `owner`'s count is the storage's from here (released by `drop`, also if
+        // the loop below fails); `ctxs` is filled before anyone sees it.
+        let mut storage = KStorage {
+            owner,
+            bdev,
+            ctxs,
+            segs,
+            capacity,
+            read_only,
+        };
         for i in 0..DEPTH {
             let ctx = BioCtx::new(Queue::bio_done);
             ctx.set_tag(u32::try_from(i).map_err(|_| EINVAL)?);
-            ctx.set_owner(core::ptr::from_ref::<Queue>(queue).cast_mut().cast());
-            ctxs.push(ctx, GFP_KERNEL)?;
+            ctx.set_owner(storage.owner.as_ptr().cast());
+            storage.ctxs.push(ctx, GFP_KERNEL)?;
         }
-        let capacity = bdev.sectors();
-        let read_only = !bdev.writable() || bdev.read_only();
-        Ok(KStorage {
-            bdev,
-            ctxs,
-            segs: KVec::with_capacity(MAX_SEGS, GFP_KERNEL)?,
-            capacity,
-            read_only,
-        })
+        Ok(storage)
     }
 
     fn submit(&mut self, tag: usize, op: IoOp, io: &Io<'_, Mapped>) -> Started {
@@ -302,8 +331,6 @@ struct Queue {
     state: Mutex<QState>,
     #[pin]
     work: Work<Queue, 0>,
-    #[pin]
-    idle: CondVar,
     event_kicked: AtomicBool,
     /// Tags whose bios ended (set in interrupt context, taken by the work item).
     done_bits: [AtomicU64; WORDS],
@@ -341,7 +368,6 @@ impl Queue {
                     events: 0,
                 }),
                 work <- new_work!("Queue::work"),
-                idle <- new_condvar!(),
                 event_kicked: AtomicBool::new(false),
                 done_bits: [const { AtomicU64::new(0) }; WORDS],
                 err_bits: [const { AtomicU64::new(0) }; WORDS],
@@ -360,8 +386,10 @@ impl Queue {
         if owner.is_null() {
             return;
         }
-        // SAFETY: the owner is the live queue that submitted this I/O (KStorage invariant): its
-        // device keeps an `Arc` to it until `callbacks` is zero and no I/O is in flight.
+        // SAFETY: the owner came from `Arc::into_raw`, and its count belongs to the `KStorage`
+        // whose context this is (type invariant). That storage is dropped only with its engine,
+        // after every context's I/O ended; a teardown that gives up leaks the engine, storage
+        // and count together. So the queue is alive while this I/O is.
         let this = unsafe { ArcBorrow::from_raw(owner) };
         this.callbacks.fetch_add(1, Ordering::AcqRel);
         let tag = usize::try_from(ctx.tag()).unwrap_or(usize::MAX);
@@ -461,13 +489,18 @@ impl Queue {
         Ok(())
     }
 
-    /// Stops serving: disconnects the engine, waits (bounded) for its bios to end, publishes
-    /// its last counters and drops it. Returns them.
+    /// Stops serving: disconnects the engine, waits (bounded in time) for its bios to end,
+    /// publishes its last counters and drops it. Returns them.
+    ///
+    /// The wait is uninterruptible: a signal pending on the caller (a killed `rmmod` or
+    /// unbind) must not cut it short, or the engine, the open block device and the guest's
+    /// mappings would leak while the bios still run. Its bound is a deadline in time
+    /// (`DRAIN_WAIT_MS`), not a count of wake-ups.
     fn shutdown(&self) -> Option<xen_blkif::BackStats> {
-        let mut guard = self.state.lock();
-        guard.engine.as_mut()?.disconnect();
-        let mut waited = 0u32;
+        self.state.lock().engine.as_mut()?.disconnect();
+        let start = Ktime::ktime_get();
         loop {
+            let mut guard = self.state.lock();
             let st = &mut *guard;
             let engine = st.engine.as_mut()?;
             let _ = self.reap(engine);
@@ -479,7 +512,8 @@ impl Queue {
                 drop(engine);
                 return Some(stats);
             }
-            if waited >= DRAIN_WAIT_MS {
+            let waited = kernel::time::ktime_ms_delta(Ktime::ktime_get(), start);
+            if waited >= i64::from(DRAIN_WAIT_MS) {
                 pr_err!(
                     "XENPVRS-BLKBACK {} q{}: {} requests still in flight after {} ms; leaking their mappings\n",
                     self.dev.nodename(),
@@ -491,10 +525,11 @@ impl Queue {
                 core::mem::forget(st.engine.take());
                 return None;
             }
-            let _ = self
-                .idle
-                .wait_interruptible_timeout(&mut guard, msecs_to_jiffies(10));
-            waited += 10;
+            drop(guard);
+            // A bio's end only queues the work item; this loop reaps too (above). Polling every
+            // 10 ms in an uninterruptible sleep is the wait.
+            // SAFETY: process context, no lock held.
+            unsafe { kernel::bindings::msleep(10) };
         }
     }
 }
@@ -551,7 +586,6 @@ impl WorkItem<0> for Queue {
         let events = st.events;
         this.publish(engine, events);
         drop(guard);
-        this.idle.notify_all();
         if requeue {
             let _ = workqueue::system_highpri().enqueue::<Arc<Queue>, 0>(this.clone());
         }
@@ -600,11 +634,44 @@ struct Dev {
     ctl: Mutex<Ctl>,
     #[pin]
     ctl_work: Work<Dev, 0>,
+    /// The teardown after `remove`, which must not wait for I/O in XenBus's thread.
+    #[pin]
+    teardown_work: Work<Dev, 1>,
     front_state: AtomicU32,
 }
 
 impl_has_work! {
     impl HasWork<Self, 0> for Dev { self.ctl_work }
+    impl HasWork<Self, 1> for Dev { self.teardown_work }
+}
+
+/// Teardowns queued by `remove` and not finished: the module waits for them at unload.
+static TEARDOWNS: AtomicU32 = AtomicU32::new(0);
+
+impl WorkItem<1> for Dev {
+    type Pointer = Arc<Dev>;
+
+    /// The teardown `remove` queued: waits (bounded) for the device's I/O in a worker, not
+    /// in the xenwatch thread that runs `remove`, so one slow disk stalls no other watch.
+    fn run(this: Arc<Dev>) {
+        teardown(&this);
+        pr_info!("XENPVRS-BLKBACK removed {}\n", this.handle.nodename());
+        drop(this);
+        TEARDOWNS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Dropped after the driver's registration: waits until every teardown has finished, so none
+/// runs after the module is gone. Each is bounded (`DRAIN_WAIT_MS` per queue).
+struct TeardownDrain;
+
+impl Drop for TeardownDrain {
+    fn drop(&mut self) {
+        while TEARDOWNS.load(Ordering::Acquire) != 0 {
+            // SAFETY: module unload runs in process context and holds no lock of ours.
+            unsafe { kernel::bindings::msleep(10) };
+        }
+    }
 }
 
 impl Kick for Dev {
@@ -938,6 +1005,7 @@ impl bus::Driver for Driver {
                     connections: 0,
                 }),
                 ctl_work <- new_work!("Dev::ctl_work"),
+                teardown_work <- new_work!("Dev::teardown_work"),
                 front_state: AtomicU32::new(u32::from(XenbusState::Unknown)),
             }),
             GFP_KERNEL,
@@ -975,8 +1043,18 @@ impl bus::Driver for Driver {
     }
 
     fn remove(this: Arc<Dev>, _dev: &Device) {
-        teardown(&this);
-        pr_info!("XENPVRS-BLKBACK removed {}\n", this.handle.nodename());
+        // Called from xenwatch when the toolstack deletes the device: the teardown waits for
+        // the device's I/O, so it runs in a worker (a long-running one) instead.
+        TEARDOWNS.fetch_add(1, Ordering::AcqRel);
+        if workqueue::system_long()
+            .enqueue::<Arc<Dev>, 1>(this.clone())
+            .is_err()
+        {
+            // Already queued (cannot happen: remove runs once); tear down here rather than
+            // not at all.
+            TEARDOWNS.fetch_sub(1, Ordering::AcqRel);
+            teardown(&this);
+        }
     }
 }
 
@@ -1004,9 +1082,11 @@ fn teardown(this: &Arc<Dev>) {
     drop(backing);
 }
 
-/// Fields drop in order: the registration first (removing every device), then the report.
+/// Fields drop in order: the registration first (removing every device), then the wait for
+/// their teardowns, then the report.
 struct BlkBackModule {
     _reg: Pin<KBox<bus::Registration<Driver>>>,
+    _drain: TeardownDrain,
     _report: stats::UnloadReport,
 }
 
@@ -1022,6 +1102,7 @@ impl kernel::Module for BlkBackModule {
         pr_info!("XENPVRS-BLKBACK loaded\n");
         Ok(BlkBackModule {
             _reg: reg,
+            _drain: TeardownDrain,
             _report: stats::UnloadReport("XENPVRS-BLKBACK"),
         })
     }

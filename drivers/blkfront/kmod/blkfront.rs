@@ -339,7 +339,7 @@ impl WorkItem<0> for Queue {
             };
             *events = events.wrapping_add(1);
             let result = engine.handle_event(|c, data| {
-                let Some(rq) = take_request(inflight, &c) else {
+                let Some(mut rq) = take_request(inflight, &c) else {
                     return;
                 };
                 let r = match c.status {

@@ -196,7 +196,10 @@ impl Request {
     }
 
     /// Copies `pages` (a read's result) into the request's data; `false` if they are too few.
-    pub fn copy_from_pages<'a>(&self, pages: impl Iterator<Item = &'a LocalPage>) -> bool {
+    ///
+    /// Takes `&mut self`: it writes the request's pages, so no other reference may be reading
+    /// them (a `&Request` is `Sync`, and `copy_to_pages` reads through one).
+    pub fn copy_from_pages<'a>(&mut self, pages: impl Iterator<Item = &'a LocalPage>) -> bool {
         let mut pages = pages;
         self.copy(&mut pages, false)
     }
