@@ -18,29 +18,29 @@ blk_load_back() {
     esac
 }
 
-# blk_back_stats DOMID VDEV: print the backend's counters for one disk and check that flushes
-# and discards reached it.
+# blk_back_stats DOMID VDEV: the backend's statistics, read the way xentop reads them
+# (/sys/bus/xen-backend/devices/vbd-D-V/statistics, plus physical_device and mode), the same
+# files for Linux's blkback and ours; flushes, discards, reads and writes must all have
+# reached the backend. Our per-queue debugfs counters are logged too.
 blk_back_stats() {
-    case "$BLK_BACK" in
-    c)
-        _st=/sys/bus/xen-backend/devices/vbd-$1-$2/statistics
-        _f=$(cat "$_st/f_req")
-        _ds=$(cat "$_st/ds_req")
-        log "blkback vbd-$1-$2: f_req=$_f ds_req=$_ds rd_req=$(cat "$_st/rd_req") wr_req=$(cat "$_st/wr_req")"
-        ;;
-    rust)
-        _f=0
-        _ds=0
+    _dev=/sys/bus/xen-backend/devices/vbd-$1-$2
+    _st=$_dev/statistics
+    _line=
+    for _n in oo_req rd_req wr_req f_req ds_req rd_sect wr_sect; do
+        _line="$_line $_n=$(cat "$_st/$_n" 2>/dev/null)"
+    done
+    log "vbd-$1-$2 ($BLK_BACK blkback):$_line physical_device=$(cat "$_dev/physical_device" 2>/dev/null) mode=$(cat "$_dev/mode" 2>/dev/null)"
+    for _n in rd_req wr_req f_req ds_req rd_sect wr_sect; do
+        [ "$(cat "$_st/$_n" 2>/dev/null || echo 0)" -gt 0 ] || fail "vbd $2: statistics/$_n is not above 0"
+    done
+    grep -qE '^[0-9a-f]+:[0-9a-f]+$' "$_dev/physical_device" || fail "vbd $2: no physical_device"
+    check_eq "vbd-$2-mode" w "$(cat "$_dev/mode" 2>/dev/null)"
+    if [ "$BLK_BACK" = rust ]; then
         for _q in /sys/kernel/debug/xenpvrs-blkback-$1-$2-q*; do
             [ -d "$_q" ] || continue
             log "counters ${_q##*/}: $(for c in "$_q"/*; do printf '%s=%s ' "${c##*/}" "$(cat "$c")"; done)"
-            _f=$((_f + $(cat "$_q/flushes")))
-            _ds=$((_ds + $(cat "$_q/discards")))
         done
-        ;;
-    esac
-    [ "${_f:-0}" -gt 0 ] || fail "vbd $2: no flush reached the backend"
-    [ "${_ds:-0}" -gt 0 ] || fail "vbd $2: no discard reached the backend"
+    fi
 }
 
 # blk_back_connected VDEV QUEUES PAGES: our backend's dmesg line for the disk says so.
@@ -137,9 +137,18 @@ blk_ro_checks() {
     check "${1##*/}-content" xpattern verify "$1" "$2" "$3"
 }
 
+# blk_cdrom_checks DEV BYTES SEED: a virtual CD-ROM (xl devtype=cdrom): read-only, removable
+# media (our backend says VDISK_REMOVABLE with VDISK_CDROM, our frontend treats a CD-ROM as
+# removable either way), and its content reads back.
+blk_cdrom_checks() {
+    check_eq "${1##*/}-removable" 1 "$(cat /sys/block/${1##*/}/removable)"
+    blk_ro_checks "$@"
+}
+
 # --- the integrity scenario (blkfront, blkback, blkback-rustfront) --------------------------
 # Disks: xvdb backed by a file, xvdc by a block device (a loop device dom0 sets up itself,
-# given to xl as phy), xvdd read-only, xvde the tools disk (fio); 2 queues of 4-page rings.
+# given to xl as phy), xvdd read-only, xvde the tools disk (fio), xvdf a CD-ROM (devtype=cdrom,
+# read-only, removable); 2 queues of 4-page rings.
 # The guest writes a pseudo-random pattern over all of xvdb and xvdc, drops its caches and
 # verifies every byte; runs four parallel fio jobs with verify=crc32c on each; flushes and
 # discards (the discarded range must read back as zeros); makes and checks an ext4 file
@@ -148,6 +157,7 @@ blk_ro_checks() {
 
 BLK_DISK_BYTES=134217728
 BLK_RO_BYTES=16777216
+BLK_CD_BYTES=4194304
 
 blk_integrity_dom0() {
     SEED=$(date +%s)
@@ -157,12 +167,14 @@ blk_integrity_dom0() {
     truncate -s "$BLK_DISK_BYTES" /data/phy.img
     check losetup-phy losetup /dev/loop7 /data/phy.img || return
     check ro-pattern xpattern write /data/ro.img "$BLK_RO_BYTES" "$((SEED + 7))"
+    check cd-pattern xpattern write /data/cd.img "$BLK_CD_BYTES" "$((SEED + 9))"
     check tools-disk make_tools_disk /data/tools.img || return
     write_domu_cfg domu 256 "vcpus = 2
 disk = [ 'format=raw,vdev=xvdb,access=rw,target=/data/file.img',
          'format=raw,vdev=xvdc,access=rw,target=/dev/loop7',
          'format=raw,vdev=xvdd,access=ro,target=/data/ro.img',
-         'format=raw,vdev=xvde,access=ro,target=/data/tools.img' ]"
+         'format=raw,vdev=xvde,access=ro,target=/data/tools.img',
+         'format=raw,vdev=xvdf,access=ro,devtype=cdrom,target=/data/cd.img' ]"
     follow_guest domu
     check xl-create xl create /etc/xen/domu.cfg || return
     d=$(xl domid domu)
@@ -186,7 +198,7 @@ disk = [ 'format=raw,vdev=xvdb,access=rw,target=/data/file.img',
 blk_integrity_domu() {
     cmdline_seed || return
     blk_load_front 2 2 || return
-    for d in xvdb xvdc xvdd xvde; do
+    for d in xvdb xvdc xvdd xvde xvdf; do
         wait_for_dev /dev/$d 60 || { fail "no /dev/$d"; return; }
     done
     if [ "$BLK_FRONT" = rust ]; then
@@ -197,7 +209,9 @@ blk_integrity_domu() {
         check_eq xvdb-persistent 1 "$(kv "$KLAST" persistent)"
         check_eq xvdb-flush 1 "$(kv "$KLAST" flush)"
     fi
-    # Linux's numbers for Xen disks: major 202, 16 minors each (xvdb = 202:16, xvdc = 202:32).
+    # Linux's numbers for Xen disks: major 202, 16 minors each (xvdb = 202:16, xvdc = 202:32),
+    # and the major is listed in /proc/devices under Linux's name (LVM's filters read it).
+    check_eq proc-devices-xvd "202 xvd" "$(grep -E '^ *202 ' /proc/devices | sed 's/^ *//')"
     check_eq xvdb-devt ca:10 "$(stat -c %t:%T /dev/xvdb)"
     check_eq xvdc-devt ca:20 "$(stat -c %t:%T /dev/xvdc)"
     log "queues in sysfs: $(ls /sys/block/xvdb/mq | tr '\n' ' ')"
@@ -212,6 +226,7 @@ blk_integrity_domu() {
 
     blk_fs_checks /dev/xvdb "$SEED"
     blk_ro_checks /dev/xvdd "$BLK_RO_BYTES" "$((SEED + 7))"
+    blk_cdrom_checks /dev/xvdf "$BLK_CD_BYTES" "$((SEED + 9))"
     umount /tools
     blk_unload_front
 }

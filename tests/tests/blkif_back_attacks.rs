@@ -929,3 +929,22 @@ fn events_while_stalled_on_io_are_work_not_spurious() {
     // With the ring empty, the next event is spurious.
     assert!(rig.serve().unwrap().spurious);
 }
+
+#[test]
+fn statistics_count_requests_and_sectors_as_linux_blkback() {
+    // What the sysfs `statistics` group shows (rd_req, wr_req, f_req, ds_req, rd_sect,
+    // wr_sect): a write of 3 pages, a read of 1, a flush with 2 pages of data, an empty flush.
+    let mut rig = Rig::new(config(true));
+    let pages: Vec<_> = (0..3).map(|_| rig.page(false)).collect();
+    let segs: Vec<_> = pages.iter().map(|(_, g)| (*g, 0u8, 7u8)).collect();
+    assert_eq!(rig.status_of(&rw(Op::Write, 1, 0, &segs)), 0);
+    assert_eq!(rig.status_of(&rw(Op::Read, 2, 0, &segs[..1])), 0);
+    // Half a page: sectors 4..7 of one segment.
+    assert_eq!(rig.status_of(&rw(Op::Read, 3, 0, &[(pages[0].1, 4, 7)])), 0);
+    assert_eq!(rig.status_of(&rw(Op::FlushDiskcache, 4, 0, &segs[..2])), 0);
+    assert_eq!(rig.status_of(&rw(Op::FlushDiskcache, 5, 0, &[])), 0);
+    let s = rig.back.stats();
+    assert_eq!((s.reads, s.read_sectors), (2, 8 + 4));
+    assert_eq!((s.writes, s.write_sectors), (1, 24 + 16));
+    assert_eq!((s.flushes, s.discards), (2, 0));
+}

@@ -412,3 +412,68 @@ fn backend_flooding_a_failed_device_gets_one_error_then_spurious_events() {
     assert_eq!(rig.front.stats().spurious_events, before + 10_000);
     assert_eq!(done.len(), 2, "only the two aborted requests completed");
 }
+
+#[test]
+fn backend_refusing_flush_and_discard_turns_them_off_and_nothing_else() {
+    // A backend answers a flush, a barrier and a discard with EOPNOTSUPP (and a second flush
+    // with Error). As Linux: the flush succeeds and flushes are off; the discard fails with
+    // EOPNOTSUPP and discards are off; reads still work. The device is never half-working.
+    let mut rig = Rig::new();
+    rig.front.submit_flush().unwrap();
+    rig.front.submit_discard(Sector(0), 8, false).unwrap();
+    rig.front.push().unwrap();
+    let reqs = rig.requests();
+    assert_eq!(reqs.len(), 2);
+    for r in &reqs {
+        rig.answer(r.id, r.operation, Status::Eopnotsupp.into());
+    }
+    let mut done = Vec::new();
+    assert_eq!(rig.event(&mut done).unwrap().done, 2);
+    let status_of = |op: Op| {
+        done.iter()
+            .find(|(c, _)| c.op == op)
+            .map(|(c, _)| c.status)
+            .unwrap()
+    };
+    assert_eq!(
+        status_of(Op::FlushDiskcache),
+        Status::Okay,
+        "a refused flush succeeds"
+    );
+    assert_eq!(status_of(Op::Discard), Status::Eopnotsupp);
+    assert!(rig.front.flush_revoked() && rig.front.discard_revoked());
+    // Neither is sent again.
+    assert_eq!(
+        rig.front.submit_flush(),
+        Err(xen_blkif::SubmitError::Unsupported)
+    );
+    assert_eq!(
+        rig.front.submit_barrier(),
+        Err(xen_blkif::SubmitError::Unsupported)
+    );
+    assert_eq!(
+        rig.front.submit_discard(Sector(0), 8, true),
+        Err(xen_blkif::SubmitError::Unsupported)
+    );
+    assert!(rig.requests().is_empty());
+    // Reads go on, and complete with their data.
+    let reqs = submit_two_reads(&mut rig);
+    for r in &reqs {
+        rig.answer(r.id, r.operation, 0);
+    }
+    let mut done = Vec::new();
+    assert_eq!(rig.event(&mut done).unwrap().done, 2);
+    assert!(done.iter().all(|(c, _)| c.status == Status::Okay));
+    assert!(!rig.front.is_failed());
+
+    // A barrier answered with Error (an empty one) also revokes flushes, on a new device.
+    let mut rig = Rig::new();
+    rig.front.submit_barrier().unwrap();
+    rig.front.push().unwrap();
+    let r = rig.requests()[0];
+    rig.answer(r.id, r.operation, Status::Error.into());
+    let mut done = Vec::new();
+    rig.event(&mut done).unwrap();
+    assert_eq!(done[0].0.status, Status::Okay);
+    assert!(rig.front.flush_revoked() && !rig.front.discard_revoked());
+}

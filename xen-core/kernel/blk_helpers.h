@@ -35,6 +35,7 @@ struct xpvrs_disk_params {
 	bool fua;
 	bool read_only;
 	bool blocking;
+	bool removable;
 	char name[32];
 };
 
@@ -49,6 +50,7 @@ void xpvrs_blk_stop_queue(void *hctx);
 void xpvrs_blk_start_queues(struct gendisk *disk);
 void xpvrs_blk_set_capacity(struct gendisk *disk, u64 sectors);
 void xpvrs_blk_set_ro(struct gendisk *disk, bool ro);
+void xpvrs_blk_disable_discard(struct gendisk *disk);
 
 /* A request: start, facts, data, end. */
 void xpvrs_blk_rq_start(struct request *rq);

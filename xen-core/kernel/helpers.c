@@ -259,6 +259,8 @@ struct gendisk *xpvrs_blk_add_disk(struct blk_mq_tag_set *set,
 	strscpy(disk->disk_name, p->name, sizeof(disk->disk_name));
 	set_capacity(disk, p->capacity);
 	set_disk_ro(disk, p->read_only);
+	if (p->removable)
+		disk->flags |= GENHD_FL_REMOVABLE;
 	err = add_disk(disk);
 	if (err) {
 		put_disk(disk);
@@ -299,6 +301,12 @@ void xpvrs_blk_set_capacity(struct gendisk *disk, u64 sectors)
 void xpvrs_blk_set_ro(struct gendisk *disk, bool ro)
 {
 	set_disk_ro(disk, ro);
+}
+
+void xpvrs_blk_disable_discard(struct gendisk *disk)
+{
+	blk_queue_disable_discard(disk->queue);
+	blk_queue_disable_secure_erase(disk->queue);
 }
 
 void xpvrs_blk_rq_start(struct request *rq)

@@ -62,6 +62,14 @@ extern "C" {
     fn xpvrs_blkback_max_persistent_grants() -> u32;
     fn xpvrs_blkback_feature_persistent() -> bool;
     fn xpvrs_blkback_online_cpus() -> u32;
+    fn xpvrs_vbd_sysfs_add(
+        xdev: *mut kernel::ffi::c_void,
+        stats: *const u64,
+        major: u32,
+        minor: u32,
+        writable: bool,
+    ) -> *mut kernel::ffi::c_void;
+    fn xpvrs_vbd_sysfs_remove(handle: *mut kernel::ffi::c_void);
 }
 
 /// A device directory path (on the stack: kernel stacks are small, device paths are short).
@@ -79,7 +87,8 @@ const INDIRECT_SEGS: u16 = 256;
 /// How long teardown waits for a queue's bios to end before giving up on its memory.
 const DRAIN_WAIT_MS: u32 = 30_000;
 
-/// The backend's offer from the module parameters (queues capped by the CPUs, as Linux).
+/// The backend's offer from the module parameters: `max_queues` 0 (the default) means one
+/// queue per online CPU, as in Linux; a larger value is capped by the CPUs.
 fn offer() -> (BackOffer, usize) {
     // SAFETY: the getters read module parameters; no preconditions.
     let (queues, order, cache, persistent, cpus) = unsafe {
@@ -93,7 +102,7 @@ fn offer() -> (BackOffer, usize) {
     };
     let offer = BackOffer {
         max_ring_page_order: order.min(xen_core::feature::blkif::MAX_RING_PAGE_ORDER),
-        max_queues: queues.min(cpus).max(1),
+        max_queues: if queues == 0 { cpus } else { queues.min(cpus) }.max(1),
         persistent,
     };
     let room = MAX_POOL_PAGES - pool_pages(0);
@@ -341,6 +350,9 @@ struct Queue {
     /// The ring broke: the device must close.
     broken: AtomicBool,
     counters: [AtomicU64; COUNTERS],
+    /// The device's Linux-style totals, and what this queue last added to them.
+    vbd: Arc<VbdStats>,
+    vbd_added: [AtomicU64; VBD_STATS],
 }
 
 impl_has_work! {
@@ -358,7 +370,7 @@ impl Kick for Queue {
 }
 
 impl Queue {
-    fn new(index: u32, dev: DeviceHandle) -> Result<Arc<Queue>> {
+    fn new(index: u32, dev: DeviceHandle, vbd: Arc<VbdStats>) -> Result<Arc<Queue>> {
         Arc::pin_init(
             pin_init!(Queue {
                 index,
@@ -374,6 +386,8 @@ impl Queue {
                 callbacks: AtomicU32::new(0),
                 broken: AtomicBool::new(false),
                 counters: [const { AtomicU64::new(0) }; COUNTERS],
+                vbd,
+                vbd_added: [const { AtomicU64::new(0) }; VBD_STATS],
             }),
             GFP_KERNEL,
         )
@@ -452,6 +466,12 @@ impl Queue {
         ];
         for (c, v) in self.counters.iter().zip(vals) {
             c.store(v, Ordering::Relaxed);
+        }
+        // The device's totals grow by what this engine counted since the last publish (one
+        // publisher per queue: the queue's state lock is held).
+        for ((total, added), v) in self.vbd.0.iter().zip(&self.vbd_added).zip(VbdStats::of(&s)) {
+            let before = added.swap(v, Ordering::Relaxed);
+            total.fetch_add(v.wrapping_sub(before), Ordering::Relaxed);
         }
     }
 
@@ -605,6 +625,68 @@ enum Phase {
 }
 
 /// The backing device as the toolstack described it.
+/// Linux's backend statistics (sysfs `statistics/`), summed over the device's queues, in the
+/// order `vbd_sysfs.c` names them: oo_req, rd_req, wr_req, f_req, ds_req, rd_sect, wr_sect.
+struct VbdStats([AtomicU64; VBD_STATS]);
+
+const VBD_STATS: usize = 7;
+
+impl VbdStats {
+    fn new() -> Result<Arc<VbdStats>> {
+        Ok(Arc::new(VbdStats([const { AtomicU64::new(0) }; VBD_STATS]), GFP_KERNEL)?)
+    }
+
+    /// The values a queue's engine stats contribute.
+    fn of(s: &xen_blkif::BackStats) -> [u64; VBD_STATS] {
+        [
+            s.stalls,
+            s.reads,
+            s.writes,
+            s.flushes,
+            s.discards,
+            s.read_sectors,
+            s.write_sectors,
+        ]
+    }
+}
+
+/// The vbd's sysfs files (`physical_device`, `mode`, `statistics/`), removed on drop.
+///
+/// # Invariants
+///
+/// `handle` came from `xpvrs_vbd_sysfs_add` and is removed once, on drop; the counters it
+/// reads are kept alive by `_stats` until then.
+struct VbdSysfs {
+    handle: NonNull<kernel::ffi::c_void>,
+    _stats: Arc<VbdStats>,
+}
+
+// SAFETY: the handle is only passed back to C, from any thread, once.
+unsafe impl Send for VbdSysfs {}
+
+impl VbdSysfs {
+    fn add(dev: &Device, stats: &Arc<VbdStats>, major: u32, minor: u32, writable: bool) -> Result<Self> {
+        let vals = core::ptr::from_ref(&stats.0).cast::<u64>();
+        // SAFETY: `dev` is live; `vals` points to `VBD_STATS` u64 counters (`AtomicU64` has
+        // the layout of `u64`) that `_stats` keeps alive until the files are removed.
+        let h = unsafe { xpvrs_vbd_sysfs_add(dev.as_ptr(), vals, major, minor, writable) };
+        // NULL on failure (logged by the helper).
+        let handle = NonNull::new(h).ok_or(ENOMEM)?;
+        Ok(VbdSysfs {
+            handle,
+            _stats: stats.clone(),
+        })
+    }
+}
+
+impl Drop for VbdSysfs {
+    fn drop(&mut self) {
+        // SAFETY: the handle is live and removed once (type invariant); this waits for any
+        // reader of the files to finish.
+        unsafe { xpvrs_vbd_sysfs_remove(self.handle.as_ptr()) };
+    }
+}
+
 struct Backing {
     bdev: Arc<BlockDevice>,
     major: u32,
@@ -638,6 +720,11 @@ struct Dev {
     #[pin]
     teardown_work: Work<Dev, 1>,
     front_state: AtomicU32,
+    /// Linux's statistics of the vbd, over all its queues and connections.
+    vbd: Arc<VbdStats>,
+    /// Its sysfs files, once the device is open; removed before `remove` returns.
+    #[pin]
+    sysfs: Mutex<Option<VbdSysfs>>,
 }
 
 impl_has_work! {
@@ -821,6 +908,9 @@ impl Dev {
             cdrom,
             discard,
         });
+        // Linux's sysfs files of the vbd, for xentop and scripts; a failure costs them only.
+        let files = VbdSysfs::add(&self.handle, &self.vbd, major, minor, writable).ok();
+        *self.sysfs.lock() = files;
         Ok(())
     }
 
@@ -882,7 +972,9 @@ impl Dev {
             info |= VdiskInfo::READONLY;
         }
         if backing.cdrom {
-            info |= VdiskInfo::CDROM;
+            // A virtual CD-ROM is removable media: the frontend shows it so (Linux's blkback
+            // says removable only when the device under it is).
+            info |= VdiskInfo::CDROM | VdiskInfo::REMOVABLE;
         }
         let disk = DiskInfo {
             sectors: bdev.sectors(),
@@ -907,7 +999,7 @@ impl Dev {
                 &req,
                 q,
             )?;
-            let queue = Queue::new(q, self.handle.clone())?;
+            let queue = Queue::new(q, self.handle.clone(), self.vbd.clone())?;
             // Keep it first: a failed setup is torn down with the others.
             queues.push(queue.clone(), GFP_KERNEL)?;
             ctl.queues = core::mem::take(&mut queues);
@@ -989,6 +1081,7 @@ impl bus::Driver for Driver {
         let mut parts = node.rsplit('/');
         let devid = parts.next().and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
         let domid = parts.next().and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+        let vbd = VbdStats::new()?;
         let this = Arc::pin_init(
             pin_init!(Dev {
                 handle: dev.handle(),
@@ -1006,6 +1099,8 @@ impl bus::Driver for Driver {
                 }),
                 ctl_work <- new_work!("Dev::ctl_work"),
                 teardown_work <- new_work!("Dev::teardown_work"),
+                vbd,
+                sysfs <- new_mutex!(None),
                 front_state: AtomicU32::new(u32::from(XenbusState::Unknown)),
             }),
             GFP_KERNEL,
@@ -1043,6 +1138,8 @@ impl bus::Driver for Driver {
     }
 
     fn remove(this: Arc<Dev>, _dev: &Device) {
+        // The sysfs files go now, while the device is still registered.
+        drop(this.sysfs.lock().take());
         // Called from xenwatch when the toolstack deletes the device: the teardown waits for
         // the device's I/O, so it runs in a worker (a long-running one) instead.
         TEARDOWNS.fetch_add(1, Ordering::AcqRel);
@@ -1061,6 +1158,7 @@ impl bus::Driver for Driver {
 /// Stops the queues (waiting for their I/O), unregisters the watch and closes the block
 /// device; nothing refers to the device afterwards.
 fn teardown(this: &Arc<Dev>) {
+    drop(this.sysfs.lock().take());
     let (store, backing) = {
         let mut guard = this.ctl.lock();
         let ctl = &mut *guard;

@@ -14,9 +14,10 @@ unsigned int xpvrs_blkback_max_persistent_grants(void);
 bool xpvrs_blkback_feature_persistent(void);
 unsigned int xpvrs_blkback_online_cpus(void);
 
-static unsigned int max_queues = 4;
+static unsigned int max_queues;
 module_param(max_queues, uint, 0644);
-MODULE_PARM_DESC(max_queues, "Maximum number of hardware queues per virtual disk (capped by the CPUs)");
+MODULE_PARM_DESC(max_queues,
+		 "Maximum number of hardware queues per virtual disk (0, the default: the online CPUs)");
 
 static unsigned int max_ring_page_order = 4;
 module_param_named(max_ring_page_order, max_ring_page_order, uint, 0444);

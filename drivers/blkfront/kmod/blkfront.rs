@@ -57,6 +57,9 @@ extern "C" {
     fn xpvrs_blkfront_max_ring_page_order() -> u32;
     fn xpvrs_blkfront_feature_persistent() -> bool;
     fn xpvrs_blkfront_online_cpus() -> u32;
+    fn xpvrs_blkfront_trusted() -> bool;
+    fn xpvrs_blkfront_register_major() -> i32;
+    fn xpvrs_blkfront_unregister_major();
 }
 
 /// A device directory path. XenStore allows 3072 bytes, but a path lives on the stack here
@@ -326,6 +329,9 @@ impl WorkItem<0> for Queue {
         let mut done: [Option<(Request, Result)>; BUDGET] = [const { None }; BUDGET];
         let mut n = 0usize;
         let mut requeue = false;
+        // The backend refused discards (the engine no longer sends them): the queue stops
+        // announcing them, below, unlocked.
+        let discard_refused;
         {
             let mut guard = this.state.lock();
             let QState {
@@ -384,7 +390,17 @@ impl WorkItem<0> for Queue {
                     engine.env().chan.eoi(true);
                 }
             }
+            discard_refused = engine.discard_revoked();
             this.publish(engine, *events);
+        }
+        if discard_refused && !this.shared.discard_off.swap(true, Ordering::AcqRel) {
+            pr_warn!(
+                "XENPVRS-BLKFRONT queue {}: the backend refused a discard; discards are off\n",
+                this.index
+            );
+            if let Some(d) = this.shared.disk.lock().as_ref() {
+                d.disable_discard();
+            }
         }
         for slot in done.iter_mut().take(n) {
             if let Some((rq, r)) = slot.take() {
@@ -413,6 +429,9 @@ struct Shared {
     /// The backend offers `feature-barrier` but not `feature-flush-cache`: flushes are sent
     /// as empty write barriers.
     barrier_only: AtomicBool,
+    /// A backend refused a discard: the queue no longer announces discards (for the disk's
+    /// life, as in Linux).
+    discard_off: AtomicBool,
     /// Between a restore and the new connection: requests wait (their hardware queue is
     /// stopped) instead of failing.
     reconnecting: AtomicBool,
@@ -624,6 +643,11 @@ impl Dev {
             fua: false,
             discard,
             read_only,
+            // A CD-ROM is removable media even when the backend does not say so (Linux's
+            // blkback marks it removable only if the device under it is).
+            removable: info
+                .info
+                .intersects(VdiskInfo::REMOVABLE | VdiskInfo::CDROM),
             devt: vdev::disk_devt(self.vdevice).ok(),
         };
         if let Some(e) = params.discard_rejected {
@@ -780,7 +804,8 @@ impl blk::Operations for Dev {
         let sector = Sector(rq.sector());
         let bytes = rq.bytes();
         let sectors = bytes / 512;
-        let submitted = match rq.op() {
+        let op = rq.op();
+        let submitted = match op {
             Op::Read => engine.submit_read(sector, sectors),
             Op::Write if read_only => Err(SubmitError::Failed),
             Op::Write => engine.submit_write_with(sector, bytes as usize, |pages| {
@@ -811,6 +836,12 @@ impl blk::Operations for Dev {
                 }
                 Ok(())
             }
+            // The backend revoked flushes (engine): as Linux, the empty flush ends at once.
+            Err(SubmitError::Unsupported) if op == Op::Flush => {
+                drop(guard);
+                rq.end(Ok(()));
+                Ok(())
+            }
             Err(SubmitError::Busy) => {
                 let _ = engine.push();
                 // Stopped under the lock the completion path frees slots under, before it
@@ -824,6 +855,7 @@ impl blk::Operations for Dev {
                 drop(guard);
                 let err = match e {
                     SubmitError::NoMemory => ENOMEM,
+                    SubmitError::Unsupported => eopnotsupp(),
                     SubmitError::Failed if read_only => EROFS,
                     _ => EIO,
                 };
@@ -884,6 +916,7 @@ impl bus::Driver for Driver {
                 dead: AtomicBool::new(false),
                 read_only: AtomicBool::new(false),
                 barrier_only: AtomicBool::new(false),
+                discard_off: AtomicBool::new(false),
                 reconnecting: AtomicBool::new(false),
                 handed_back: AtomicU32::new(0),
                 held: AtomicU32::new(0),
@@ -994,9 +1027,36 @@ fn cancel_queue(work: &Work<Queue, 0>) {
     unsafe { kernel::bindings::cancel_work_sync(Work::raw_get(work)) };
 }
 
-/// Fields drop in order: the registration first (removing every device), then the report.
+/// Major 202 registered under Linux's name, `xvd`, as Linux's blkfront does, so that
+/// `/proc/devices` lists it (LVM and other tools filter devices on that name). `false` when
+/// another driver holds it (Linux's blkfront loaded too): the disks work all the same.
+struct XvdMajor(bool);
+
+impl XvdMajor {
+    fn register() -> XvdMajor {
+        // SAFETY: module init, process context.
+        let r = unsafe { xpvrs_blkfront_register_major() };
+        if r != 0 {
+            pr_warn!("XENPVRS-BLKFRONT cannot register major 202 as xvd ({}); /proc/devices will not list it\n", r);
+        }
+        XvdMajor(r == 0)
+    }
+}
+
+impl Drop for XvdMajor {
+    fn drop(&mut self) {
+        if self.0 {
+            // SAFETY: registered in `register`; module exit, process context.
+            unsafe { xpvrs_blkfront_unregister_major() };
+        }
+    }
+}
+
+/// Fields drop in order: the registration first (removing every device), then the major,
+/// then the report.
 struct BlkFrontModule {
     _reg: Pin<KBox<bus::Registration<Driver>>>,
+    _major: XvdMajor,
     _report: stats::UnloadReport,
 }
 
@@ -1006,19 +1066,24 @@ impl kernel::Module for BlkFrontModule {
             return Err(ENODEV);
         }
         let l = limits();
+        let major = XvdMajor::register();
         let reg = KBox::pin_init(
             bus::Registration::<Driver>::new(c_str!("xenpvrs-blkfront")),
             GFP_KERNEL,
         )?;
         pr_info!(
-            "XENPVRS-BLKFRONT loaded max_queues={} max_ring_page_order={} max_indirect_segments={} feature_persistent={}\n",
+            "XENPVRS-BLKFRONT loaded max_queues={} max_ring_page_order={} max_indirect_segments={} feature_persistent={} trusted={} major={}\n",
             l.max_queues,
             l.max_ring_page_order,
             l.max_indirect_segments,
-            u8::from(l.persistent)
+            u8::from(l.persistent),
+            // SAFETY: reads a module parameter.
+            u8::from(unsafe { xpvrs_blkfront_trusted() }),
+            if major.0 { 202 } else { 0 }
         );
         Ok(BlkFrontModule {
             _reg: reg,
+            _major: major,
             _report: stats::UnloadReport("XENPVRS-BLKFRONT"),
         })
     }

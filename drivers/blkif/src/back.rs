@@ -104,6 +104,14 @@ pub struct BackStats {
     pub flushes: u64,
     /// Valid discard requests.
     pub discards: u64,
+    /// Read requests started (Linux's `rd_req`).
+    pub reads: u64,
+    /// Write requests started, not counting flushes and barriers with data (`wr_req`).
+    pub writes: u64,
+    /// 512-byte sectors read (`rd_sect`).
+    pub read_sectors: u64,
+    /// 512-byte sectors written, with those of flushes and barriers (`wr_sect`).
+    pub write_sectors: u64,
 }
 
 /// The state of one pending slot (a request whose I/O may be running).
@@ -610,6 +618,24 @@ where
         };
         let base = tag * MAX_SEGS;
         let parts = self.tables.parts();
+        // Counted as Linux's blkback counts them (its sysfs `statistics`).
+        let sectors = parts
+            .segs
+            .get(base..base + count)
+            .map_or(0, |s| s.iter().map(|g| u64::from(g.len)).sum::<u64>() / 512);
+        match kind {
+            IoKind::Read => {
+                self.stats.reads = self.stats.reads.wrapping_add(1);
+                self.stats.read_sectors = self.stats.read_sectors.wrapping_add(sectors);
+            }
+            IoKind::Write { preflush, .. } => {
+                if !preflush {
+                    self.stats.writes = self.stats.writes.wrapping_add(1);
+                }
+                self.stats.write_sectors = self.stats.write_sectors.wrapping_add(sectors);
+            }
+            IoKind::Flush | IoKind::Discard { .. } => {}
+        }
         let Some(slot) = parts.pending.get_mut(tag) else {
             return Err(Status::Error);
         };

@@ -108,6 +108,9 @@ pub enum SubmitError {
     Grant(AccessError),
     /// The device failed or was closed.
     Failed,
+    /// The backend refused this kind of request (EOPNOTSUPP) on this connection: a flush
+    /// completes at once without error (as Linux does), a discard fails with EOPNOTSUPP.
+    Unsupported,
 }
 
 /// A request's handle; also the low and high halves of the wire id.
@@ -287,6 +290,11 @@ pub struct BlkFront<
     /// Spurious events in a row (for storm diagnostics).
     spurious_run: u32,
     failed: bool,
+    /// The backend refused a flush or barrier: later ones are not sent (see
+    /// [`SubmitError::Unsupported`]).
+    flush_revoked: bool,
+    /// The backend refused a discard: later ones are not sent.
+    discard_revoked: bool,
     stats: FrontStats,
 }
 
@@ -358,6 +366,8 @@ where
             max_segments: max_segments(config.max_indirect_segments, S),
             spurious_run: 0,
             failed: false,
+            flush_revoked: false,
+            discard_revoked: false,
             stats: FrontStats::default(),
         })
     }
@@ -421,6 +431,18 @@ where
         self.persistent
     }
 
+    /// Whether the backend refused a flush (or barrier) on this connection: flushes are no
+    /// longer sent.
+    pub fn flush_revoked(&self) -> bool {
+        self.flush_revoked
+    }
+
+    /// Whether the backend refused a discard on this connection: discards are no longer
+    /// sent, and the glue should stop announcing them.
+    pub fn discard_revoked(&self) -> bool {
+        self.discard_revoked
+    }
+
     /// Whether the device failed (or was closed).
     pub fn is_failed(&self) -> bool {
         self.failed
@@ -474,12 +496,18 @@ where
 
     /// Queues a cache flush (`FLUSH_DISKCACHE`, no data).
     pub fn submit_flush(&mut self) -> Result<Ticket, SubmitError> {
+        if self.flush_revoked {
+            return Err(SubmitError::Unsupported);
+        }
         self.submit_empty(Op::FlushDiskcache)
     }
 
     /// Queues an empty write barrier (`WRITE_BARRIER`, no data): how a flush is asked of a
     /// backend that offers `feature-barrier` but not `feature-flush-cache`, as Linux does.
     pub fn submit_barrier(&mut self) -> Result<Ticket, SubmitError> {
+        if self.flush_revoked {
+            return Err(SubmitError::Unsupported);
+        }
         self.submit_empty(Op::WriteBarrier)
     }
 
@@ -504,6 +532,9 @@ where
         count: u64,
         secure: bool,
     ) -> Result<Ticket, SubmitError> {
+        if self.discard_revoked {
+            return Err(SubmitError::Unsupported);
+        }
         let (slot, id) = self.reserve()?;
         let mut d = wire::DiscardRequest::ZERO;
         d.operation = Op::Discard.into();
@@ -818,6 +849,12 @@ where
                     match check(self.table.as_mut(), &rsp) {
                         Ok((slot, live, status)) => {
                             done += 1;
+                            let status = revoke_on_refusal(
+                                live.op,
+                                status,
+                                &mut self.flush_revoked,
+                                &mut self.discard_revoked,
+                            );
                             let pool = if self.persistent {
                                 self.table
                                     .as_mut()
@@ -925,6 +962,25 @@ fn max_segments(indirect: u16, s: usize) -> usize {
         MAX_SEGMENTS_PER_REQUEST
     };
     want.min(s)
+}
+
+/// What a response's status means once the backend's refusals are taken into account, as
+/// Linux's blkfront reads them: an empty flush or barrier answered `EOPNOTSUPP` or `Error`
+/// means the backend revoked flushes (the protocol allows it at any time): the flush succeeds,
+/// and none is sent again. A discard answered `EOPNOTSUPP` turns discards off. Nothing else
+/// changes: reads and writes go on.
+fn revoke_on_refusal(op: Op, status: Status, flush: &mut bool, discard: &mut bool) -> Status {
+    match (op, status) {
+        (Op::FlushDiskcache | Op::WriteBarrier, Status::Eopnotsupp | Status::Error) => {
+            *flush = true;
+            Status::Okay
+        }
+        (Op::Discard, Status::Eopnotsupp) => {
+            *discard = true;
+            status
+        }
+        _ => status,
+    }
 }
 
 /// Checks a response against the table; on success takes the request out of it.

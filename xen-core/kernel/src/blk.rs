@@ -53,6 +53,7 @@ struct RawParams {
     fua: bool,
     read_only: bool,
     blocking: bool,
+    removable: bool,
     name: [c_char; 32],
 }
 
@@ -75,6 +76,7 @@ extern "C" {
     fn xpvrs_blk_start_queues(disk: *mut c_void);
     fn xpvrs_blk_set_capacity(disk: *mut c_void, sectors: u64);
     fn xpvrs_blk_set_ro(disk: *mut c_void, ro: bool);
+    fn xpvrs_blk_disable_discard(disk: *mut c_void);
     fn xpvrs_blk_rq_start(rq: *mut c_void);
     fn xpvrs_blk_rq_sector(rq: *const c_void) -> u64;
     fn xpvrs_blk_rq_bytes(rq: *const c_void) -> u32;
@@ -393,6 +395,8 @@ pub struct DiskParams<'a> {
     pub discard: Option<DiscardParams>,
     /// Refuse writes.
     pub read_only: bool,
+    /// Removable media (`/sys/block/<disk>/removable` reads 1), e.g. a virtual CD-ROM.
+    pub removable: bool,
     /// A fixed device number: major, first minor and minors (partitions + 1), e.g. Xen's
     /// `xvd` numbers; `None` for a dynamic one.
     pub devt: Option<(u32, u32, u32)>,
@@ -452,6 +456,7 @@ impl<T: Operations> Disk<T> {
             read_only: params.read_only,
             // Drivers take mutexes and allocate pages in queue_rq.
             blocking: true,
+            removable: params.removable,
             name,
         };
         static_assert!(core::mem::size_of::<RawParams>() == 96);
@@ -489,6 +494,13 @@ impl<T: Operations> Disk<T> {
     pub fn set_capacity(&self, sectors: u64) {
         // SAFETY: the disk is live (type invariant).
         unsafe { xpvrs_blk_set_capacity(self.disk.as_ptr(), sectors) };
+    }
+
+    /// Stops sending discards and secure erases (the device refused them): the queue's
+    /// discard limits drop to zero, so the block layer no longer issues them.
+    pub fn disable_discard(&self) {
+        // SAFETY: the disk is live (type invariant).
+        unsafe { xpvrs_blk_disable_discard(self.disk.as_ptr()) };
     }
 
     /// Marks the disk read-only or writable.

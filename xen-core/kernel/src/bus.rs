@@ -98,6 +98,12 @@ impl Device {
         self.0.get()
     }
 
+    /// The C `struct xenbus_device`, for a driver's own C helper (e.g. one that adds sysfs
+    /// files to it). Valid while this `Device` is.
+    pub fn as_ptr(&self) -> *mut kernel::ffi::c_void {
+        self.as_raw().cast()
+    }
+
     /// Our XenStore directory, e.g. `device/echo/0` (frontends) or `backend/echo/1/0`.
     pub fn nodename(&self) -> &CStr {
         // SAFETY: the XenBus core sets `nodename` to a NUL-terminated string before probe and
