@@ -43,6 +43,30 @@ blk_back_stats() {
     fi
 }
 
+# blk_fatal_check DOMID: a disk our backend cannot open (a block device node whose major no
+# driver has: the hotplug script names it, opening it fails with ENXIO). The backend reports it
+# with xenbus_dev_fatal, as Linux's does: the toolstack finds the message under error/ in
+# XenStore instead of a timeout, the device goes to Closing, and it detaches cleanly.
+blk_fatal_check() {
+    [ "$BLK_BACK" = rust ] || return 0
+    rm -f /dev/xpvrs-nodev
+    check mknod-nodev mknod /dev/xpvrs-nodev b 240 0
+    # xvdh: 202 << 8 | 7 << 4.
+    _err=/local/domain/0/error/backend/vbd/$1/51824/error
+    xl block-attach "$1" 'format=raw,vdev=xvdh,access=rw,target=/dev/xpvrs-nodev'
+    log "xl block-attach of a device no driver serves: exit $?"
+    _n=20
+    while ! xenstore-exists "$_err" 2>/dev/null && [ $_n -gt 0 ]; do sleep 1; _n=$((_n - 1)); done
+    _msg=$(xenstore-read "$_err" 2>/dev/null)
+    log "the backend's error in XenStore: '$_msg'"
+    case "$_msg" in
+    *"opening the backing device"*) log "CHECK fatal-error-in-xenstore ok" ;;
+    *) fail "no xenbus_dev_fatal message at $_err (got '$_msg')" ;;
+    esac
+    check fatal-detach xl_detach "$1" 51824
+    rm -f /dev/xpvrs-nodev
+}
+
 # blk_back_connected VDEV QUEUES PAGES: our backend's dmesg line for the disk says so.
 blk_back_connected() {
     [ "$BLK_BACK" = rust ] || return 0
@@ -169,7 +193,10 @@ blk_integrity_dom0() {
     check ro-pattern xpattern write /data/ro.img "$BLK_RO_BYTES" "$((SEED + 7))"
     check cd-pattern xpattern write /data/cd.img "$BLK_CD_BYTES" "$((SEED + 9))"
     check tools-disk make_tools_disk /data/tools.img || return
-    write_domu_cfg domu 256 "vcpus = 2
+    # 384 MiB: Linux's blkfront keeps a pool of granted pages per queue for persistent
+    # grants (about 16 MiB per disk with 2 queues of 4-page rings and 32 indirect segments),
+    # and the guest has up to six disks here; 256 MiB ran out of memory.
+    write_domu_cfg domu 384 "vcpus = 2
 disk = [ 'format=raw,vdev=xvdb,access=rw,target=/data/file.img',
          'format=raw,vdev=xvdc,access=rw,target=/dev/loop7',
          'format=raw,vdev=xvdd,access=ro,target=/data/ro.img',
@@ -178,6 +205,8 @@ disk = [ 'format=raw,vdev=xvdb,access=rw,target=/data/file.img',
     follow_guest domu
     check xl-create xl create /etc/xen/domu.cfg || return
     d=$(xl domid domu)
+    # While the guest boots (its frontend sees the extra disk go to Closing and lets it be).
+    blk_fatal_check "$d"
     # The guest says when its flushes and discards are done; read the counters then. It gets
     # there about 90 s after xl create in the slowest run measured: 400 s is ample.
     if wait_for "$(guest_log domu)" '^BLKFRONT-STATS-NOW' 400; then
@@ -352,5 +381,74 @@ blk_detach_domu() {
         sleep 600
         return
     fi
+    blk_unload_front
+}
+
+# --- the resize scenario (blkback-resize, blkfront-resize) -------------------------------------
+# Online resize, as Linux does it: dom0 grows the disk under a connected guest (the file behind
+# a loop device grows, `losetup -c` tells the loop device); the backend notices, writes the new
+# `sectors` and its Connected state again; the frontend re-reads the size and resizes the disk.
+# The guest keeps reading (one direct 4 KiB read a second: our backend looks at the size when it
+# runs) until the disk has the new size; the old data is intact and the new sectors take data.
+BLK_RESIZE_FROM=33554432
+BLK_RESIZE_TO=67108864
+
+blk_resize_dom0() {
+    SEED=$(date +%s)
+    DOMU_CMDLINE="xenpvrs.seed=$SEED"
+    blk_load_back || return
+    truncate -s "$BLK_RESIZE_FROM" /data/grow.img
+    check losetup-grow losetup /dev/loop5 /data/grow.img || return
+    write_domu_cfg domu 160 "vcpus = 2
+disk = [ 'format=raw,vdev=xvdb,access=rw,target=/dev/loop5' ]"
+    follow_guest domu
+    check xl-create xl create /etc/xen/domu.cfg || return
+    if ! wait_for "$(guest_log domu)" '^(BLKFRONT-RESIZE-ME|DOMU-RESULT)' 300; then
+        fail "the guest did not get to the resize"
+        guest_dump domu
+        return
+    fi
+    check grow-file truncate -s "$BLK_RESIZE_TO" /data/grow.img
+    check grow-loop losetup -c /dev/loop5
+    log "loop5 now $(blockdev --getsize64 /dev/loop5) bytes"
+    domu_result domu 300
+    if [ "$BLK_BACK" = rust ]; then
+        _l=$(dmesg | grep -a "XENPVRS-BLKBACK backend/vbd/[0-9]*/51728: resized" | tail -1)
+        log "backend: ${_l#*XENPVRS-BLKBACK }"
+        case "$_l" in
+        *"resized from 65536 to 131072 sectors"*) log "CHECK back-resized ok" ;;
+        *) fail "our blkback did not announce the new size" ;;
+        esac
+    fi
+    blk_unload_back
+}
+
+blk_resize_domu() {
+    cmdline_seed || return
+    blk_load_front 0 1 || return
+    wait_for_dev /dev/xvdb 60 || { fail "no /dev/xvdb"; return; }
+    check_eq size-before "$BLK_RESIZE_FROM" "$(blockdev --getsize64 /dev/xvdb)"
+    check pattern-write xpattern write /dev/xvdb "$BLK_RESIZE_FROM" "$SEED"
+    check flush blockdev --flushbufs /dev/xvdb
+    echo "BLKFRONT-RESIZE-ME"
+    _n=0
+    while [ "$(blockdev --getsize64 /dev/xvdb)" != "$BLK_RESIZE_TO" ] && [ $_n -lt 120 ]; do
+        dd if=/dev/xvdb of=/dev/null bs=4096 count=1 iflag=direct 2>/dev/null
+        sleep 1
+        _n=$((_n + 1))
+    done
+    check_eq size-after "$BLK_RESIZE_TO" "$(blockdev --getsize64 /dev/xvdb)"
+    log "the new size showed after about $_n s"
+    if [ "$BLK_FRONT" = rust ]; then
+        kscan XENPVRS-BLKFRONT "xvdb: resized"
+        log "$KLAST"
+        check_eq front-resized 1 "$KN"
+    fi
+    echo 3 > /proc/sys/vm/drop_caches
+    check old-data xpattern verify-prefix /dev/xvdb "$BLK_RESIZE_FROM" "$SEED"
+    check pattern-write-grown xpattern write /dev/xvdb "$BLK_RESIZE_TO" "$((SEED + 1))"
+    check flush-grown blockdev --flushbufs /dev/xvdb
+    echo 3 > /proc/sys/vm/drop_caches
+    check pattern-verify-grown xpattern verify /dev/xvdb "$BLK_RESIZE_TO" "$((SEED + 1))"
     blk_unload_front
 }

@@ -948,3 +948,56 @@ fn statistics_count_requests_and_sectors_as_linux_blkback() {
     assert_eq!((s.writes, s.write_sectors), (1, 24 + 16));
     assert_eq!((s.flushes, s.discards), (2, 0));
 }
+
+#[test]
+fn a_grown_disk_is_noticed_once_and_its_new_sectors_are_served() {
+    let mut rig = Rig::new(config(false));
+    let (_p, g) = rig.page(false);
+    // Beyond the end: refused.
+    assert_eq!(
+        rig.status_of(&rw(Op::Read, 1, SECTORS, &[(g, 0, 7)])),
+        ERROR
+    );
+    assert_eq!(rig.back.check_resize(), None, "nothing changed");
+    rig.back.storage_mut().resize(SECTORS * 2);
+    assert_eq!(rig.back.check_resize(), Some(SECTORS * 2));
+    assert_eq!(rig.back.check_resize(), None, "announced once");
+    assert_eq!(rig.status_of(&rw(Op::Read, 2, SECTORS, &[(g, 0, 7)])), 0);
+    // Shrunk: the old end is refused again.
+    rig.back.storage_mut().resize(SECTORS);
+    assert_eq!(rig.back.check_resize(), Some(SECTORS));
+    assert_eq!(
+        rig.status_of(&rw(Op::Read, 3, SECTORS, &[(g, 0, 7)])),
+        ERROR
+    );
+}
+
+#[test]
+fn persistent_grants_unused_for_the_timeout_are_unmapped() {
+    // persistent_grant_unused_seconds: a grant no request used for that many purge periods
+    // (seconds) is unmapped; one in use, or used since, stays.
+    let mut rig = Rig::new(config(true));
+    let (_a, ga) = rig.page(false);
+    let (_b, gb) = rig.page(false);
+    assert_eq!(
+        rig.status_of(&rw(Op::Read, 1, 0, &[(ga, 0, 7), (gb, 0, 7)])),
+        0
+    );
+    assert_eq!(rig.back.persistent_grants(), 2);
+    assert_eq!(rig.live_maps(), 1 + 2);
+    assert_eq!(rig.back.purge_unused_grants(0), 0, "0: kept for ever");
+    assert_eq!(rig.back.purge_unused_grants(3), 0);
+    assert_eq!(rig.back.purge_unused_grants(3), 0);
+    // `ga` used again in the third period: only `gb` is idle long enough at the next.
+    assert_eq!(rig.status_of(&rw(Op::Read, 2, 0, &[(ga, 0, 7)])), 0);
+    assert_eq!(rig.back.purge_unused_grants(3), 1);
+    assert_eq!(rig.back.persistent_grants(), 1);
+    assert_eq!(rig.live_maps(), 1 + 1);
+    // `ga` was used in period 2: idle for 2 periods at the next purge, 3 at the one after.
+    assert_eq!(rig.back.purge_unused_grants(3), 0);
+    assert_eq!(rig.back.purge_unused_grants(3), 1);
+    assert_eq!(rig.live_maps(), 1, "only the ring is mapped");
+    // A purged grant maps again when used.
+    assert_eq!(rig.status_of(&rw(Op::Read, 3, 0, &[(gb, 0, 7)])), 0);
+    assert_eq!(rig.back.persistent_grants(), 1);
+}

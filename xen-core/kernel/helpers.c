@@ -179,6 +179,51 @@ int xpvrs_grant_copy(const struct xpvrs_copy_end *src, const struct xpvrs_copy_e
 	return 0;
 }
 
+/* --- periodic ticks (xen_kernel::ticker) ----------------------------------------------- */
+
+#include <linux/slab.h>
+#include <linux/timer.h>
+
+struct xpvrs_ticker {
+	struct timer_list timer;
+	unsigned long period;
+	void (*fn)(const void *arg);
+	const void *arg;
+};
+
+static void xpvrs_ticker_fire(struct timer_list *t)
+{
+	struct xpvrs_ticker *k = from_timer(k, t, timer);
+
+	k->fn(k->arg);
+	/* After timer_shutdown_sync() this re-arm is a no-op. */
+	mod_timer(&k->timer, jiffies + k->period);
+}
+
+struct xpvrs_ticker *xpvrs_ticker_start(unsigned int period_ms, void (*fn)(const void *arg),
+					const void *arg)
+{
+	struct xpvrs_ticker *k = kzalloc(sizeof(*k), GFP_KERNEL);
+
+	if (!k)
+		return NULL;
+	k->period = msecs_to_jiffies(period_ms) ?: 1;
+	k->fn = fn;
+	k->arg = arg;
+	timer_setup(&k->timer, xpvrs_ticker_fire, 0);
+	mod_timer(&k->timer, jiffies + k->period);
+	return k;
+}
+
+void xpvrs_ticker_stop(struct xpvrs_ticker *k)
+{
+	if (!k)
+		return;
+	/* Waits for a running callback; the timer cannot be re-armed afterwards. */
+	timer_shutdown_sync(&k->timer);
+	kfree(k);
+}
+
 /* --- block layer (xen_kernel::blk) ----------------------------------------------------- */
 
 #include <linux/blk-mq.h>

@@ -7,6 +7,7 @@
 mod bench;
 mod bench_blk;
 mod bindgen;
+mod safety;
 mod test;
 
 use std::path::{Path, PathBuf};

@@ -13,6 +13,7 @@ fn cargo() -> Command {
 pub fn run(args: &[String]) -> Result<(), String> {
     let host_only = args.iter().any(|a| a == "--host");
     run_cmd(cargo().args(["fmt", "--all", "--check"]))?;
+    crate::safety::check()?;
     run_cmd(cargo().args([
         "clippy",
         "--workspace",

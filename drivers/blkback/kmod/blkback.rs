@@ -32,10 +32,13 @@ use xen_blkif::{
     Abi, BackConfig, BlkBack, CacheSlot, Connection, Error as BlkError, Io, IoError, IoKind,
     PendingSlot, SegState, Started, Storage, Tables,
 };
-use xen_core::feature::blkif::{read_queue, BackOffer, Discard, DiskInfo, FrontRequest};
+use xen_core::feature::blkif::{
+    announce_resize, read_queue, BackOffer, Discard, DiskInfo, FrontRequest,
+};
 use xen_core::feature::{FeatureError, StoreDir};
 use xen_core::xs::{self, with_transaction, PathBuf, TxId, XenStore};
 use xen_evtchn::EvtchnOps;
+use xen_kernel::ticker::{Tick, Ticker};
 use xen_kernel::bio::{self, BioCtx, BlockDevice, IoOp};
 use xen_kernel::blk::DebugCounters;
 use xen_kernel::bus::{self, Device, DeviceHandle, HandshakeError, Side};
@@ -62,6 +65,8 @@ extern "C" {
     fn xpvrs_blkback_max_persistent_grants() -> u32;
     fn xpvrs_blkback_feature_persistent() -> bool;
     fn xpvrs_blkback_online_cpus() -> u32;
+    fn xpvrs_blkback_persistent_grant_unused_seconds() -> u32;
+    fn xpvrs_blkback_log_stats() -> bool;
     fn xpvrs_vbd_sysfs_add(
         xdev: *mut kernel::ffi::c_void,
         stats: *const u64,
@@ -210,7 +215,6 @@ struct KStorage {
     bdev: Arc<BlockDevice>,
     ctxs: KVec<BioCtx>,
     segs: KVec<bio::Segment>,
-    capacity: u64,
     read_only: bool,
 }
 
@@ -232,7 +236,6 @@ impl KStorage {
     fn new(bdev: Arc<BlockDevice>, queue: &Arc<Queue>) -> Result<KStorage> {
         let ctxs = KVec::with_capacity(DEPTH, GFP_KERNEL)?;
         let segs = KVec::with_capacity(MAX_SEGS, GFP_KERNEL)?;
-        let capacity = bdev.sectors();
         let read_only = !bdev.writable() || bdev.read_only();
         let owner = Arc::into_raw(queue.clone());
         let Some(owner) = NonNull::new(owner.cast_mut()) else {
@@ -247,7 +250,6 @@ impl KStorage {
             bdev,
             ctxs,
             segs,
-            capacity,
             read_only,
         };
         for i in 0..DEPTH {
@@ -293,8 +295,10 @@ impl KStorage {
 }
 
 impl Storage<Mapped> for KStorage {
+    /// Read live: a loop device whose file grew (`losetup -c`) reports its new size, which
+    /// the engine notices (`check_resize`) and the device announces.
     fn capacity(&self) -> u64 {
-        self.capacity
+        self.bdev.sectors()
     }
 
     fn read_only(&self) -> bool {
@@ -329,6 +333,13 @@ type Engine = BlkBack<Env<Queue>, KStorage, BackRingPages, KTables>;
 struct QState {
     engine: Option<KBox<Engine>>,
     events: u64,
+    /// The once-a-second tick while connected (stopped first at shutdown).
+    ticker: Option<Ticker<Queue>>,
+    ticks: u32,
+    /// The counters at the last `log_stats` line.
+    logged: [u64; VBD_STATS],
+    /// The persistent-grant cache's capacity (for `log_stats`).
+    cache_size: usize,
 }
 
 /// One ring with its engine.
@@ -341,6 +352,8 @@ struct Queue {
     #[pin]
     work: Work<Queue, 0>,
     event_kicked: AtomicBool,
+    /// A second passed (the ticker): housekeeping is due.
+    tick_due: AtomicBool,
     /// Tags whose bios ended (set in interrupt context, taken by the work item).
     done_bits: [AtomicU64; WORDS],
     /// Of those, the ones that failed (set before the done bit).
@@ -350,6 +363,9 @@ struct Queue {
     /// The ring broke: the device must close.
     broken: AtomicBool,
     counters: [AtomicU64; COUNTERS],
+    /// The device, to announce a resize the engine noticed. (A cycle while connected: the
+    /// device's disconnect drops its queues.)
+    owner: Arc<Dev>,
     /// The device's Linux-style totals, and what this queue last added to them.
     vbd: Arc<VbdStats>,
     vbd_added: [AtomicU64; VBD_STATS],
@@ -357,6 +373,14 @@ struct Queue {
 
 impl_has_work! {
     impl HasWork<Self, 0> for Queue { self.work }
+}
+
+impl Tick for Queue {
+    fn tick(this: ArcBorrow<'_, Self>) {
+        this.tick_due.store(true, Ordering::Release);
+        let this: Arc<Self> = this.into();
+        let _ = workqueue::system_highpri().enqueue::<Arc<Queue>, 0>(this);
+    }
 }
 
 impl Kick for Queue {
@@ -370,7 +394,9 @@ impl Kick for Queue {
 }
 
 impl Queue {
-    fn new(index: u32, dev: DeviceHandle, vbd: Arc<VbdStats>) -> Result<Arc<Queue>> {
+    fn new(index: u32, owner: Arc<Dev>) -> Result<Arc<Queue>> {
+        let dev = owner.handle.clone();
+        let vbd = owner.vbd.clone();
         Arc::pin_init(
             pin_init!(Queue {
                 index,
@@ -378,14 +404,20 @@ impl Queue {
                 state <- new_mutex!(QState {
                     engine: None,
                     events: 0,
+                    ticker: None,
+                    ticks: 0,
+                    logged: [0; VBD_STATS],
+                    cache_size: 0,
                 }),
                 work <- new_work!("Queue::work"),
                 event_kicked: AtomicBool::new(false),
+                tick_due: AtomicBool::new(false),
                 done_bits: [const { AtomicU64::new(0) }; WORDS],
                 err_bits: [const { AtomicU64::new(0) }; WORDS],
                 callbacks: AtomicU32::new(0),
                 broken: AtomicBool::new(false),
                 counters: [const { AtomicU64::new(0) }; COUNTERS],
+                owner,
                 vbd,
                 vbd_added: [const { AtomicU64::new(0) }; VBD_STATS],
             }),
@@ -475,6 +507,53 @@ impl Queue {
         }
     }
 
+    /// Once a second, also when idle (the ticker): unmaps persistent grants unused for
+    /// `persistent_grant_unused_seconds`, and with `log_stats` prints the queue's request
+    /// counts of the last 10 seconds, as Linux's blkback does (the size check is in `run`).
+    fn housekeeping(
+        &self,
+        engine: &mut Engine,
+        ticks: &mut u32,
+        logged: &mut [u64; VBD_STATS],
+        cache_size: usize,
+    ) {
+        // SAFETY: reads a module parameter.
+        let unused = unsafe { xpvrs_blkback_persistent_grant_unused_seconds() };
+        let purged = engine.purge_unused_grants(unused);
+        if purged > 0 {
+            pr_debug!(
+                "XENPVRS-BLKBACK {} q{}: unmapped {} persistent grants unused for {} s\n",
+                self.dev.nodename(),
+                self.index,
+                purged,
+                unused
+            );
+        }
+        *ticks = ticks.wrapping_add(1);
+        // SAFETY: reads a module parameter.
+        if *ticks % 10 == 0 && unsafe { xpvrs_blkback_log_stats() } {
+            let now = VbdStats::of(&engine.stats());
+            let mut d = now;
+            for (v, before) in d.iter_mut().zip(logged.iter()) {
+                *v = v.wrapping_sub(*before);
+            }
+            let [oo, rd, wr, f, ds, _, _] = d;
+            pr_info!(
+                "XENPVRS-BLKBACK {} q{}: oo {} | rd {} | wr {} | f {} | ds {} | pg: {}/{}\n",
+                self.dev.nodename(),
+                self.index,
+                oo,
+                rd,
+                wr,
+                f,
+                ds,
+                engine.persistent_grants(),
+                cache_size
+            );
+            *logged = now;
+        }
+    }
+
     /// Maps the frontend's ring, binds its port and builds the engine.
     #[inline(never)]
     fn setup(
@@ -499,9 +578,14 @@ impl Queue {
         let conn = Connection { abi, front, port };
         let engine = Engine::new(env, storage, pages, conn, config, tables).map_err(|_| EINVAL)?;
         let engine = KBox::new(engine, GFP_KERNEL)?;
+        let ticker = Ticker::start(self.clone(), 1000)?;
         let mut st = self.state.lock();
         st.engine = Some(engine);
         st.events = 0;
+        st.ticker = Some(ticker);
+        st.ticks = 0;
+        st.logged = [0; VBD_STATS];
+        st.cache_size = cache;
         drop(st);
         // Requests published before the port was bound raised no event: look once.
         self.event_kicked.store(true, Ordering::Release);
@@ -517,6 +601,10 @@ impl Queue {
     /// mappings would leak while the bios still run. Its bound is a deadline in time
     /// (`DRAIN_WAIT_MS`), not a count of wake-ups.
     fn shutdown(&self) -> Option<xen_blkif::BackStats> {
+        // The ticker first (it holds a reference on the queue); stopping waits for a tick
+        // in progress, which takes no lock.
+        let ticker = self.state.lock().ticker.take();
+        drop(ticker);
         self.state.lock().engine.as_mut()?.disconnect();
         let start = Ktime::ktime_get();
         loop {
@@ -565,6 +653,9 @@ impl WorkItem<0> for Queue {
             return;
         };
         let mut requeue = false;
+        if this.tick_due.swap(false, Ordering::AcqRel) {
+            this.housekeeping(engine, &mut st.ticks, &mut st.logged, st.cache_size);
+        }
         let completed = this.reap(engine);
         // One plug over the batch: the block layer may merge the bios of adjacent requests.
         if completed > 0 && engine.is_connected() {
@@ -603,9 +694,14 @@ impl WorkItem<0> for Queue {
                 engine.env().chan.eoi(spurious);
             }
         }
+        let resized = engine.check_resize().is_some();
         let events = st.events;
         this.publish(engine, events);
         drop(guard);
+        if resized {
+            // The device announces the new size (once, whichever queue saw it first).
+            Dev::kick(this.owner.as_arc_borrow(), KickReason::Watch);
+        }
         if requeue {
             let _ = workqueue::system_highpri().enqueue::<Arc<Queue>, 0>(this.clone());
         }
@@ -701,6 +797,8 @@ struct Ctl {
     offer: BackOffer,
     cache: usize,
     backing: Option<Backing>,
+    /// The `physical-device` whose opening failed (and was reported): not retried.
+    failed_physical: Option<(u32, u32)>,
     queues: KVec<Arc<Queue>>,
     debug: KVec<DebugCounters>,
     connections: u32,
@@ -722,6 +820,8 @@ struct Dev {
     front_state: AtomicU32,
     /// Linux's statistics of the vbd, over all its queues and connections.
     vbd: Arc<VbdStats>,
+    /// The size last written to `sectors` (online resize compares with it).
+    announced: AtomicU64,
     /// Its sysfs files, once the device is open; removed before `remove` returns.
     #[pin]
     sysfs: Mutex<Option<VbdSysfs>>,
@@ -786,6 +886,11 @@ impl WorkItem<0> for Dev {
             .unwrap_or(XenbusState::Unknown);
         let mut guard = this.ctl.lock();
         let ctl = &mut *guard;
+        if ctl.store.is_none() {
+            // Torn down (`teardown` took the store before it cancelled this work): the device
+            // is going away, nothing is left to do.
+            return;
+        }
         if ctl.backing.is_none() {
             match this.open_backing(ctl) {
                 Ok(()) => {}
@@ -795,7 +900,8 @@ impl WorkItem<0> for Dev {
                         this.handle.nodename(),
                         e
                     );
-                    let _ = this.handle.switch_state(XenbusState::Closing);
+                    // Tells the toolstack (and goes to Closing).
+                    this.fatal(&e, "opening the backing device");
                     return;
                 }
             }
@@ -803,6 +909,15 @@ impl WorkItem<0> for Dev {
         if ctl.queues.iter().any(|q| q.broken.load(Ordering::Acquire)) {
             this.disconnect(ctl);
             ctl.phase = Phase::Closed;
+        }
+        if ctl.phase == Phase::Connected {
+            if let Err(e) = this.announce_size(ctl) {
+                pr_warn!(
+                    "XENPVRS-BLKBACK {}: cannot announce the new size: {}\n",
+                    this.handle.nodename(),
+                    e
+                );
+            }
         }
         let result = match (ctl.phase, front) {
             (Phase::Waiting, XenbusState::Initialised | XenbusState::Connected)
@@ -840,7 +955,11 @@ impl WorkItem<0> for Dev {
             );
             this.disconnect(ctl);
             ctl.phase = Phase::Closed;
-            let _ = this.handle.switch_state(XenbusState::Closing);
+            // A failed setup holds nothing: the block device (a loop device the hotplug
+            // script made) is released, and reopened if the frontend tries again.
+            drop(this.sysfs.lock().take());
+            ctl.backing = None;
+            this.fatal(&e, "connecting");
         }
     }
 }
@@ -848,6 +967,42 @@ impl WorkItem<0> for Dev {
 impl Dev {
     fn nodename(&self) -> Result<DevPath, HandshakeError> {
         self.handle.nodename_path()
+    }
+
+    /// Online resize: if the device's size differs from what the frontend was told, writes
+    /// the new `sectors` and the Connected state again in one transaction, as Linux's blkback
+    /// does; the frontend re-reads the size.
+    fn announce_size(&self, ctl: &mut Ctl) -> Result<(), HandshakeError> {
+        let Some(backing) = ctl.backing.as_ref() else {
+            return Ok(());
+        };
+        let now = backing.bdev.sectors();
+        let before = self.announced.load(Ordering::Acquire);
+        if now == before {
+            return Ok(());
+        }
+        let me = self.nodename()?;
+        let store = ctl.store.as_mut().ok_or(EINVAL)?;
+        with_transaction(store, 16, |st, tx| -> Result<(), FeatureError> {
+            announce_resize(&mut StoreDir::new(st, me.as_path()?, tx), now)
+        })?;
+        self.announced.store(now, Ordering::Release);
+        pr_info!(
+            "XENPVRS-BLKBACK {}: resized from {} to {} sectors\n",
+            self.handle.nodename(),
+            before,
+            now
+        );
+        Ok(())
+    }
+
+    /// Reports a failure to the toolstack (`xenbus_dev_fatal`: `error/...` in XenStore, then
+    /// Closing), as Linux's blkback does.
+    fn fatal(&self, e: &HandshakeError, doing: &str) {
+        match CString::try_from_fmt(fmt!("{doing}: {e}")) {
+            Ok(msg) => self.handle.fatal(e.errno(), &msg),
+            Err(_) => self.handle.fatal(e.errno(), c_str!("xenpvrs-blkback: setup failed")),
+        }
     }
 
     fn otherend(&self) -> Result<DevPath, HandshakeError> {
@@ -879,6 +1034,11 @@ impl Dev {
             return Ok(());
         };
         let (major, minor) = parse_physical(v).ok_or(HandshakeError::Bad("bad physical-device"))?;
+        if ctl.failed_physical == Some((major, minor)) {
+            // Reported already (xenbus_dev_fatal); tried again only for another device.
+            return Ok(());
+        }
+        ctl.failed_physical = Some((major, minor));
         let mut buf = [0u8; 16];
         let writable = self
             .read_key(store, "mode", &mut buf)?
@@ -901,6 +1061,7 @@ impl Dev {
             if writable { "w" } else { "r" },
             bdev.sectors()
         );
+        ctl.failed_physical = None;
         ctl.backing = Some(Backing {
             bdev,
             major,
@@ -999,7 +1160,7 @@ impl Dev {
                 &req,
                 q,
             )?;
-            let queue = Queue::new(q, self.handle.clone(), self.vbd.clone())?;
+            let queue = Queue::new(q, self.clone())?;
             // Keep it first: a failed setup is torn down with the others.
             queues.push(queue.clone(), GFP_KERNEL)?;
             ctl.queues = core::mem::take(&mut queues);
@@ -1012,6 +1173,7 @@ impl Dev {
         with_transaction(store, 16, |st, tx| -> Result<(), FeatureError> {
             disk.write(&mut StoreDir::new(st, me.as_path()?, tx))
         })?;
+        self.announced.store(disk.sectors, Ordering::Release);
         self.handle.switch_state(XenbusState::Connected)?;
         ctl.phase = Phase::Connected;
         ctl.connections = ctl.connections.wrapping_add(1);
@@ -1093,6 +1255,7 @@ impl bus::Driver for Driver {
                     offer,
                     cache,
                     backing: None,
+                    failed_physical: None,
                     queues: KVec::new(),
                     debug: KVec::new(),
                     connections: 0,
@@ -1100,6 +1263,7 @@ impl bus::Driver for Driver {
                 ctl_work <- new_work!("Dev::ctl_work"),
                 teardown_work <- new_work!("Dev::teardown_work"),
                 vbd,
+                announced: AtomicU64::new(0),
                 sysfs <- new_mutex!(None),
                 front_state: AtomicU32::new(u32::from(XenbusState::Unknown)),
             }),

@@ -12,6 +12,8 @@ unsigned int xpvrs_blkback_max_queues(void);
 unsigned int xpvrs_blkback_max_ring_page_order(void);
 unsigned int xpvrs_blkback_max_persistent_grants(void);
 bool xpvrs_blkback_feature_persistent(void);
+unsigned int xpvrs_blkback_persistent_grant_unused_seconds(void);
+bool xpvrs_blkback_log_stats(void);
 unsigned int xpvrs_blkback_online_cpus(void);
 
 static unsigned int max_queues;
@@ -27,6 +29,15 @@ static unsigned int max_persistent_grants = 1056;
 module_param_named(max_persistent_grants, max_persistent_grants, uint, 0644);
 MODULE_PARM_DESC(max_persistent_grants, "Maximum number of grants to map persistently per queue");
 
+static unsigned int persistent_grant_unused_seconds = 60;
+module_param(persistent_grant_unused_seconds, uint, 0644);
+MODULE_PARM_DESC(persistent_grant_unused_seconds,
+		 "Time in seconds an unused persistent grant is allowed to remain mapped (default 60, 0: unlimited)");
+
+static bool log_stats;
+module_param(log_stats, bool, 0644);
+MODULE_PARM_DESC(log_stats, "Print each queue's request counts every 10 seconds");
+
 static bool feature_persistent = true;
 module_param(feature_persistent, bool, 0644);
 MODULE_PARM_DESC(feature_persistent, "Enables the persistent grants feature");
@@ -36,3 +47,8 @@ unsigned int xpvrs_blkback_max_ring_page_order(void) { return max_ring_page_orde
 unsigned int xpvrs_blkback_max_persistent_grants(void) { return READ_ONCE(max_persistent_grants); }
 bool xpvrs_blkback_feature_persistent(void) { return READ_ONCE(feature_persistent); }
 unsigned int xpvrs_blkback_online_cpus(void) { return num_online_cpus(); }
+unsigned int xpvrs_blkback_persistent_grant_unused_seconds(void)
+{
+	return READ_ONCE(persistent_grant_unused_seconds);
+}
+bool xpvrs_blkback_log_stats(void) { return READ_ONCE(log_stats); }

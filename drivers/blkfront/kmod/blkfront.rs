@@ -474,6 +474,8 @@ struct Ctl {
     limits: FrontLimits,
     debug: KVec<DebugCounters>,
     connections: u32,
+    /// The disk's size as last read from the backend.
+    sectors: u64,
 }
 
 /// One virtual block device.
@@ -528,6 +530,9 @@ impl WorkItem<0> for Dev {
                 this.disconnect(ctl, "backend closed");
                 Ok(())
             }
+            // The backend wrote its state again while connected: how a backend announces a new
+            // size (Linux's blkback rewrites `sectors` and `state` in one transaction).
+            (Phase::Connected, XenbusState::Connected) => this.resize(ctl),
             (Phase::Idle, XenbusState::Closing) => {
                 // Closing before we ever connected: just say we are closed.
                 let _ = this.handle.switch_state(XenbusState::Closed);
@@ -544,6 +549,13 @@ impl WorkItem<0> for Dev {
                 ctl.phase,
                 backend
             );
+            // Tells the toolstack, as Linux's blkfront does (error/... in XenStore).
+            match CString::try_from_fmt(fmt!("handshake failed: {e}")) {
+                Ok(msg) => this.handle.fatal(e.errno(), &msg),
+                Err(_) => this
+                    .handle
+                    .fatal(e.errno(), c_str!("xenpvrs-blkfront: handshake failed")),
+            }
             this.disconnect(ctl, "handshake failed");
         }
     }
@@ -589,6 +601,28 @@ impl Dev {
         self.handle.switch_state(XenbusState::Initialised)?;
         ctl.request = Some(req);
         ctl.phase = Phase::Initialised;
+        Ok(())
+    }
+
+    /// Connected, and the backend said Connected again: re-reads `sectors` and resizes the
+    /// disk if it changed (online resize, as Linux's blkfront does).
+    fn resize(self: &Arc<Self>, ctl: &mut Ctl) -> Result<(), HandshakeError> {
+        let store = ctl.store.as_mut().ok_or(EINVAL)?;
+        let other = self.otherend()?;
+        let (info, _) = DiskInfo::read(&mut StoreDir::new(store, other.as_path()?, TxId::NONE))?;
+        if info.sectors == ctl.sectors {
+            return Ok(());
+        }
+        if let Some(d) = self.shared.disk.lock().as_ref() {
+            d.set_capacity(info.sectors);
+        }
+        pr_info!(
+            "XENPVRS-BLKFRONT {}: resized from {} to {} sectors\n",
+            self.name.as_str(),
+            ctl.sectors,
+            info.sectors
+        );
+        ctl.sectors = info.sectors;
         Ok(())
     }
 
@@ -680,6 +714,7 @@ impl Dev {
         }
         self.handle.switch_state(XenbusState::Connected)?;
         ctl.phase = Phase::Connected;
+        ctl.sectors = info.sectors;
         ctl.connections = ctl.connections.wrapping_add(1);
         ctl.debug = KVec::new();
         for q in self.queues.iter().take(nq) {
@@ -947,6 +982,7 @@ impl bus::Driver for Driver {
                     limits,
                     debug: KVec::new(),
                     connections: 0,
+                    sectors: 0,
                 }),
                 ctl_work <- new_work!("Dev::ctl_work"),
                 backend_state: AtomicU32::new(0),

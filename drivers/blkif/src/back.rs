@@ -339,6 +339,30 @@ where
         &self.server.limits
     }
 
+    /// Ends one purge period of the persistent-grant cache (the glue calls it once a second,
+    /// idle or not) and unmaps the grants no request used for `idle` periods: Linux's
+    /// `persistent_grant_unused_seconds` (0 keeps them for ever). Returns how many.
+    pub fn purge_unused_grants(&mut self, idle: u32) -> usize {
+        if idle == 0 {
+            return 0;
+        }
+        self.server.purge_unused(idle)
+    }
+
+    /// Checks the storage's size (online resize): returns the new size in sectors if it
+    /// changed since the last check (or since `new`), after which requests are checked
+    /// against it. The glue then announces it to the frontend
+    /// (`xen_core::feature::blkif::announce_resize`), as Linux's blkback does
+    /// when its device grows. Cheap: call it whenever the engine runs.
+    pub fn check_resize(&mut self) -> Option<u64> {
+        let now = self.server.storage.capacity();
+        if now == self.server.limits.capacity {
+            return None;
+        }
+        self.server.limits.capacity = now;
+        Some(now)
+    }
+
     /// Counters.
     pub fn stats(&self) -> BackStats {
         self.server.stats
@@ -913,6 +937,23 @@ where
         rsp.operation = done.operation;
         rsp.status = status.into();
         Some(rsp)
+    }
+
+    /// One purge period: unmaps the cached mappings no request uses that were not used for
+    /// `idle` periods. Returns how many.
+    fn purge_unused(&mut self, idle: u32) -> usize {
+        let parts = self.tables.parts();
+        let mut cache = Cache::new(parts.cache, &mut self.clock);
+        cache.tick();
+        let mut n = 0;
+        while let Some(m) = cache.purge_unused_one(idle) {
+            let mut one = [Some(m)];
+            let mut res = [UnmapResult::Skipped];
+            let _ = self.env.unmap_batch(&mut one, &mut res);
+            self.stats.unmaps = self.stats.unmaps.wrapping_add(1);
+            n += 1;
+        }
+        n
     }
 
     /// Unmaps every cached mapping no request in flight uses.

@@ -20,6 +20,8 @@ struct Entry<M> {
     pins: u32,
     /// The next slot in this entry's hash chain.
     next: u32,
+    /// The purge period ([`Clock::tick`]) of its last use.
+    used: u32,
 }
 
 /// One place in the cache.
@@ -58,6 +60,9 @@ pub struct Clock {
     key: [u64; 2],
     /// Chain entries visited by lookups, in all (the work a frontend caused).
     probes: u64,
+    /// Purge periods so far ([`Cache::purge_unused_one`]); entries are stamped with it when
+    /// used.
+    tick: u32,
 }
 
 impl Clock {
@@ -238,6 +243,7 @@ impl<'a, M> Cache<'a, M> {
         let e = self.slots.get_mut(i)?.entry.as_mut()?;
         e.referenced = true;
         e.pins = e.pins.saturating_add(1);
+        e.used = self.clock.tick;
         Some(i)
     }
 
@@ -280,6 +286,7 @@ impl<'a, M> Cache<'a, M> {
                     referenced: true,
                     pins: 1,
                     next: NIL,
+                    used: self.clock.tick,
                 });
                 self.link(i);
                 if old.is_some() {
@@ -298,6 +305,28 @@ impl<'a, M> Cache<'a, M> {
         if let Some(e) = self.slots.get_mut(i).and_then(|s| s.entry.as_mut()) {
             e.pins = e.pins.saturating_sub(1);
         }
+    }
+
+    /// Starts a new purge period: what [`purge_unused_one`](Self::purge_unused_one) measures
+    /// idleness in. The glue ticks once a second, so a period is a second.
+    pub fn tick(&mut self) {
+        self.clock.tick = self.clock.tick.wrapping_add(1);
+    }
+
+    /// Takes out a mapping no request uses that was last used `idle` periods ago or more
+    /// (Linux's `persistent_grant_unused_seconds`), to unmap; `None` when there is none.
+    /// A scan of the slots: call it once a period, until `None`.
+    pub fn purge_unused_one(&mut self, idle: u32) -> Option<M> {
+        let now = self.clock.tick;
+        let i = self.slots.iter().position(|s| {
+            s.entry
+                .as_ref()
+                .is_some_and(|e| e.pins == 0 && now.wrapping_sub(e.used) >= idle)
+        })?;
+        self.unlink(i);
+        let e = self.slots.get_mut(i)?.entry.take()?;
+        self.clock.held = self.clock.held.saturating_sub(1);
+        Some(e.mapping)
     }
 
     /// Takes out the next mapping no request uses (to unmap at disconnect).

@@ -177,6 +177,13 @@ mod sim {
             &self.bytes
         }
 
+        /// Grows (or shrinks) the disk to `sectors`, new sectors zero: what a resized backing
+        /// file looks like.
+        pub fn resize(&mut self, sectors: u64) {
+            self.bytes
+                .resize(usize::try_from(sectors).unwrap_or(0) * SECTOR_BYTES, 0);
+        }
+
         /// The disk's contents, writable (to fill it from a test).
         pub fn bytes_mut(&mut self) -> &mut [u8] {
             &mut self.bytes

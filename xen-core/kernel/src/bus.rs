@@ -39,6 +39,18 @@ pub enum HandshakeError {
     Bad(&'static str),
 }
 
+impl HandshakeError {
+    /// The errno to report (`xenbus_dev_fatal`): the kernel's, or EINVAL for a bad key or
+    /// value, EIO for a XenStore failure.
+    pub fn errno(&self) -> Error {
+        match self {
+            HandshakeError::Kernel(e) => *e,
+            HandshakeError::Feature(_) | HandshakeError::Bad(_) => EINVAL,
+            HandshakeError::Store(_) => EIO,
+        }
+    }
+}
+
 impl From<Error> for HandshakeError {
     fn from(e: Error) -> Self {
         HandshakeError::Kernel(e)
@@ -149,6 +161,22 @@ impl Device {
         let state: b::xenbus_state = u32::from(state);
         // SAFETY: `self` is a live device (type invariant).
         to_result(unsafe { b::xenbus_switch_state(self.as_raw(), state) })
+    }
+
+    /// Reports a fatal error to the toolstack, as Linux's drivers do with
+    /// `xenbus_dev_fatal`: the message goes to `error/<nodename>/error` in XenStore (where
+    /// `xl` finds it instead of timing out) and the device switches to Closing.
+    pub fn fatal(&self, err: Error, msg: &CStr) {
+        // SAFETY: `self` is a live device (type invariant); the format is a literal "%s" and
+        // its one argument a NUL-terminated string.
+        unsafe {
+            b::xenbus_dev_fatal(
+                self.as_raw(),
+                err.to_errno(),
+                kernel::c_str!("%s").as_char_ptr(),
+                msg.as_char_ptr(),
+            )
+        };
     }
 
     /// A counted reference, for work that outlives the current callback.

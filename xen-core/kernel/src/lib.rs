@@ -40,6 +40,7 @@ pub mod grant;
 pub mod ring;
 pub mod stats;
 pub mod store;
+pub mod ticker;
 
 use kernel::sync::ArcBorrow;
 

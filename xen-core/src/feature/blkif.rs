@@ -340,6 +340,18 @@ const K_GRANULARITY: &str = "discard-granularity";
 const K_ALIGNMENT: &str = "discard-alignment";
 const K_INDIRECT: &str = "feature-max-indirect-segments";
 
+/// Announces a new size while connected (backend side, online resize): writes `sectors` and
+/// then `state` again (Connected, 4), which fires the frontend's watch on our state; a
+/// frontend that finds Connected while connected re-reads `sectors`. Linux's blkback does the
+/// same, in one transaction (the caller's `keys`).
+pub fn announce_resize<K: KeysMut + ?Sized>(
+    keys: &mut K,
+    sectors: u64,
+) -> Result<(), FeatureError> {
+    write_decimal(keys, K_SECTORS, sectors)?;
+    write_decimal(keys, "state", 4u32)
+}
+
 impl DiskInfo {
     /// Writes the properties (backend side).
     pub fn write<K: KeysMut + ?Sized>(&self, keys: &mut K) -> Result<(), FeatureError> {
@@ -520,6 +532,22 @@ mod tests {
         assert_eq!(k.get(K_ORDER), None);
         assert_eq!(k.get(K_NUM_QUEUES), None);
         assert_eq!(k.get(K_PROTOCOL), Some("x86_64-abi"));
+    }
+
+    #[test]
+    fn a_resize_rewrites_sectors_and_the_connected_state() {
+        let mut k = MapKeys::with(&[(K_SECTORS, "8192"), ("state", "4")]);
+        announce_resize(&mut k, 16384).unwrap();
+        assert_eq!(k.get(K_SECTORS), Some("16384"));
+        assert_eq!(k.get("state"), Some("4"));
+        // The frontend reads the new size with the other properties.
+        let (info, _) = DiskInfo::read(&mut MapKeys::with(&[
+            (K_SECTORS, "16384"),
+            (K_INFO, "0"),
+            (K_SECTOR_SIZE, "512"),
+        ]))
+        .unwrap();
+        assert_eq!(info.sectors, 16384);
     }
 
     #[test]
