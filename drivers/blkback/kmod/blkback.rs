@@ -340,6 +340,8 @@ struct QState {
     logged: [u64; VBD_STATS],
     /// The persistent-grant cache's capacity (for `log_stats`).
     cache_size: usize,
+    /// `resume` asked to be called again (its budget ran out).
+    resume_more: bool,
 }
 
 /// One ring with its engine.
@@ -408,6 +410,7 @@ impl Queue {
                     ticks: 0,
                     logged: [0; VBD_STATS],
                     cache_size: 0,
+                    resume_more: false,
                 }),
                 work <- new_work!("Queue::work"),
                 event_kicked: AtomicBool::new(false),
@@ -658,8 +661,13 @@ impl WorkItem<0> for Queue {
         }
         let completed = this.reap(engine);
         // One plug over the batch: the block layer may merge the bios of adjacent requests.
-        if completed > 0 && engine.is_connected() {
+        // `resume` runs after completions, and again on the rerun it asked for (`more`: its
+        // budget ran out with requests left on the ring) even if nothing completed since:
+        // otherwise those requests would wait for an event that may never come.
+        if (completed > 0 || st.resume_more) && engine.is_connected() {
+            st.resume_more = false;
             if let Ok(p) = bio::plugged(|| engine.resume()) {
+                st.resume_more = p.more;
                 requeue |= p.more;
             }
         }
