@@ -684,21 +684,28 @@ fn failed_io_is_answered_error_and_unmaps() {
     assert_eq!(rig.live_maps(), 1);
 }
 
-#[test]
-fn segments_in_flight_are_bounded_by_the_config_plus_one_request() {
+/// A backend on a disk that completes only when told (`Deferred`), allowed 20 segments in
+/// flight, with three 11-segment reads on its ring: it can take two, not the third.
+fn three_11_segment_reads_past_a_20_segment_limit() -> (Rig<Deferred<VecDisk>>, Pages) {
     let sim = Sim::new();
     let cfg = BackConfig {
         max_inflight_segments: 20,
         ..config(false)
     };
     let mut rig = Rig::with(sim, 1, 1, false, cfg, 32, Deferred::new);
-    let (_p, g) = rig.page(false);
+    let (p, g) = rig.page(false);
     for id in 0..3u64 {
         rig.front
             .queue_request(&rw(Op::Read, id, 88 * id, &[(g, 0, 7); 11]).to_bytes())
             .unwrap();
     }
     let _ = rig.front.push_requests().unwrap();
+    (rig, p)
+}
+
+#[test]
+fn segments_in_flight_are_bounded_by_the_config_plus_one_request() {
+    let (mut rig, _page) = three_11_segment_reads_past_a_20_segment_limit();
     // 0 then 11 segments in flight when the first two are taken; 22 >= 20 stops the third.
     assert_eq!(rig.serve().unwrap().done, 2);
     assert_eq!(rig.back.in_flight(), 2);
@@ -903,19 +910,7 @@ fn events_while_stalled_on_io_are_work_not_spurious() {
     // An honest frontend keeps the ring full while the backend waits for its disk: its
     // events find requests the backend cannot take yet. They are work, not a storm, so the
     // late EOI must not be throttled (the glue applies `spurious` as the engine says).
-    let sim = Sim::new();
-    let cfg = BackConfig {
-        max_inflight_segments: 20,
-        ..config(false)
-    };
-    let mut rig = Rig::with(sim, 1, 1, false, cfg, 32, Deferred::new);
-    let (_p, g) = rig.page(false);
-    for id in 0..3u64 {
-        rig.front
-            .queue_request(&rw(Op::Read, id, 88 * id, &[(g, 0, 7); 11]).to_bytes())
-            .unwrap();
-    }
-    let _ = rig.front.push_requests().unwrap();
+    let (mut rig, _page) = three_11_segment_reads_past_a_20_segment_limit();
     let p = rig.serve().unwrap();
     assert_eq!((p.done, p.spurious), (2, false));
     for _ in 0..5 {
