@@ -945,8 +945,8 @@ where
         let parts = self.tables.parts();
         let mut cache = Cache::new(parts.cache, &mut self.clock);
         cache.tick();
-        let mut n = 0;
-        while let Some(m) = cache.purge_unused_one(idle) {
+        let (mut n, mut at) = (0, 0);
+        while let Some(m) = cache.purge_unused_next(idle, &mut at) {
             let mut one = [Some(m)];
             let mut res = [UnmapResult::Skipped];
             let _ = self.env.unmap_batch(&mut one, &mut res);

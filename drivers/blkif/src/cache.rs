@@ -60,7 +60,7 @@ pub struct Clock {
     key: [u64; 2],
     /// Chain entries visited by lookups, in all (the work a frontend caused).
     probes: u64,
-    /// Purge periods so far ([`Cache::purge_unused_one`]); entries are stamped with it when
+    /// Purge periods so far ([`Cache::purge_unused_next`]); entries are stamped with it when
     /// used.
     tick: u32,
 }
@@ -307,22 +307,25 @@ impl<'a, M> Cache<'a, M> {
         }
     }
 
-    /// Starts a new purge period: what [`purge_unused_one`](Self::purge_unused_one) measures
-    /// idleness in. The glue ticks once a second, so a period is a second.
+    /// Starts a new purge period: what [`purge_unused_next`](Self::purge_unused_next)
+    /// measures idleness in. The glue ticks once a second, so a period is a second.
     pub fn tick(&mut self) {
         self.clock.tick = self.clock.tick.wrapping_add(1);
     }
 
-    /// Takes out a mapping no request uses that was last used `idle` periods ago or more
-    /// (Linux's `persistent_grant_unused_seconds`), to unmap; `None` when there is none.
-    /// A scan of the slots: call it once a period, until `None`.
-    pub fn purge_unused_one(&mut self, idle: u32) -> Option<M> {
+    /// Takes out the next mapping, from slot `*from` on, that no request uses and that was
+    /// last used `idle` periods ago or more (Linux's `persistent_grant_unused_seconds`), to
+    /// unmap; `None` when there is none. `*from` moves past it, so calling this until `None`
+    /// (once a period, from 0) scans the slots once.
+    pub fn purge_unused_next(&mut self, idle: u32, from: &mut usize) -> Option<M> {
         let now = self.clock.tick;
-        let i = self.slots.iter().position(|s| {
-            s.entry
-                .as_ref()
-                .is_some_and(|e| e.pins == 0 && now.wrapping_sub(e.used) >= idle)
-        })?;
+        let i = *from
+            + self.slots.get(*from..)?.iter().position(|s| {
+                s.entry
+                    .as_ref()
+                    .is_some_and(|e| e.pins == 0 && now.wrapping_sub(e.used) >= idle)
+            })?;
+        *from = i + 1;
         self.unlink(i);
         let e = self.slots.get_mut(i)?.entry.take()?;
         self.clock.held = self.clock.held.saturating_sub(1);
