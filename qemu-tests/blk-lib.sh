@@ -403,11 +403,7 @@ blk_resize_dom0() {
 disk = [ 'format=raw,vdev=xvdb,access=rw,target=/dev/loop5' ]"
     follow_guest domu
     check xl-create xl create /etc/xen/domu.cfg || return
-    if ! wait_for "$(guest_log domu)" '^(BLKFRONT-RESIZE-ME|DOMU-RESULT)' 300; then
-        fail "the guest did not get to the resize"
-        guest_dump domu
-        return
-    fi
+    wait_guest domu '^(BLKFRONT-RESIZE-ME|DOMU-RESULT)' 300 "the resize" || return
     check grow-file truncate -s "$BLK_RESIZE_TO" /data/grow.img
     check grow-loop losetup -c /dev/loop5
     log "loop5 now $(blockdev --getsize64 /dev/loop5) bytes"

@@ -200,6 +200,15 @@ xl_detach() {
     ! xenstore-exists "$_fe" 2>/dev/null
 }
 
+# wait_guest NAME REGEX SECS WHAT: waits for REGEX in the guest's console log; if it does not
+# come within SECS, fails with "the guest did not get to WHAT" and dumps the guest's tasks.
+wait_guest() {
+    wait_for "$(guest_log "$1")" "$2" "$3" && return 0
+    fail "the guest did not get to $4"
+    guest_dump "$1"
+    return 1
+}
+
 # guest_log NAME: path of the guest's console log in dom0.
 guest_log() { echo "$CONSOLE_DIR/guest-$1.log"; }
 

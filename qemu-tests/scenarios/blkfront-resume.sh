@@ -49,20 +49,12 @@ dom0_main() {
 disk = [ 'format=raw,vdev=xvdb,access=rw,target=/dev/$sd' ]"
     follow_guest domu
     check xl-create xl create /etc/xen/domu.cfg || return
-    if ! wait_for "$(guest_log domu)" '^(BLKFRONT-SLOW-ME|DOMU-RESULT)' 300; then
-        fail "the guest did not get to the slow part"
-        guest_dump domu
-        return
-    fi
+    wait_guest domu '^(BLKFRONT-SLOW-ME|DOMU-RESULT)' 300 "the slow part" || return
     # 25 jiffies at HZ=250: 100 ms a command, and small commands, so that a write takes a
     # while.
     check small-commands sh -c "echo 16 > /sys/block/$sd/queue/max_sectors_kb"
     check slow-disk set_delay 25 || return
-    if ! wait_for "$(guest_log domu)" '^(BLKFRONT-SAVE-ME|DOMU-RESULT)' 120; then
-        fail "the guest did not get to the save"
-        guest_dump domu
-        return
-    fi
+    wait_guest domu '^(BLKFRONT-SAVE-ME|DOMU-RESULT)' 120 "the save" || return
     log "saving"
     check xl-save xl save domu /data/domu.save || return
     log "SAVED bytes=$(wc -c < /data/domu.save)"
