@@ -21,6 +21,7 @@ enum Ev {
     Failed,
     Reconfigure,
     Resume,
+    Removed,
 }
 
 impl Ev {
@@ -31,6 +32,7 @@ impl Ev {
             Ev::Failed => Event::Failed,
             Ev::Reconfigure => Event::Reconfigure,
             Ev::Resume => Event::Resume,
+            Ev::Removed => Event::Removed,
         }
     }
 }
@@ -83,7 +85,7 @@ fn check(role: Role, ours: S, peer: S, event: Event, t: &Transition, res: &mut R
             }
             (Role::Frontend, A::Disconnect) => {
                 assert!(
-                    !res.rings || peer_down || matches!(event, Event::PeerVanished | Event::Resume),
+                    !res.rings || peer_down || matches!(event, Event::PeerVanished | Event::Resume | Event::Removed),
                     "frontend revoked grants while the backend ({peer:?}) may map them"
                 );
                 *res = Resources::default();

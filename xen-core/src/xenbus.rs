@@ -46,6 +46,16 @@
 //!   backend follows.
 //! * **Resume.** After suspend/resume a frontend's grants and event channels are gone:
 //!   [`Event::Resume`] disconnects and redoes the handshake with whatever backend is there.
+//!   [`Machine::on_resume`] forgets the old backend's state first: it belonged to a backend
+//!   on another host.
+//! * **Removal.** [`Event::Removed`] disconnects and goes Closed at once on either side.
+//! * **Readiness.** A [`Machine`] can be told it is not ready to connect
+//!   ([`Machine::set_ready`]), e.g. a block backend whose disk the hotplug script has not named
+//!   yet. Transitions that would set up a connection are held, not lost, and run when it
+//!   becomes ready.
+//! * **Failed actions.** [`Machine::drive`] performs a transition's actions through the glue's
+//!   [`Perform`] and turns a failed action into [`Event::Failed`], except a re-read of a live
+//!   connection's device properties (a resize), whose failure leaves the connection as it was.
 //!
 //! Every resource-creating action ([`Action::PublishRingRefs`], [`Action::MapRing`],
 //! [`Action::Connect`]) is only emitted when the previous connection was torn down by an
@@ -115,6 +125,10 @@ pub enum Event {
     Reconfigure,
     /// A frontend resumed from suspend: old grants and event channels are void.
     Resume,
+    /// The device is being removed (driver unbound, module unloaded, device deleted): release
+    /// the connection now and say Closed, whatever the peer shows. A frontend's revoke defers
+    /// freeing what the backend still maps, as on every [`Action::Disconnect`].
+    Removed,
 }
 
 /// Something the glue must do, in the order given.
@@ -325,6 +339,10 @@ fn frontend(ours: XenbusState, peer: XenbusState, event: Event) -> Transition {
             S::Closing | S::Closed => Transition::stay(ours),
             _ => from_initialising(ours, &[A::Disconnect]),
         },
+        Event::Removed => match ours {
+            S::Closed => Transition::stay(ours),
+            _ => close_now(ours),
+        },
         Event::Close | Event::Failed => match ours {
             S::Closed => Transition::stay(ours),
             S::Closing if peer_down => close_now(ours),
@@ -380,6 +398,10 @@ fn backend(ours: XenbusState, peer: XenbusState, event: Event) -> Transition {
     match event {
         Event::PeerStateInvalid => Transition::only(ours, &[A::ReportInvalidPeerState]),
         Event::Resume => Transition::stay(ours),
+        Event::Removed => match ours {
+            S::Closed => Transition::stay(ours),
+            _ => close_now(ours),
+        },
         Event::Start => match ours {
             S::Unknown | S::Initialising | S::Closed => match peer {
                 S::Initialised | S::Connected => {
@@ -430,21 +452,56 @@ fn backend(ours: XenbusState, peer: XenbusState, event: Event) -> Transition {
 /// One device end: our state, the peer's last valid state, and [`step`] applied to both.
 ///
 /// The glue feeds it peer `state` values as read from XenStore and local events, performs the
-/// returned actions in order, and reports a failed action with [`Event::Failed`].
+/// returned actions in order, and reports a failed action with [`Event::Failed`];
+/// [`Machine::drive`] does all of that through a [`Perform`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Machine {
     role: Role,
     ours: XenbusState,
     peer: XenbusState,
+    /// Connections may be set up (see [`Machine::set_ready`]).
+    ready: bool,
+}
+
+/// What a [`Machine`] is told: the input of [`Machine::drive`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// The peer's `state` node as read: `Some(value)`, or `None` if it does not exist.
+    PeerRead(Option<&'a [u8]>),
+    /// The peer's state as the kernel's XenBus core read it (a missing node, or a number
+    /// outside the states, arrives as `Unknown`).
+    Peer(XenbusState),
+    /// A local event.
+    Event(Event),
+    /// A frontend resumed from suspend ([`Machine::on_resume`]).
+    Resume,
+    /// Whether connections may be set up changed ([`Machine::set_ready`]).
+    Ready(bool),
+}
+
+/// The glue's half of [`Machine::drive`]: performs actions, hears of failures.
+pub trait Perform {
+    /// Why an action failed.
+    type Error;
+
+    /// Performs one action.
+    fn perform(&mut self, action: Action) -> Result<(), Self::Error>;
+
+    /// `action` failed with `error`. `gave_up` is true when the connection was given up for
+    /// it: the actions of [`Event::Failed`] have then been performed already, so the glue
+    /// reports the failure (log, `xenbus_dev_fatal`) after the rings are released.
+    fn failed(&mut self, action: Action, error: Self::Error, gave_up: bool);
 }
 
 impl Machine {
-    /// A fresh device end: we are Initialising, the peer is not yet known.
+    /// A fresh device end: we are Initialising, the peer is not yet known, connections may be
+    /// set up.
     pub const fn new(role: Role) -> Self {
         Self {
             role,
             ours: S::Initialising,
             peer: S::Unknown,
+            ready: true,
         }
     }
 
@@ -463,6 +520,11 @@ impl Machine {
         self.peer
     }
 
+    /// Whether connections may be set up.
+    pub fn ready(&self) -> bool {
+        self.ready
+    }
+
     /// The peer's `state` node was read: `Some(value)` or `None` if it does not exist.
     pub fn on_peer_state(&mut self, value: Option<&[u8]>) -> Actions {
         match value {
@@ -471,13 +533,16 @@ impl Machine {
                 self.apply(Event::PeerVanished)
             }
             Some(text) => match parse_state(text) {
-                Ok(state) => {
-                    self.peer = state;
-                    self.apply(Event::PeerChanged)
-                }
+                Ok(state) => self.on_peer(state),
                 Err(_) => self.apply(Event::PeerStateInvalid),
             },
         }
+    }
+
+    /// The peer's state, already parsed (the kernel's XenBus core hands drivers a number).
+    pub fn on_peer(&mut self, state: XenbusState) -> Actions {
+        self.peer = state;
+        self.apply(Event::PeerChanged)
     }
 
     /// A local event.
@@ -485,8 +550,78 @@ impl Machine {
         self.apply(event)
     }
 
+    /// A frontend resumed from suspend: the backend state we knew was another host's, so it
+    /// is forgotten before [`Event::Resume`]; the new backend's state arrives as usual.
+    pub fn on_resume(&mut self) -> Actions {
+        self.peer = S::Unknown;
+        self.apply(Event::Resume)
+    }
+
+    /// Sets whether connections may be set up. While not ready, a transition that would grant
+    /// or map rings ([`Action::PublishRingRefs`], [`Action::MapRing`]) is held: nothing
+    /// changes. Becoming ready re-runs the peer's last state, so nothing held is lost (unless
+    /// no peer state was seen yet: there is nothing to re-run, and an unseen peer is not a
+    /// vanished one).
+    pub fn set_ready(&mut self, ready: bool) -> Actions {
+        let was = self.ready;
+        self.ready = ready;
+        if ready && !was && self.peer != S::Unknown {
+            self.apply(Event::PeerChanged)
+        } else {
+            Actions::new()
+        }
+    }
+
+    /// Applies `input` and performs the resulting actions through `glue`, in order.
+    ///
+    /// The first failed action ends the list. A failed [`Action::ReadDeviceProperties`] of a
+    /// frontend already Connected (a repeated Connected, such as a resize) is only reported:
+    /// the connection stays as it was. Any other failure gives the connection up: the actions
+    /// of [`Event::Failed`] are performed (their own failures reported, not acted on), then
+    /// the failure is reported with `gave_up`. Returns whether every action succeeded.
+    pub fn drive<P: Perform>(&mut self, input: Input<'_>, glue: &mut P) -> bool {
+        let before = self.ours;
+        let actions = match input {
+            Input::PeerRead(value) => self.on_peer_state(value),
+            Input::Peer(state) => self.on_peer(state),
+            Input::Event(event) => self.on_event(event),
+            Input::Resume => self.on_resume(),
+            Input::Ready(ready) => self.set_ready(ready),
+        };
+        let mut all_done = true;
+        for &action in actions.as_slice() {
+            let Err(error) = glue.perform(action) else {
+                continue;
+            };
+            all_done = false;
+            let refresh = self.role == Role::Frontend
+                && action == A::ReadDeviceProperties
+                && matches!(before, S::Connected | S::Reconfigured);
+            if refresh {
+                glue.failed(action, error, false);
+                continue;
+            }
+            for &recovery in self.apply(Event::Failed).as_slice() {
+                if let Err(e) = glue.perform(recovery) {
+                    glue.failed(recovery, e, false);
+                }
+            }
+            glue.failed(action, error, true);
+            return false;
+        }
+        all_done
+    }
+
     fn apply(&mut self, event: Event) -> Actions {
         let t = step(self.role, self.ours, self.peer, event);
+        let sets_up = t
+            .actions
+            .as_slice()
+            .iter()
+            .any(|a| matches!(a, A::PublishRingRefs | A::MapRing));
+        if sets_up && !self.ready {
+            return Actions::new();
+        }
         self.ours = t.state;
         t.actions
     }

@@ -122,10 +122,12 @@ proptest! {
         let req = blkif::FrontRequest::negotiate(&limits, &seen);
         prop_assert!(req.ring_page_order <= blkif::MAX_RING_PAGE_ORDER.min(lo).min(offer.max_ring_page_order));
         prop_assert!(req.num_queues >= 1 && req.num_queues <= lq.max(1).min(offer.max_queues.max(1)).max(1));
-        prop_assert_eq!(req.persistent, lp && offer.persistent);
+        // The frontend announces its own wish; the backend reads what both want.
+        prop_assert_eq!(req.persistent, lp);
         let mut front = StoreMap::default();
         req.write(&mut front).unwrap();
-        prop_assert_eq!(blkif::FrontRequest::read(&mut front, &seen), Ok(req));
+        let read = blkif::FrontRequest::read(&mut front, &seen);
+        prop_assert_eq!(read, Ok(blkif::FrontRequest { persistent: lp && offer.persistent, ..req }));
     }
 
     #[test]
@@ -205,4 +207,167 @@ impl xen_core::feature::KeysMut for StoreMap {
         self.0.insert(key.to_string(), value.to_vec());
         Ok(())
     }
+}
+
+fn keys(pairs: &[(&str, &str)]) -> StoreMap {
+    StoreMap(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), v.as_bytes().to_vec()))
+            .collect(),
+    )
+}
+
+#[test]
+fn backend_offer_from_module_parameters_follows_linux() {
+    // max_queues = 0: one per online CPU.
+    let o = blkif::BackOffer::from_params(0, 4, true, 2);
+    assert_eq!(
+        (o.max_queues, o.max_ring_page_order, o.persistent),
+        (2, 4, true)
+    );
+    // Never more queues than CPUs, never fewer than one, the order capped.
+    assert_eq!(blkif::BackOffer::from_params(8, 9, false, 2).max_queues, 2);
+    assert_eq!(
+        blkif::BackOffer::from_params(8, 9, false, 2).max_ring_page_order,
+        4
+    );
+    assert_eq!(blkif::BackOffer::from_params(1, 0, false, 0).max_queues, 1);
+    assert_eq!(
+        blkif::BackOffer::from_params(0, 0, false, 1000).max_queues,
+        blkif::MAX_QUEUES
+    );
+}
+
+#[test]
+fn frontend_limits_from_module_parameters() {
+    let l = blkif::FrontLimits::from_params(256, 4, 9, true, 2, 64);
+    assert_eq!(
+        l.max_indirect_segments, 64,
+        "capped at what the engine's slots hold"
+    );
+    assert_eq!(l.max_queues, 2, "capped at the CPUs");
+    assert_eq!(l.max_ring_page_order, 4);
+    assert_eq!(
+        blkif::FrontLimits::from_params(32, 0, 0, false, 2, 64).max_queues,
+        1
+    );
+}
+
+/// A Linux backend states `feature-persistent` only before Connected: a frontend that
+/// negotiated on the InitWait offer alone would never ask for persistent grants.
+#[test]
+fn frontend_announces_its_persistent_wish_and_uses_the_backends_later_answer() {
+    let offer_without = blkif::BackOffer::read(&mut keys(&[("max-ring-page-order", "4")])).unwrap();
+    let limits = blkif::FrontLimits::default();
+    let req = blkif::FrontRequest::negotiate(&limits, &offer_without);
+    assert!(req.persistent);
+    let mut front = StoreMap::default();
+    req.write(&mut front).unwrap();
+    assert_eq!(
+        front.0.get("feature-persistent").map(Vec::as_slice),
+        Some(&b"1"[..])
+    );
+    let disk = |p: &str| {
+        blkif::DiskInfo::read(&mut keys(&[
+            ("sectors", "8"),
+            ("info", "0"),
+            ("sector-size", "512"),
+            ("feature-persistent", p),
+        ]))
+        .unwrap()
+        .0
+    };
+    assert!(blkif::DiskParams::negotiate(&limits, &disk("1"), None).persistent);
+    assert!(!blkif::DiskParams::negotiate(&limits, &disk("0"), None).persistent);
+    let off = blkif::FrontLimits {
+        persistent: false,
+        ..limits
+    };
+    assert!(!blkif::DiskParams::negotiate(&off, &disk("1"), None).persistent);
+}
+
+/// The backend takes the layout from the request it validated, and reads it once.
+#[test]
+fn backend_reads_the_protocol_with_the_request() {
+    let offer = blkif::BackOffer::default();
+    let read = |p: Option<&str>| {
+        let mut k = keys(&[]);
+        if let Some(p) = p {
+            k.0.insert("protocol".into(), p.as_bytes().to_vec());
+        }
+        blkif::FrontRequest::read(&mut k, &offer).map(|r| r.protocol)
+    };
+    assert_eq!(read(None), Ok(blkif::Protocol::Native));
+    assert_eq!(read(Some("x86_64-abi")), Ok(blkif::Protocol::Native));
+    assert_eq!(read(Some("x86_32-abi")), Ok(blkif::Protocol::X86_32));
+    assert_eq!(
+        read(Some("arm-abi")),
+        Err(FeatureError::Unsupported("protocol"))
+    );
+    assert_eq!(
+        read(Some(&"x".repeat(300))),
+        Err(FeatureError::Unsupported("protocol"))
+    );
+}
+
+#[test]
+fn backend_disk_keys_as_the_toolstack_writes_them() {
+    assert_eq!(
+        blkif::BackendDisk::read(&mut keys(&[("mode", "w")])),
+        Ok(None)
+    );
+    let d = blkif::BackendDisk::read(&mut keys(&[
+        ("physical-device", "fe:1a"),
+        ("mode", "w"),
+        ("device-type", "cdrom"),
+        ("discard-enable", "0"),
+    ]))
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        d,
+        blkif::BackendDisk {
+            major: 0xfe,
+            minor: 0x1a,
+            writable: true,
+            cdrom: true,
+            discard: false
+        }
+    );
+    // Defaults: read-only, a disk, discard on.
+    let d = blkif::BackendDisk::read(&mut keys(&[("physical-device", "7:0")]))
+        .unwrap()
+        .unwrap();
+    assert_eq!((d.writable, d.cdrom, d.discard), (false, false, true));
+    assert_eq!(
+        blkif::BackendDisk::read(&mut keys(&[("physical-device", "7:0"), ("mode", "r")]))
+            .unwrap()
+            .map(|d| d.writable),
+        Some(false)
+    );
+}
+
+#[test]
+fn malformed_physical_device_is_refused() {
+    for bad in [
+        "", "7", ":", "7:", ":0", "g:0", "+7:0", "7:-1", "1000:0", "7:100000", "7:0:0", "7 :0",
+    ] {
+        assert_eq!(
+            blkif::parse_physical_device(bad.as_bytes()),
+            None,
+            "{bad:?}"
+        );
+        assert_eq!(
+            blkif::BackendDisk::read(&mut keys(&[("physical-device", bad)])),
+            Err(FeatureError::Malformed("physical-device")),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        blkif::parse_physical_device(b"fff:fffff"),
+        Some((0xfff, 0xfffff))
+    );
+    assert_eq!(blkif::parse_physical_device(b"8:10\n"), Some((8, 0x10)));
+    assert_eq!(blkif::parse_physical_device(b" 8:10 "), Some((8, 0x10)));
 }

@@ -314,7 +314,7 @@ const STATES: [S; 9] = [
     S::Reconfiguring,
     S::Reconfigured,
 ];
-const EVENTS: [Event; 8] = [
+const EVENTS: [Event; 9] = [
     Event::Start,
     Event::PeerChanged,
     Event::PeerStateInvalid,
@@ -323,6 +323,7 @@ const EVENTS: [Event; 8] = [
     Event::Failed,
     Event::Reconfigure,
     Event::Resume,
+    Event::Removed,
 ];
 
 /// The glue's resources, as the actions say they should be.
@@ -378,7 +379,9 @@ fn check(
                 res.connected = true;
             }
             (Role::Frontend, A::Disconnect) => {
-                if res.rings && !(peer_down || matches!(event, Event::PeerVanished | Event::Resume))
+                if res.rings
+                    && !(peer_down
+                        || matches!(event, Event::PeerVanished | Event::Resume | Event::Removed))
                 {
                     return Err(format!(
                         "frontend revoked grants while backend {peer:?} may map them"
@@ -420,7 +423,7 @@ proptest! {
     #[test]
     fn single_role_invariants(
         frontend in any::<bool>(),
-        steps in proptest::collection::vec((0usize..9, 0usize..8), 1..64),
+        steps in proptest::collection::vec((0usize..9, 0usize..9), 1..64),
     ) {
         let role = if frontend { Role::Frontend } else { Role::Backend };
         let mut ours = S::Initialising;

@@ -90,6 +90,28 @@ impl Default for BackOffer {
 }
 
 impl BackOffer {
+    /// A backend's offer from its module parameters, as Linux's blkback sizes it:
+    /// `max_queues` 0 means one queue per online CPU, and no more queues than CPUs are offered;
+    /// the ring order is capped at [`MAX_RING_PAGE_ORDER`].
+    pub fn from_params(
+        max_queues: u32,
+        max_ring_page_order: u32,
+        persistent: bool,
+        online_cpus: u32,
+    ) -> Self {
+        let cpus = online_cpus.max(1);
+        let queues = if max_queues == 0 {
+            cpus
+        } else {
+            max_queues.min(cpus)
+        };
+        Self {
+            max_ring_page_order: max_ring_page_order.min(MAX_RING_PAGE_ORDER),
+            max_queues: queues.clamp(1, MAX_QUEUES),
+            persistent,
+        }
+    }
+
     /// Writes the offer (backend side).
     pub fn write<K: KeysMut + ?Sized>(&self, keys: &mut K) -> Result<(), FeatureError> {
         write_decimal(keys, K_MAX_ORDER, self.max_ring_page_order)?;
@@ -135,6 +157,47 @@ impl Default for FrontLimits {
     }
 }
 
+impl FrontLimits {
+    /// A frontend's limits from its module parameters, as Linux's blkfront applies them: no
+    /// more queues than online CPUs (and at least one), the ring order capped at
+    /// [`MAX_RING_PAGE_ORDER`], and no more indirect segments than `engine_max_segments`, what
+    /// the engine's request slots hold.
+    pub fn from_params(
+        max_indirect_segments: u32,
+        max_queues: u32,
+        max_ring_page_order: u32,
+        persistent: bool,
+        online_cpus: u32,
+        engine_max_segments: u32,
+    ) -> Self {
+        Self {
+            max_ring_page_order: max_ring_page_order.min(MAX_RING_PAGE_ORDER),
+            max_queues: max_queues.min(online_cpus).clamp(1, MAX_QUEUES),
+            persistent,
+            max_indirect_segments: max_indirect_segments.min(engine_max_segments),
+        }
+    }
+}
+
+/// Which request layout a frontend uses (`protocol`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// `x86_64-abi`, or no `protocol` key: the native 64-bit layout.
+    Native,
+    /// `x86_32-abi`: a 32-bit x86 frontend's layout (108-byte request slots).
+    X86_32,
+}
+
+impl Protocol {
+    /// The `protocol` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Native => PROTOCOL_NATIVE,
+            Protocol::X86_32 => PROTOCOL_X86_32,
+        }
+    }
+}
+
 /// What the frontend asks for and writes; the backend reads and checks it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrontRequest {
@@ -142,12 +205,17 @@ pub struct FrontRequest {
     pub ring_page_order: u32,
     /// `multi-queue-num-queues`: at least 1.
     pub num_queues: u32,
-    /// Persistent grants in use (both sides want them).
+    /// `feature-persistent`. Written by a frontend: its own wish (a Linux backend states its
+    /// own only before Connected, see [`DiskInfo::persistent`]; [`DiskParams::persistent`] is
+    /// what is used). Read by a backend: both sides want them.
     pub persistent: bool,
+    /// `protocol`: the request layout.
+    pub protocol: Protocol,
 }
 
 impl FrontRequest {
-    /// The frontend's choice given the backend's offer.
+    /// The frontend's choice given the backend's offer. `persistent` is our own wish,
+    /// whatever the offer says, as Linux's blkfront announces it.
     pub fn negotiate(limits: &FrontLimits, offer: &BackOffer) -> Self {
         Self {
             ring_page_order: limits
@@ -155,7 +223,8 @@ impl FrontRequest {
                 .min(offer.max_ring_page_order)
                 .min(MAX_RING_PAGE_ORDER),
             num_queues: limits.max_queues.min(offer.max_queues).clamp(1, MAX_QUEUES),
-            persistent: limits.persistent && offer.persistent,
+            persistent: limits.persistent,
+            protocol: Protocol::Native,
         }
     }
 
@@ -175,7 +244,7 @@ impl FrontRequest {
             write_decimal(keys, K_NUM_QUEUES, self.num_queues)?;
         }
         write_bool(keys, K_PERSISTENT, self.persistent)?;
-        keys.write(K_PROTOCOL, PROTOCOL_NATIVE.as_bytes())?;
+        keys.write(K_PROTOCOL, self.protocol.name().as_bytes())?;
         Ok(())
     }
 
@@ -190,20 +259,21 @@ impl FrontRequest {
             return Err(FeatureError::OutOfRange(K_NUM_QUEUES));
         }
         let mut buf = [0u8; super::VALUE_MAX];
-        match keys.read(K_PROTOCOL, &mut buf) {
-            Ok(None) => {}
-            // The backend serves both layouts; the glue reads which one to use.
-            Ok(Some(p)) if p == PROTOCOL_NATIVE.as_bytes() || p == PROTOCOL_X86_32.as_bytes() => {}
+        let protocol = match keys.read(K_PROTOCOL, &mut buf) {
+            Ok(None) => Protocol::Native,
+            Ok(Some(p)) if p == PROTOCOL_NATIVE.as_bytes() => Protocol::Native,
+            Ok(Some(p)) if p == PROTOCOL_X86_32.as_bytes() => Protocol::X86_32,
             Ok(Some(_)) | Err(crate::xs::Error::NoSpace) => {
                 return Err(FeatureError::Unsupported(K_PROTOCOL))
             }
             Err(e) => return Err(FeatureError::Store(e)),
-        }
+        };
         let persistent = read_bool(keys, K_PERSISTENT, false)? && offer.persistent;
         Ok(Self {
             ring_page_order,
             num_queues,
             persistent,
+            protocol,
         })
     }
 }
@@ -468,6 +538,8 @@ pub struct DiskParams {
     pub discard: Option<Discard>,
     /// Why discard was turned off despite being offered, if it was.
     pub discard_rejected: Option<FeatureError>,
+    /// Persistent grants are used: we want them and the backend said so before Connected.
+    pub persistent: bool,
 }
 
 impl DiskParams {
@@ -494,7 +566,75 @@ impl DiskParams {
             barrier: disk.barrier,
             discard: disk.discard,
             discard_rejected,
+            persistent: limits.persistent && disk.persistent,
         }
+    }
+}
+
+/// The disk the toolstack gave a backend, from the backend's own directory: `physical-device`
+/// (written by the hotplug script), `mode`, `device-type` and `discard-enable` (written by
+/// the toolstack).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendDisk {
+    /// The block device's major number.
+    pub major: u32,
+    /// The block device's minor number.
+    pub minor: u32,
+    /// `mode` contains `w`: the guest may write.
+    pub writable: bool,
+    /// `device-type` is `cdrom`.
+    pub cdrom: bool,
+    /// `discard-enable` is not `0` (absent means enabled, as in Linux's blkback).
+    pub discard: bool,
+}
+
+const K_PHYSICAL: &str = "physical-device";
+
+/// Parses `physical-device`: `major:minor` in hex, as the hotplug scripts write it; the numbers
+/// must fit Linux's `dev_t` (12-bit major, 20-bit minor).
+pub fn parse_physical_device(value: &[u8]) -> Option<(u32, u32)> {
+    let s = core::str::from_utf8(value).ok()?.trim();
+    let (major, minor) = s.split_once(':')?;
+    let hex = |t: &str| {
+        (!t.is_empty() && t.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| u32::from_str_radix(t, 16).ok())
+            .flatten()
+    };
+    let (major, minor) = (hex(major)?, hex(minor)?);
+    (major < (1 << 12) && minor < (1 << 20)).then_some((major, minor))
+}
+
+impl BackendDisk {
+    /// Reads the disk's keys; `Ok(None)` while the hotplug script has not written
+    /// `physical-device`. A malformed `physical-device` is refused.
+    pub fn read<K: Keys + ?Sized>(keys: &mut K) -> Result<Option<Self>, FeatureError> {
+        let mut buf = [0u8; 64];
+        let (major, minor) = match keys.read(K_PHYSICAL, &mut buf) {
+            Ok(None) => return Ok(None),
+            Ok(Some(v)) => parse_physical_device(v).ok_or(FeatureError::Malformed(K_PHYSICAL))?,
+            Err(crate::xs::Error::NoSpace) => return Err(FeatureError::Malformed(K_PHYSICAL)),
+            Err(e) => return Err(FeatureError::Store(e)),
+        };
+        let mut small = |key: &'static str, default: bool, f: fn(&[u8]) -> bool| {
+            let mut buf = [0u8; 16];
+            match keys.read(key, &mut buf) {
+                Ok(None) => Ok(default),
+                Ok(Some(v)) => Ok(f(v)),
+                // Longer than any value we know: not the one we look for.
+                Err(crate::xs::Error::NoSpace) => Ok(f(b"")),
+                Err(e) => Err(FeatureError::Store(e)),
+            }
+        };
+        let writable = small("mode", false, |m| m.contains(&b'w'))?;
+        let cdrom = small("device-type", false, |t| t == b"cdrom")?;
+        let discard = small("discard-enable", true, |d| d != b"0")?;
+        Ok(Some(Self {
+            major,
+            minor,
+            writable,
+            cdrom,
+            discard,
+        }))
     }
 }
 
@@ -524,7 +664,9 @@ mod tests {
             FrontRequest {
                 ring_page_order: 0,
                 num_queues: 1,
-                persistent: false
+                // Our own wish: the backend may still state its own before Connected.
+                persistent: true,
+                protocol: Protocol::Native
             }
         );
         let mut k = MapKeys::default();
@@ -643,7 +785,8 @@ mod tests {
             Ok(FrontRequest {
                 ring_page_order: 2,
                 num_queues: 4,
-                persistent: false
+                persistent: false,
+                protocol: Protocol::Native
             })
         );
     }
@@ -655,6 +798,7 @@ mod tests {
                 ring_page_order: order,
                 num_queues: queues,
                 persistent: true,
+                protocol: Protocol::Native,
             };
             let mut k = MapKeys::default();
             req.write(&mut k).unwrap();
@@ -685,6 +829,7 @@ mod tests {
             ring_page_order: 0,
             num_queues: 2,
             persistent: false,
+            protocol: Protocol::Native,
         };
         write_queue(&mut w, &req, 1, &[GrantRef::new(9)], Port::new(3)).unwrap();
         assert_eq!(w.get("queue-1/ring-ref"), Some("9"));
@@ -707,6 +852,7 @@ mod tests {
             ring_page_order: 1,
             num_queues: 1,
             persistent: false,
+            protocol: Protocol::Native,
         };
         let mut k = MapKeys::with(&[("ring-ref0", "8"), ("event-channel", "5")]);
         assert_eq!(
