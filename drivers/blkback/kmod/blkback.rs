@@ -33,10 +33,12 @@ use xen_blkif::{
     PendingSlot, SegState, Started, Storage, Tables,
 };
 use xen_core::feature::blkif::{
-    announce_resize, read_queue, BackOffer, Discard, DiskInfo, FrontRequest,
+    announce_resize, read_queue, BackOffer, BackendDisk, Discard, DiskInfo, FrontRequest,
+    Protocol,
 };
 use xen_core::feature::{FeatureError, StoreDir};
-use xen_core::xs::{self, with_transaction, PathBuf, TxId, XenStore};
+use xen_core::xenbus::{Action, Event, Input, Machine, Perform, Role};
+use xen_core::xs::{with_transaction, TxId, XenStore};
 use xen_evtchn::EvtchnOps;
 use xen_kernel::ticker::{Tick, Ticker};
 use xen_kernel::bio::{self, BioCtx, BlockDevice, IoOp};
@@ -46,6 +48,7 @@ use xen_kernel::evtchn::Channel;
 use xen_kernel::grant::{Grants, MAX_POOL_PAGES};
 use xen_kernel::ring::BackRingPages;
 use xen_kernel::store::KernelStore;
+use xen_kernel::work::{cancel_sync, EventQueue};
 use xen_kernel::{stats, Kick, KickReason};
 use xen_sys::wire::blkif::VdiskInfo;
 use xen_sys::XenbusState;
@@ -78,7 +81,6 @@ extern "C" {
 }
 
 /// A device directory path (on the stack: kernel stacks are small, device paths are short).
-type DevPath = PathBuf<{ xen_core::feature::KEY_PATH_MAX }>;
 
 /// Requests in flight per queue at most (pending slots; more wait on the ring).
 const DEPTH: usize = 64;
@@ -105,11 +107,7 @@ fn offer() -> (BackOffer, usize) {
             xpvrs_blkback_online_cpus(),
         )
     };
-    let offer = BackOffer {
-        max_ring_page_order: order.min(xen_core::feature::blkif::MAX_RING_PAGE_ORDER),
-        max_queues: if queues == 0 { cpus } else { queues.min(cpus) }.max(1),
-        persistent,
-    };
+    let offer = BackOffer::from_params(queues, order, persistent, cpus);
     let room = MAX_POOL_PAGES - pool_pages(0);
     (offer, usize::try_from(cache).unwrap_or(0).min(room))
 }
@@ -385,13 +383,9 @@ impl Tick for Queue {
     }
 }
 
-impl Kick for Queue {
-    fn kick(this: ArcBorrow<'_, Self>, reason: KickReason) {
-        if reason == KickReason::Event {
-            this.event_kicked.store(true, Ordering::Release);
-        }
-        let this: Arc<Self> = this.into();
-        let _ = workqueue::system_highpri().enqueue::<Arc<Queue>, 0>(this);
+impl EventQueue for Queue {
+    fn event_pending(&self) -> &AtomicBool {
+        &self.event_kicked
     }
 }
 
@@ -656,6 +650,7 @@ impl WorkItem<0> for Queue {
             return;
         };
         let mut requeue = false;
+        let mut broken = false;
         if this.tick_due.swap(false, Ordering::AcqRel) {
             this.housekeeping(engine, &mut st.ticks, &mut st.logged, st.cache_size);
         }
@@ -689,8 +684,10 @@ impl WorkItem<0> for Queue {
                         this.index,
                         e
                     );
+                    // The device's state machine gives the connection up (unmapping before it
+                    // says Closing).
                     this.broken.store(true, Ordering::Release);
-                    let _ = this.dev.switch_state(XenbusState::Closing);
+                    broken = true;
                 }
                 Err(_) => {}
             }
@@ -706,8 +703,9 @@ impl WorkItem<0> for Queue {
         let events = st.events;
         this.publish(engine, events);
         drop(guard);
-        if resized {
-            // The device announces the new size (once, whichever queue saw it first).
+        if resized || broken {
+            // The device announces the new size (once, whichever queue saw it first), or
+            // gives a broken connection up.
             Dev::kick(this.owner.as_arc_borrow(), KickReason::Watch);
         }
         if requeue {
@@ -717,16 +715,6 @@ impl WorkItem<0> for Queue {
 }
 
 // --- one device ---------------------------------------------------------------------------------
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// InitWait: waiting for the block device and the frontend's rings.
-    Waiting,
-    /// Serving.
-    Connected,
-    /// The frontend closed (or broke the ring): nothing is mapped.
-    Closed,
-}
 
 /// The backing device as the toolstack described it.
 /// Linux's backend statistics (sysfs `statistics/`), summed over the device's queues, in the
@@ -793,22 +781,31 @@ impl Drop for VbdSysfs {
 
 struct Backing {
     bdev: Arc<BlockDevice>,
-    major: u32,
-    minor: u32,
-    cdrom: bool,
-    discard: bool,
+    /// The keys it was opened from.
+    disk: BackendDisk,
 }
 
 struct Ctl {
+    /// The XenBus state machine: every handshake decision is its. Not ready while no disk is
+    /// open, which holds the frontend's rings until there is one.
+    machine: Machine,
+    st: CtlState,
+}
+
+/// What the handshake's actions work on.
+struct CtlState {
     store: Option<KernelStore<Dev>>,
-    phase: Phase,
     offer: BackOffer,
     cache: usize,
     backing: Option<Backing>,
     /// The `physical-device` whose opening failed (and was reported): not retried.
     failed_physical: Option<(u32, u32)>,
+    /// The frontend's request, read by `MapRing`.
+    request: Option<FrontRequest>,
+    /// What `PublishDeviceProperties` wrote, for the `Connect` line.
+    disk: Option<DiskInfo>,
     queues: KVec<Arc<Queue>>,
-    debug: KVec<DebugCounters>,
+    debug: KVec<DebugCounters<Queue>>,
     connections: u32,
 }
 
@@ -876,15 +873,6 @@ impl Kick for Dev {
     }
 }
 
-/// Parses `physical-device`: `major:minor` in hex, as the hotplug scripts write it.
-fn parse_physical(v: &[u8]) -> Option<(u32, u32)> {
-    let s = core::str::from_utf8(v).ok()?.trim();
-    let (major, minor) = s.split_once(':')?;
-    let major = u32::from_str_radix(major, 16).ok()?;
-    let minor = u32::from_str_radix(minor, 16).ok()?;
-    (major < 4096 && minor < (1 << 20)).then_some((major, minor))
-}
-
 impl WorkItem<0> for Dev {
     type Pointer = Arc<Dev>;
 
@@ -894,32 +882,32 @@ impl WorkItem<0> for Dev {
             .unwrap_or(XenbusState::Unknown);
         let mut guard = this.ctl.lock();
         let ctl = &mut *guard;
-        if ctl.store.is_none() {
+        if ctl.st.store.is_none() {
             // Torn down (`teardown` took the store before it cancelled this work): the device
             // is going away, nothing is left to do.
             return;
         }
-        if ctl.backing.is_none() {
-            match this.open_backing(ctl) {
-                Ok(()) => {}
+        if ctl.st.backing.is_none() {
+            match this.open_backing(&mut ctl.st) {
+                Ok(false) => {}
+                Ok(true) => this.drive(ctl, Input::Ready(true)),
                 Err(e) => {
                     pr_err!(
                         "XENPVRS-BLKBACK {}: cannot use the backing device: {}\n",
                         this.handle.nodename(),
                         e
                     );
-                    // Tells the toolstack (and goes to Closing).
-                    this.fatal(&e, "opening the backing device");
+                    this.drive(ctl, Input::Event(Event::Failed));
+                    this.report(&e, "opening the backing device");
                     return;
                 }
             }
         }
-        if ctl.queues.iter().any(|q| q.broken.load(Ordering::Acquire)) {
-            this.disconnect(ctl);
-            ctl.phase = Phase::Closed;
+        if ctl.st.queues.iter().any(|q| q.broken.load(Ordering::Acquire)) {
+            this.drive(ctl, Input::Event(Event::Failed));
         }
-        if ctl.phase == Phase::Connected {
-            if let Err(e) = this.announce_size(ctl) {
+        if ctl.machine.state() == XenbusState::Connected {
+            if let Err(e) = this.announce_size(&mut ctl.st) {
                 pr_warn!(
                     "XENPVRS-BLKBACK {}: cannot announce the new size: {}\n",
                     this.handle.nodename(),
@@ -927,61 +915,103 @@ impl WorkItem<0> for Dev {
                 );
             }
         }
-        let result = match (ctl.phase, front) {
-            (Phase::Waiting, XenbusState::Initialised | XenbusState::Connected)
-                if ctl.backing.is_some() =>
-            {
-                this.connect(ctl)
-            }
-            (Phase::Connected | Phase::Waiting, XenbusState::Closing) => {
-                this.disconnect(ctl);
-                ctl.phase = Phase::Closed;
-                let _ = this.handle.switch_state(XenbusState::Closing);
-                Ok(())
-            }
-            (_, XenbusState::Closed | XenbusState::Unknown) => {
-                this.disconnect(ctl);
-                if ctl.phase != Phase::Waiting || front == XenbusState::Closed {
-                    ctl.phase = Phase::Closed;
-                    let _ = this.handle.switch_state(XenbusState::Closed);
-                }
-                Ok(())
-            }
-            (Phase::Closed, XenbusState::Initialising | XenbusState::InitWait) => {
-                // A frontend starting over (module reload, rebind): offer again.
-                this.reoffer(ctl)
-            }
-            _ => Ok(()),
+        this.drive(ctl, Input::Peer(front));
+    }
+}
+
+impl Dev {
+    /// Feeds `input` to the state machine and performs what it decides. A connection given
+    /// up releases the disk (reopened when the frontend tries again), so the machine is not
+    /// ready until then.
+    fn drive(self: &Arc<Self>, ctl: &mut Ctl, input: Input<'_>) {
+        let Ctl { machine, st } = ctl;
+        let mut glue = Glue {
+            dev: self,
+            st,
+            released: false,
         };
-        if let Err(e) = result {
-            pr_err!(
-                "XENPVRS-BLKBACK {}: handshake failed ({}) in phase {:?}, frontend {:?}\n",
-                this.handle.nodename(),
-                e,
-                ctl.phase,
-                front
-            );
-            this.disconnect(ctl);
-            ctl.phase = Phase::Closed;
+        machine.drive(input, &mut glue);
+        if glue.released {
+            machine.set_ready(false);
+        }
+    }
+
+    /// Reports a failure to the toolstack (`error/...` in XenStore), as Linux's blkback does;
+    /// the state machine has already said the next state.
+    fn report(&self, e: &HandshakeError, doing: &str) {
+        match CString::try_from_fmt(fmt!("{doing}: {e}")) {
+            Ok(msg) => self.handle.error(e.errno(), &msg),
+            Err(_) => self
+                .handle
+                .error(e.errno(), c_str!("xenpvrs-blkback: setup failed")),
+        }
+    }
+}
+
+/// Performs the state machine's actions on one device.
+struct Glue<'a> {
+    dev: &'a Arc<Dev>,
+    st: &'a mut CtlState,
+    /// A failed connection released the disk.
+    released: bool,
+}
+
+impl Perform for Glue<'_> {
+    type Error = HandshakeError;
+
+    fn perform(&mut self, action: Action) -> Result<(), HandshakeError> {
+        let dev = self.dev;
+        match action {
+            Action::PublishFeatures => dev.publish_offer(self.st),
+            Action::MapRing => dev.map_rings(self.st),
+            Action::PublishDeviceProperties => dev.publish_disk(self.st),
+            Action::Connect => dev.connect(self.st),
+            Action::Disconnect => {
+                dev.disconnect(self.st);
+                Ok(())
+            }
+            Action::SwitchState(state) => Ok(dev.handle.switch_state(state)?),
+            Action::ReportInvalidPeerState => {
+                pr_warn!(
+                    "XENPVRS-BLKBACK {}: the frontend's state is not a XenBus state\n",
+                    dev.handle.nodename()
+                );
+                Ok(())
+            }
+            // Frontend actions, and vscsiif's reconfiguration: nothing to do for a disk.
+            Action::ReadPeerFeatures
+            | Action::PublishRingRefs
+            | Action::ReadDeviceProperties
+            | Action::Quiesce
+            | Action::Reconfigure => Ok(()),
+        }
+    }
+
+    fn failed(&mut self, action: Action, e: HandshakeError, gave_up: bool) {
+        let dev = self.dev;
+        pr_err!(
+            "XENPVRS-BLKBACK {}: handshake failed ({}) in {:?}\n",
+            dev.handle.nodename(),
+            e,
+            action
+        );
+        if gave_up {
             // A failed setup holds nothing: the block device (a loop device the hotplug
             // script made) is released, and reopened if the frontend tries again.
-            drop(this.sysfs.lock().take());
-            ctl.backing = None;
-            this.fatal(&e, "connecting");
+            drop(dev.sysfs.lock().take());
+            self.st.backing = None;
+            self.released = true;
+            dev.report(&e, "connecting");
         }
     }
 }
 
 impl Dev {
-    fn nodename(&self) -> Result<DevPath, HandshakeError> {
-        self.handle.nodename_path()
-    }
-
     /// Online resize: if the device's size differs from what the frontend was told, writes
     /// the new `sectors` and the Connected state again in one transaction, as Linux's blkback
     /// does; the frontend re-reads the size.
-    fn announce_size(&self, ctl: &mut Ctl) -> Result<(), HandshakeError> {
-        let Some(backing) = ctl.backing.as_ref() else {
+    fn announce_size(&self, st: &mut CtlState) -> Result<(), HandshakeError> {
+        let Some(backing) = st.backing.as_ref() else {
             return Ok(());
         };
         let now = backing.bdev.sectors();
@@ -989,10 +1019,10 @@ impl Dev {
         if now == before {
             return Ok(());
         }
-        let me = self.nodename()?;
-        let store = ctl.store.as_mut().ok_or(EINVAL)?;
-        with_transaction(store, 16, |st, tx| -> Result<(), FeatureError> {
-            announce_resize(&mut StoreDir::new(st, me.as_path()?, tx), now)
+        let me = self.handle.nodename_path()?;
+        let store = st.store.as_mut().ok_or(EINVAL)?;
+        with_transaction(store, 16, |s, tx| -> Result<(), FeatureError> {
+            announce_resize(&mut StoreDir::new(s, me.as_path()?, tx), now)
         })?;
         self.announced.store(now, Ordering::Release);
         pr_info!(
@@ -1004,131 +1034,70 @@ impl Dev {
         Ok(())
     }
 
-    /// Reports a failure to the toolstack (`xenbus_dev_fatal`: `error/...` in XenStore, then
-    /// Closing), as Linux's blkback does.
-    fn fatal(&self, e: &HandshakeError, doing: &str) {
-        match CString::try_from_fmt(fmt!("{doing}: {e}")) {
-            Ok(msg) => self.handle.fatal(e.errno(), &msg),
-            Err(_) => self.handle.fatal(e.errno(), c_str!("xenpvrs-blkback: setup failed")),
-        }
-    }
-
-    fn otherend(&self) -> Result<DevPath, HandshakeError> {
-        self.handle.otherend_path()
-    }
-
-    /// Reads one of our own keys (`None` if absent).
-    fn read_key<'a>(
-        &self,
-        store: &mut KernelStore<Dev>,
-        key: &str,
-        buf: &'a mut [u8],
-    ) -> Result<Option<&'a [u8]>, HandshakeError> {
-        let mut path = self.nodename()?;
-        path.join(key)?;
-        match store.read(TxId::NONE, path.as_path()?, buf) {
-            Ok(n) => Ok(buf.get(..n)),
-            Err(xs::Error::Daemon(xs::Errno::Enoent)) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Opens the block device once the hotplug script has named it.
+    /// Opens the block device once the hotplug script has named it; `Ok(true)` if it did.
     #[inline(never)]
-    fn open_backing(&self, ctl: &mut Ctl) -> Result<(), HandshakeError> {
-        let store = ctl.store.as_mut().ok_or(EINVAL)?;
-        let mut buf = [0u8; 64];
-        let Some(v) = self.read_key(store, "physical-device", &mut buf)? else {
-            return Ok(());
+    fn open_backing(&self, st: &mut CtlState) -> Result<bool, HandshakeError> {
+        let store = st.store.as_mut().ok_or(EINVAL)?;
+        let me = self.handle.nodename_path()?;
+        let Some(disk) = BackendDisk::read(&mut StoreDir::new(store, me.as_path()?, TxId::NONE))?
+        else {
+            return Ok(false);
         };
-        let (major, minor) = parse_physical(v).ok_or(HandshakeError::Bad("bad physical-device"))?;
-        if ctl.failed_physical == Some((major, minor)) {
-            // Reported already (xenbus_dev_fatal); tried again only for another device.
-            return Ok(());
+        let (major, minor) = (disk.major, disk.minor);
+        if st.failed_physical == Some((major, minor)) {
+            // Reported already; tried again only for another device.
+            return Ok(false);
         }
-        ctl.failed_physical = Some((major, minor));
-        let mut buf = [0u8; 16];
-        let writable = self
-            .read_key(store, "mode", &mut buf)?
-            .is_some_and(|m| m.contains(&b'w'));
-        let mut buf = [0u8; 16];
-        let cdrom = self
-            .read_key(store, "device-type", &mut buf)?
-            .is_some_and(|t| t == b"cdrom");
-        let mut buf = [0u8; 16];
-        let discard = self
-            .read_key(store, "discard-enable", &mut buf)?
-            .map_or(true, |d| d != b"0");
-        let bdev = BlockDevice::open(major, minor, writable)?;
+        st.failed_physical = Some((major, minor));
+        let bdev = BlockDevice::open(major, minor, disk.writable)?;
         let bdev = Arc::new(bdev, GFP_KERNEL)?;
         pr_info!(
             "XENPVRS-BLKBACK {}: physical-device {:x}:{:x} mode {} sectors {}\n",
             self.handle.nodename(),
             major,
             minor,
-            if writable { "w" } else { "r" },
+            if disk.writable { "w" } else { "r" },
             bdev.sectors()
         );
-        ctl.failed_physical = None;
-        ctl.backing = Some(Backing {
-            bdev,
-            major,
-            minor,
-            cdrom,
-            discard,
-        });
+        st.failed_physical = None;
+        st.backing = Some(Backing { bdev, disk });
         // Linux's sysfs files of the vbd, for xentop and scripts; a failure costs them only.
-        let files = VbdSysfs::add(&self.handle, &self.vbd, major, minor, writable).ok();
+        let files = VbdSysfs::add(&self.handle, &self.vbd, major, minor, disk.writable).ok();
         *self.sysfs.lock() = files;
+        Ok(true)
+    }
+
+    /// `PublishFeatures`: writes the offer.
+    fn publish_offer(&self, st: &mut CtlState) -> Result<(), HandshakeError> {
+        let store = st.store.as_mut().ok_or(EINVAL)?;
+        let me = self.handle.nodename_path()?;
+        st.offer
+            .write(&mut StoreDir::new(store, me.as_path()?, TxId::NONE))?;
         Ok(())
     }
 
-    /// Writes the offer and goes (back) to InitWait.
-    fn reoffer(&self, ctl: &mut Ctl) -> Result<(), HandshakeError> {
-        let store = ctl.store.as_mut().ok_or(EINVAL)?;
-        let me = self.nodename()?;
-        let offer = ctl.offer;
-        offer.write(&mut StoreDir::new(store, me.as_path()?, TxId::NONE))?;
-        self.handle.switch_state(XenbusState::InitWait)?;
-        ctl.phase = Phase::Waiting;
-        Ok(())
-    }
-
-    /// The frontend published its rings: map them, start the engines, describe the disk and
-    /// go to Connected.
+    /// `MapRing`: reads the frontend's request and rings, maps them and starts the engines.
     #[inline(never)]
-    fn connect(self: &Arc<Self>, ctl: &mut Ctl) -> Result<(), HandshakeError> {
-        let backing = ctl.backing.as_ref().ok_or(EINVAL)?;
+    fn map_rings(self: &Arc<Self>, st: &mut CtlState) -> Result<(), HandshakeError> {
+        let backing = st.backing.as_ref().ok_or(EINVAL)?;
         let bdev = backing.bdev.clone();
-        let store = ctl.store.as_mut().ok_or(EINVAL)?;
-        let other = self.otherend()?;
+        let store = st.store.as_mut().ok_or(EINVAL)?;
+        let other = self.handle.otherend_path()?;
         let req = FrontRequest::read(
             &mut StoreDir::new(store, other.as_path()?, TxId::NONE),
-            &ctl.offer,
+            &st.offer,
         )?;
-        let abi = {
-            let mut path = other.clone();
-            path.join("protocol")?;
-            let mut buf = [0u8; 32];
-            match store.read(TxId::NONE, path.as_path()?, &mut buf) {
-                Ok(n) => {
-                    Abi::from_name(buf.get(..n).unwrap_or(&[])).ok_or(HandshakeError::Bad(
-                        "unknown protocol",
-                    ))?
-                }
-                Err(xs::Error::Daemon(xs::Errno::Enoent)) => Abi::X86_64,
-                Err(e) => return Err(e.into()),
-            }
+        let abi = match req.protocol {
+            Protocol::Native => Abi::X86_64,
+            Protocol::X86_32 => Abi::X86_32,
         };
         let read_only = !bdev.writable() || bdev.read_only();
-        let flush = bdev.write_cache() && !read_only;
-        let discard = backing.discard && bdev.discard_supported() && !read_only;
-        let secure = discard && bdev.secure_erase_supported();
+        let discard = backing.disk.discard && bdev.discard_supported() && !read_only;
         let config = BackConfig {
-            flush,
+            flush: bdev.write_cache() && !read_only,
             barrier: !read_only,
             discard,
-            secure_discard: secure,
+            secure_discard: discard && bdev.secure_erase_supported(),
             max_indirect_segments: INDIRECT_SEGS,
             persistent: req.persistent,
             budget: 64,
@@ -1136,11 +1105,35 @@ impl Dev {
             cache_key: random_key(),
             ..BackConfig::default()
         };
+        st.request = Some(req);
+        for q in 0..req.num_queues {
+            let ring = read_queue(
+                &mut StoreDir::new(store, other.as_path()?, TxId::NONE),
+                &req,
+                q,
+            )?;
+            let queue = Queue::new(q, self.clone())?;
+            // Kept first: a failed setup is torn down with the others by `Disconnect`.
+            st.queues.push(queue.clone(), GFP_KERNEL)?;
+            queue.setup(&ring, abi, &bdev, config, st.cache)?;
+        }
+        Ok(())
+    }
+
+    /// `PublishDeviceProperties`: describes the disk to the frontend.
+    fn publish_disk(&self, st: &mut CtlState) -> Result<(), HandshakeError> {
+        let backing = st.backing.as_ref().ok_or(EINVAL)?;
+        let req = st.request.ok_or(EINVAL)?;
+        let bdev = &backing.bdev;
+        let read_only = !bdev.writable() || bdev.read_only();
+        let flush = bdev.write_cache() && !read_only;
+        let discard = backing.disk.discard && bdev.discard_supported() && !read_only;
+        let secure = discard && bdev.secure_erase_supported();
         let mut info = VdiskInfo::empty();
         if read_only {
             info |= VdiskInfo::READONLY;
         }
-        if backing.cdrom {
+        if backing.disk.cdrom {
             // A virtual CD-ROM is removable media: the frontend shows it so (Linux's blkback
             // says removable only when the device under it is).
             info |= VdiskInfo::CDROM | VdiskInfo::REMOVABLE;
@@ -1160,68 +1153,58 @@ impl Dev {
             max_indirect_segments: Some(u32::from(INDIRECT_SEGS)),
             persistent: req.persistent,
         };
-        let nq = req.num_queues;
-        let mut queues = KVec::with_capacity(usize::try_from(nq).unwrap_or(0), GFP_KERNEL)?;
-        for q in 0..nq {
-            let ring = read_queue(
-                &mut StoreDir::new(store, other.as_path()?, TxId::NONE),
-                &req,
-                q,
-            )?;
-            let queue = Queue::new(q, self.clone())?;
-            // Keep it first: a failed setup is torn down with the others.
-            queues.push(queue.clone(), GFP_KERNEL)?;
-            ctl.queues = core::mem::take(&mut queues);
-            queue.setup(&ring, abi, &bdev, config, ctl.cache)?;
-            queues = core::mem::take(&mut ctl.queues);
-        }
-        ctl.queues = queues;
-        let me = self.nodename()?;
-        let store = ctl.store.as_mut().ok_or(EINVAL)?;
-        with_transaction(store, 16, |st, tx| -> Result<(), FeatureError> {
-            disk.write(&mut StoreDir::new(st, me.as_path()?, tx))
+        let me = self.handle.nodename_path()?;
+        let store = st.store.as_mut().ok_or(EINVAL)?;
+        with_transaction(store, 16, |s, tx| -> Result<(), FeatureError> {
+            disk.write(&mut StoreDir::new(s, me.as_path()?, tx))
         })?;
         self.announced.store(disk.sectors, Ordering::Release);
-        self.handle.switch_state(XenbusState::Connected)?;
-        ctl.phase = Phase::Connected;
-        ctl.connections = ctl.connections.wrapping_add(1);
-        ctl.debug = KVec::new();
-        for q in ctl.queues.iter() {
-            let name = CString::try_from_fmt(fmt!(
-                "xenpvrs-blkback-{}-{}-q{}",
-                self.domid,
-                self.devid,
-                q.index
-            ))?;
-            let vals = core::ptr::from_ref(&q.counters).cast_mut().cast::<[u64; COUNTERS]>();
-            // SAFETY: `q.counters` lives in the queue's `Arc`, which `ctl.queues` keeps for as
-            // long as `ctl.debug` (dropped first in `disconnect`).
-            if let Some(d) = unsafe { DebugCounters::new(&name, &COUNTER_NAMES, vals) } {
-                ctl.debug.push(d, GFP_KERNEL)?;
-            }
-        }
+        st.disk = Some(disk);
+        Ok(())
+    }
+
+    /// `Connect`: the engines serve; counters go to debugfs.
+    fn connect(&self, st: &mut CtlState) -> Result<(), HandshakeError> {
+        let req = st.request.ok_or(EINVAL)?;
+        let disk = st.disk.ok_or(EINVAL)?;
+        st.connections = st.connections.wrapping_add(1);
+        st.debug = DebugCounters::for_queues(
+            st.queues.iter(),
+            &COUNTER_NAMES,
+            |q| &q.counters,
+            |q| {
+                CString::try_from_fmt(fmt!(
+                    "xenpvrs-blkback-{}-{}-q{}",
+                    self.domid,
+                    self.devid,
+                    q.index
+                ))
+            },
+        )?;
         pr_info!(
             "XENPVRS-BLKBACK {}: using {} queues, protocol {}, {}ring pages {}, indirect segments {}, sectors {}, sector-size {}, mode {}, flush {}, discard {}, secure-discard {}\n",
             self.handle.nodename(),
-            nq,
-            abi.name(),
+            req.num_queues,
+            req.protocol.name(),
             if req.persistent { "persistent grants, " } else { "" },
             req.nr_ring_pages(),
             INDIRECT_SEGS,
             disk.sectors,
             disk.sector_size,
-            if read_only { "r" } else { "w" },
-            u8::from(flush),
-            u8::from(discard),
-            u8::from(secure)
+            if disk.info.contains(VdiskInfo::READONLY) { "r" } else { "w" },
+            u8::from(disk.flush_cache),
+            u8::from(disk.discard.is_some()),
+            u8::from(disk.discard.is_some_and(|d| d.secure))
         );
         Ok(())
     }
 
-    /// Stops every queue (waiting for their I/O) and drops them. Idempotent.
-    fn disconnect(&self, ctl: &mut Ctl) {
-        ctl.debug = KVec::new();
-        let queues = core::mem::take(&mut ctl.queues);
+    /// `Disconnect`: stops every queue (waiting for their I/O) and drops them. Idempotent.
+    fn disconnect(&self, st: &mut CtlState) {
+        st.debug = KVec::new();
+        st.request = None;
+        st.disk = None;
+        let queues = core::mem::take(&mut st.queues);
         for q in queues.iter() {
             if q.shutdown().is_some() {
                 pr_info!(
@@ -1231,8 +1214,7 @@ impl Dev {
                     CounterLine(&q.counters)
                 );
             }
-            // SAFETY: `work` is an initialised work item embedded in the live queue.
-            unsafe { kernel::bindings::cancel_work_sync(Work::raw_get(&q.work)) };
+            cancel_sync(&q.work);
         }
     }
 }
@@ -1258,15 +1240,19 @@ impl bus::Driver for Driver {
                 domid,
                 devid,
                 ctl <- new_mutex!(Ctl {
-                    store: None,
-                    phase: Phase::Waiting,
-                    offer,
-                    cache,
-                    backing: None,
-                    failed_physical: None,
-                    queues: KVec::new(),
-                    debug: KVec::new(),
-                    connections: 0,
+                    machine: Machine::new(Role::Backend),
+                    st: CtlState {
+                        store: None,
+                        offer,
+                        cache,
+                        backing: None,
+                        failed_physical: None,
+                        request: None,
+                        disk: None,
+                        queues: KVec::new(),
+                        debug: KVec::new(),
+                        connections: 0,
+                    },
                 }),
                 ctl_work <- new_work!("Dev::ctl_work"),
                 teardown_work <- new_work!("Dev::teardown_work"),
@@ -1280,12 +1266,24 @@ impl bus::Driver for Driver {
         let result = (|| -> Result<(), HandshakeError> {
             let mut guard = this.ctl.lock();
             let ctl = &mut *guard;
-            let store = ctl.store.insert(KernelStore::new(this.clone()));
+            let store = ctl.st.store.insert(KernelStore::new(this.clone()));
             // The hotplug script writes physical-device after we exist: watch for it.
-            let mut watched = this.nodename()?;
+            let mut watched = this.handle.nodename_path()?;
             watched.join("physical-device")?;
             store.watch(watched.as_path()?)?;
-            this.reoffer(ctl)
+            // No disk yet: the frontend's rings wait for it.
+            ctl.machine.set_ready(false);
+            let Ctl { machine, st } = ctl;
+            let mut glue = Glue {
+                dev: &this,
+                st,
+                released: false,
+            };
+            if machine.drive(Input::Event(Event::Start), &mut glue) {
+                Ok(())
+            } else {
+                Err(HandshakeError::Bad("cannot publish the offer"))
+            }
         })();
         if let Err(e) = result {
             pr_err!(
@@ -1334,21 +1332,21 @@ fn teardown(this: &Arc<Dev>) {
     let (store, backing) = {
         let mut guard = this.ctl.lock();
         let ctl = &mut *guard;
-        this.disconnect(ctl);
+        this.drive(ctl, Input::Event(Event::Removed));
+        let ctl = &mut ctl.st;
         if let Some(b) = ctl.backing.as_ref() {
             pr_info!(
                 "XENPVRS-BLKBACK {}: releasing {:x}:{:x} after {} connections\n",
                 this.handle.nodename(),
-                b.major,
-                b.minor,
+                b.disk.major,
+                b.disk.minor,
                 ctl.connections
             );
         }
         (ctl.store.take(), ctl.backing.take())
     };
     drop(store);
-    // SAFETY: `ctl_work` is an initialised work item embedded in the live `Dev`.
-    unsafe { kernel::bindings::cancel_work_sync(Work::raw_get(&this.ctl_work)) };
+    cancel_sync(&this.ctl_work);
     drop(backing);
 }
 

@@ -24,20 +24,21 @@ use xen_blkif::front::{Completion, DataPages, FrontConfig, SlotEntry, SubmitErro
 use xen_blkif::vdev::{self, DiskName};
 use xen_blkif::{BlkFront, Sector};
 use xen_core::feature::blkif::{
-    write_queue, BackOffer, DiskInfo, DiskParams, FrontLimits, FrontRequest, MAX_QUEUES,
-    MAX_RING_PAGE_ORDER,
+    write_queue, BackOffer, DiskInfo, DiskParams, FrontLimits, FrontRequest,
 };
 use xen_core::feature::{FeatureError, StoreDir};
+use xen_core::xenbus::{Action, Event, Input, Machine, Perform, Role};
 use xen_core::xs::{with_transaction, PathBuf, TxId, XenStore};
 use xen_evtchn::EvtchnOps;
 use xen_kernel::blk::{
     self, DebugCounters, Disk, DiscardParams, HwQueue, Op, QueueRqError, Request,
 };
-use xen_kernel::bus::{self, Device, DeviceHandle, HandshakeError, Side};
+use xen_kernel::bus::{self, DevPath, Device, DeviceHandle, HandshakeError, Side};
 use xen_kernel::evtchn::Channel;
 use xen_kernel::grant::{Grants, LocalPage};
 use xen_kernel::ring::FrontRingPages;
 use xen_kernel::store::KernelStore;
+use xen_kernel::work::{cancel_sync, EventQueue};
 use xen_kernel::{stats, Kick, KickReason};
 use xen_sys::wire::blkif::{Op as WireOp, Status, VdiskInfo};
 use xen_sys::{GrantRef, XenbusState};
@@ -64,7 +65,6 @@ extern "C" {
 
 /// A device directory path. XenStore allows 3072 bytes, but a path lives on the stack here
 /// (kernel stacks are 16 KiB) and device paths are short: a longer one fails cleanly.
-type DevPath = PathBuf<{ xen_core::feature::KEY_PATH_MAX }>;
 
 /// Request slots per queue (also the blk-mq queue depth, capped by the ring's size).
 const SLOTS: usize = 64;
@@ -100,12 +100,7 @@ fn limits() -> FrontLimits {
             xpvrs_blkfront_online_cpus(),
         )
     };
-    FrontLimits {
-        max_ring_page_order: order.min(MAX_RING_PAGE_ORDER),
-        max_queues: queues.min(cpus).clamp(1, MAX_QUEUES),
-        persistent,
-        max_indirect_segments: indirect.min(SEGS as u32),
-    }
+    FrontLimits::from_params(indirect, queues, order, persistent, cpus, SEGS as u32)
 }
 
 // --- counters ---------------------------------------------------------------------------------
@@ -157,13 +152,9 @@ impl_has_work! {
     impl HasWork<Self, 0> for Queue { self.work }
 }
 
-impl Kick for Queue {
-    fn kick(this: ArcBorrow<'_, Self>, reason: KickReason) {
-        if reason == KickReason::Event {
-            this.event_kicked.store(true, Ordering::Release);
-        }
-        let this: Arc<Self> = this.into();
-        let _ = workqueue::system_highpri().enqueue::<Arc<Queue>, 0>(this);
+impl EventQueue for Queue {
+    fn event_pending(&self) -> &AtomicBool {
+        &self.event_kicked
     }
 }
 
@@ -455,24 +446,25 @@ impl Shared {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Phase {
-    /// Nothing set up.
-    Idle,
-    /// Rings and channels published; waiting for the backend to connect.
-    Initialised,
-    /// The disk is live.
-    Connected,
-    /// Torn down after the backend closed; a backend back in InitWait gets a new handshake.
-    Closed,
+struct Ctl {
+    /// The XenBus state machine: every handshake decision is its.
+    machine: Machine,
+    st: CtlState,
 }
 
-struct Ctl {
+/// What the handshake's actions work on.
+struct CtlState {
     store: Option<KernelStore<Shared>>,
-    phase: Phase,
+    /// The backend's offer, read by `ReadPeerFeatures`.
+    offer: Option<BackOffer>,
+    /// Our request, once rings are published.
     request: Option<FrontRequest>,
+    /// The backend's disk properties, read by `ReadDeviceProperties` for `Connect`.
+    disk: Option<(DiskInfo, Option<FeatureError>)>,
+    /// `Connect` ran and no `Disconnect` since: a repeated Connected is a resize.
+    connected: bool,
     limits: FrontLimits,
-    debug: KVec<DebugCounters>,
+    debug: KVec<DebugCounters<Queue>>,
     connections: u32,
     /// The disk's size as last read from the backend.
     sectors: u64,
@@ -503,6 +495,19 @@ impl Dev {
         let this: Arc<Self> = this.into();
         let _ = workqueue::system().enqueue::<Arc<Dev>, 0>(this);
     }
+
+    /// Feeds `input` to the state machine and performs what it decides.
+    fn drive(self: &Arc<Self>, ctl: &mut Ctl, input: Input<'_>, resuming: bool) {
+        let Ctl { machine, st } = ctl;
+        machine.drive(
+            input,
+            &mut Glue {
+                dev: self,
+                st,
+                resuming,
+            },
+        );
+    }
 }
 
 impl WorkItem<0> for Dev {
@@ -513,84 +518,116 @@ impl WorkItem<0> for Dev {
         let backend = XenbusState::try_from(this.backend_state.load(Ordering::Acquire))
             .unwrap_or(XenbusState::Unknown);
         let mut guard = this.ctl.lock();
-        let ctl = &mut *guard;
-        let result = match (ctl.phase, backend) {
-            (Phase::Idle | Phase::Closed, XenbusState::InitWait) => this.talk(ctl),
-            (Phase::Initialised, XenbusState::Connected) => this.connect(ctl),
-            (Phase::Initialised | Phase::Connected, XenbusState::Closing) => {
-                // Closed first: a Linux backend finishes its in-flight requests and unmaps our
-                // rings and persistent grants only once it sees the frontend Closed. Revoking
-                // after that frees the pages at once instead of deferring each one.
-                let _ = this.handle.switch_state(XenbusState::Closed);
-                this.wait_backend(XenbusState::Closed, CLOSE_WAIT_MS);
-                this.disconnect(ctl, "backend closed");
+        this.drive(&mut guard, Input::Peer(backend), false);
+    }
+}
+
+/// Performs the state machine's actions on one device.
+struct Glue<'a> {
+    dev: &'a Arc<Dev>,
+    st: &'a mut CtlState,
+    /// Performing a resume: `Disconnect` keeps the disk and hands its requests back.
+    resuming: bool,
+}
+
+impl Perform for Glue<'_> {
+    type Error = HandshakeError;
+
+    fn perform(&mut self, action: Action) -> Result<(), HandshakeError> {
+        let dev = self.dev;
+        match action {
+            Action::ReadPeerFeatures => dev.read_offer(self.st),
+            Action::PublishRingRefs => dev.publish_rings(self.st),
+            Action::ReadDeviceProperties => dev.read_disk(self.st),
+            Action::Connect => dev.connect(self.st),
+            Action::Quiesce => {
+                dev.quiesce();
                 Ok(())
             }
-            (Phase::Initialised | Phase::Connected, XenbusState::Closed) => {
-                this.disconnect(ctl, "backend closed");
+            Action::Disconnect if self.resuming => {
+                dev.recover(self.st);
                 Ok(())
             }
-            // The backend wrote its state again while connected: how a backend announces a new
-            // size (Linux's blkback rewrites `sectors` and `state` in one transaction).
-            (Phase::Connected, XenbusState::Connected) => this.resize(ctl),
-            (Phase::Idle, XenbusState::Closing) => {
-                // Closing before we ever connected: just say we are closed.
-                let _ = this.handle.switch_state(XenbusState::Closed);
-                ctl.phase = Phase::Closed;
+            Action::Disconnect => {
+                dev.disconnect(self.st);
                 Ok(())
             }
-            _ => Ok(()),
-        };
-        if let Err(e) = result {
-            pr_err!(
-                "XENPVRS-BLKFRONT {}: handshake failed ({}) in phase {:?}, backend {:?}\n",
-                this.name.as_str(),
-                e,
-                ctl.phase,
-                backend
+            Action::SwitchState(state) => Ok(dev.handle.switch_state(state)?),
+            Action::ReportInvalidPeerState => {
+                pr_warn!(
+                    "XENPVRS-BLKFRONT {}: the backend's state is not a XenBus state\n",
+                    dev.name.as_str()
+                );
+                Ok(())
+            }
+            // Backend actions, and vscsiif's reconfiguration: nothing to do for a disk.
+            Action::PublishFeatures
+            | Action::MapRing
+            | Action::PublishDeviceProperties
+            | Action::Reconfigure => Ok(()),
+        }
+    }
+
+    fn failed(&mut self, action: Action, e: HandshakeError, gave_up: bool) {
+        let dev = self.dev;
+        if !gave_up {
+            pr_warn!(
+                "XENPVRS-BLKFRONT {}: {:?} failed ({}); the disk stays as it was\n",
+                dev.name.as_str(),
+                action,
+                e
             );
-            // Tells the toolstack, as Linux's blkfront does (error/... in XenStore).
-            match CString::try_from_fmt(fmt!("handshake failed: {e}")) {
-                Ok(msg) => this.handle.fatal(e.errno(), &msg),
-                Err(_) => this
-                    .handle
-                    .fatal(e.errno(), c_str!("xenpvrs-blkfront: handshake failed")),
-            }
-            this.disconnect(ctl, "handshake failed");
+            return;
+        }
+        pr_err!(
+            "XENPVRS-BLKFRONT {}: handshake failed ({}) in {:?}\n",
+            dev.name.as_str(),
+            e,
+            action
+        );
+        // Tells the toolstack, as Linux's blkfront does (error/... in XenStore); the machine
+        // has already switched the state.
+        match CString::try_from_fmt(fmt!("handshake failed: {e}")) {
+            Ok(msg) => dev.handle.error(e.errno(), &msg),
+            Err(_) => dev
+                .handle
+                .error(e.errno(), c_str!("xenpvrs-blkfront: handshake failed")),
         }
     }
 }
 
 impl Dev {
-    fn nodename(&self) -> Result<DevPath, HandshakeError> {
-        self.handle.nodename_path()
+    /// `ReadPeerFeatures`: the backend's offer, and our limits as the module parameters say.
+    fn read_offer(&self, st: &mut CtlState) -> Result<(), HandshakeError> {
+        let store = st.store.as_mut().ok_or(EINVAL)?;
+        let other = self.handle.otherend_path()?;
+        st.offer = Some(BackOffer::read(&mut StoreDir::new(
+            store,
+            other.as_path()?,
+            TxId::NONE,
+        ))?);
+        st.limits = limits();
+        Ok(())
     }
 
-    fn otherend(&self) -> Result<DevPath, HandshakeError> {
-        self.handle.otherend_path()
-    }
-
-    /// Backend in InitWait: read its offer, build the rings and publish them (Initialised).
+    /// `PublishRingRefs`: builds the rings and channels and publishes them with our request.
     #[inline(never)]
-    fn talk(self: &Arc<Self>, ctl: &mut Ctl) -> Result<(), HandshakeError> {
-        let store = ctl.store.as_mut().ok_or(EINVAL)?;
-        let other = self.otherend()?;
-        let offer = BackOffer::read(&mut StoreDir::new(store, other.as_path()?, TxId::NONE))?;
-        ctl.limits = limits();
-        let mut req = FrontRequest::negotiate(&ctl.limits, &offer);
-        // Like Linux: announce our own wish; a Linux backend states its own only before
-        // Connected, where `connect` combines the two.
-        req.persistent = ctl.limits.persistent;
+    fn publish_rings(self: &Arc<Self>, st: &mut CtlState) -> Result<(), HandshakeError> {
+        let offer = st.offer.ok_or(EINVAL)?;
+        let req = FrontRequest::negotiate(&st.limits, &offer);
+        let store = st.store.as_mut().ok_or(EINVAL)?;
         let nq = usize::try_from(req.num_queues).map_err(|_| EINVAL)?;
         let mut published = KVec::new();
         for q in self.queues.iter().take(nq) {
             let (grefs, port) = q.setup(&self.handle, req.nr_ring_pages())?;
             published.push((grefs, port), GFP_KERNEL)?;
         }
-        let me = self.nodename()?;
+        // Live from here: a failure below is cleaned up by `Disconnect`.
+        st.request = Some(req);
+        let me = self.handle.nodename_path()?;
         let pages = req.nr_ring_pages();
-        with_transaction(store, 16, |st, tx| -> Result<(), FeatureError> {
-            let mut dir = StoreDir::new(st, me.as_path()?, tx);
+        with_transaction(store, 16, |s, tx| -> Result<(), FeatureError> {
+            let mut dir = StoreDir::new(s, me.as_path()?, tx);
             req.write(&mut dir)?;
             for (q, (grefs, port)) in published.iter().enumerate() {
                 let refs = grefs.get(..pages).ok_or(FeatureError::Inconsistent("ring-ref"))?;
@@ -598,57 +635,55 @@ impl Dev {
             }
             Ok(())
         })?;
-        self.handle.switch_state(XenbusState::Initialised)?;
-        ctl.request = Some(req);
-        ctl.phase = Phase::Initialised;
         Ok(())
     }
 
-    /// Connected, and the backend said Connected again: re-reads `sectors` and resizes the
-    /// disk if it changed (online resize, as Linux's blkfront does).
-    fn resize(self: &Arc<Self>, ctl: &mut Ctl) -> Result<(), HandshakeError> {
-        let store = ctl.store.as_mut().ok_or(EINVAL)?;
-        let other = self.otherend()?;
-        let (info, _) = DiskInfo::read(&mut StoreDir::new(store, other.as_path()?, TxId::NONE))?;
-        if info.sectors == ctl.sectors {
+    /// `ReadDeviceProperties`: the backend's disk properties, for `Connect`; on a live
+    /// connection (the backend said Connected again), a new size.
+    fn read_disk(&self, st: &mut CtlState) -> Result<(), HandshakeError> {
+        let store = st.store.as_mut().ok_or(EINVAL)?;
+        let other = self.handle.otherend_path()?;
+        let read = DiskInfo::read(&mut StoreDir::new(store, other.as_path()?, TxId::NONE))?;
+        if !st.connected {
+            st.disk = Some(read);
             return Ok(());
         }
-        if let Some(d) = self.shared.disk.lock().as_ref() {
-            d.set_capacity(info.sectors);
+        let sectors = read.0.sectors;
+        if sectors != st.sectors {
+            if let Some(d) = self.shared.disk.lock().as_ref() {
+                d.set_capacity(sectors);
+            }
+            pr_info!(
+                "XENPVRS-BLKFRONT {}: resized from {} to {} sectors\n",
+                self.name.as_str(),
+                st.sectors,
+                sectors
+            );
+            st.sectors = sectors;
         }
-        pr_info!(
-            "XENPVRS-BLKFRONT {}: resized from {} to {} sectors\n",
-            self.name.as_str(),
-            ctl.sectors,
-            info.sectors
-        );
-        ctl.sectors = info.sectors;
         Ok(())
     }
 
-    /// Backend Connected: read the disk's properties, finish the engines' setup and add the
-    /// disk (Connected).
+    /// `Connect`: finishes the engines' setup and adds the disk (or, after a restore, keeps
+    /// it and re-issues its requests).
     #[inline(never)]
-    fn connect(self: &Arc<Self>, ctl: &mut Ctl) -> Result<(), HandshakeError> {
-        let req = ctl.request.ok_or(EINVAL)?;
-        let store = ctl.store.as_mut().ok_or(EINVAL)?;
-        let other = self.otherend()?;
-        let (info, rejected) =
-            DiskInfo::read(&mut StoreDir::new(store, other.as_path()?, TxId::NONE))?;
-        let params = DiskParams::negotiate(&ctl.limits, &info, rejected);
+    fn connect(self: &Arc<Self>, st: &mut CtlState) -> Result<(), HandshakeError> {
+        let req = st.request.ok_or(EINVAL)?;
+        let (info, rejected) = st.disk.take().ok_or(EINVAL)?;
+        let params = DiskParams::negotiate(&st.limits, &info, rejected);
         let nq = usize::try_from(req.num_queues).map_err(|_| EINVAL)?;
         let indirect = u16::try_from(params.indirect_segments).unwrap_or(0);
-        let persistent = req.persistent && info.persistent;
+        let persistent = params.persistent;
         let mut max_sectors = u32::MAX;
         let mut depth = u32::MAX;
         for q in self.queues.iter().take(nq) {
             let mut guard = q.state.lock();
-            let st = &mut *guard;
-            let engine = st.engine.as_mut().ok_or(EINVAL)?;
+            let qs = &mut *guard;
+            let engine = qs.engine.as_mut().ok_or(EINVAL)?;
             if !engine.configure(indirect, persistent) {
                 return Err(EBUSY.into());
             }
-            st.ready = true;
+            qs.ready = true;
             max_sectors = max_sectors.min(engine.max_sectors());
             depth = depth.min(engine.ring_entries());
         }
@@ -712,24 +747,15 @@ impl Dev {
             );
             self.shared.restart();
         }
-        self.handle.switch_state(XenbusState::Connected)?;
-        ctl.phase = Phase::Connected;
-        ctl.sectors = info.sectors;
-        ctl.connections = ctl.connections.wrapping_add(1);
-        ctl.debug = KVec::new();
-        for q in self.queues.iter().take(nq) {
-            let name = CString::try_from_fmt(fmt!(
-                "xenpvrs-blkfront-{}-q{}",
-                self.name.as_str(),
-                q.index
-            ))?;
-            let vals = core::ptr::from_ref(&q.counters).cast_mut().cast::<[u64; COUNTERS]>();
-            // SAFETY: `q.counters` lives in the queue's `Arc`, which the device keeps for as
-            // long as `ctl.debug` (dropped first in `disconnect` and `remove`).
-            if let Some(d) = unsafe { DebugCounters::new(&name, &COUNTER_NAMES, vals) } {
-                ctl.debug.push(d, GFP_KERNEL)?;
-            }
-        }
+        st.connected = true;
+        st.sectors = info.sectors;
+        st.connections = st.connections.wrapping_add(1);
+        st.debug = DebugCounters::for_queues(
+            self.queues.iter().take(nq),
+            &COUNTER_NAMES,
+            |q| &q.counters,
+            |q| CString::try_from_fmt(fmt!("xenpvrs-blkfront-{}-q{}", self.name.as_str(), q.index)),
+        )?;
         pr_info!(
             "XENPVRS-BLKFRONT {}: connected sectors={} sector-size={} physical-sector-size={} queues={} ring-pages={} indirect-segments={} persistent={} flush={} discard={} secure-discard={} barrier={} read-only={} max-sectors={} depth={}\n",
             self.name.as_str(),
@@ -751,8 +777,6 @@ impl Dev {
         Ok(())
     }
 
-    /// Fails outstanding I/O, deletes the disk, drops the rings, and tells the backend we are
-    /// Closed.
     /// Waits (sleeping) until the backend's state is `want`, at most `ms` milliseconds.
     fn wait_backend(&self, want: XenbusState, ms: u32) {
         for _ in 0..ms / 20 {
@@ -764,19 +788,36 @@ impl Dev {
         }
     }
 
+    /// `Quiesce`: the connection is being given up; requests fail from now on instead of
+    /// reaching rings that will be revoked.
+    fn quiesce(&self) {
+        self.shared.dead.store(true, Ordering::Release);
+        self.shared.restart();
+    }
+
+    /// `Disconnect`: fails outstanding I/O, deletes the disk and drops the rings. Idempotent.
     #[inline(never)]
-    fn disconnect(&self, ctl: &mut Ctl, why: &str) {
-        if matches!(ctl.phase, Phase::Idle | Phase::Closed) && !self.shared.dead.load(Ordering::Acquire) {
-            // Nothing was set up beyond, perhaps, some queues of a failed handshake.
+    fn disconnect(&self, st: &mut CtlState) {
+        st.connected = false;
+        st.disk = None;
+        let live = st.request.take().is_some() || self.shared.disk.lock().is_some();
+        if !live {
+            // Nothing was set up beyond, perhaps, some queues of a failed setup.
             for q in self.queues.iter() {
                 q.shutdown();
             }
-            let _ = self.handle.switch_state(XenbusState::Closed);
-            ctl.phase = Phase::Closed;
             return;
         }
+        if self.backend_state.load(Ordering::Acquire) == u32::from(XenbusState::Closing) {
+            // Closed first: a Linux backend finishes its in-flight requests and unmaps our
+            // rings and persistent grants only once it sees the frontend Closed. Revoking
+            // after that frees the pages at once instead of deferring each one (the machine
+            // says Closed right after this, which is then a no-op).
+            let _ = self.handle.switch_state(XenbusState::Closed);
+            self.wait_backend(XenbusState::Closed, CLOSE_WAIT_MS);
+        }
         self.shared.dead.store(true, Ordering::Release);
-        ctl.debug = KVec::new();
+        st.debug = KVec::new();
         for q in self.queues.iter() {
             q.shutdown();
         }
@@ -785,14 +826,43 @@ impl Dev {
         self.shared.restart();
         let disk = self.shared.disk.lock().take();
         drop(disk);
-        let _ = self.handle.switch_state(XenbusState::Closed);
+        let why = match XenbusState::try_from(self.backend_state.load(Ordering::Acquire)) {
+            Ok(XenbusState::Closing | XenbusState::Closed) => "backend closed",
+            Ok(XenbusState::Unknown) | Err(_) => "backend gone",
+            Ok(_) => "closed",
+        };
         pr_info!(
             "XENPVRS-BLKFRONT {}: disconnected ({})\n",
             self.name.as_str(),
             why
         );
-        ctl.phase = Phase::Closed;
-        ctl.request = None;
+    }
+
+    /// `Disconnect` while resuming: the backend that had our rings mapped is gone. The
+    /// engines are dropped (their grants revoked, channels closed) and their requests handed
+    /// back to blk-mq; the disk stays, and requests wait in stopped queues until the new
+    /// connection re-issues them.
+    fn recover(&self, st: &mut CtlState) {
+        if st.connected {
+            self.shared.reconnecting.store(true, Ordering::Release);
+        }
+        st.connected = false;
+        st.request = None;
+        st.disk = None;
+        st.debug = KVec::new();
+        let mut handed_back = 0usize;
+        for q in self.queues.iter() {
+            handed_back += q.recover();
+        }
+        self.shared
+            .handed_back
+            .store(u32::try_from(handed_back).unwrap_or(u32::MAX), Ordering::Relaxed);
+        self.shared.held.store(0, Ordering::Relaxed);
+        pr_info!(
+            "XENPVRS-BLKFRONT {}: restored, reconnecting; requests-in-flight={}\n",
+            self.name.as_str(),
+            handed_back
+        );
     }
 }
 
@@ -976,13 +1046,18 @@ impl bus::Driver for Driver {
                 queues,
                 shared,
                 ctl <- new_mutex!(Ctl {
-                    store: Some(store),
-                    phase: Phase::Idle,
-                    request: None,
-                    limits,
-                    debug: KVec::new(),
-                    connections: 0,
-                    sectors: 0,
+                    machine: Machine::new(Role::Frontend),
+                    st: CtlState {
+                        store: Some(store),
+                        offer: None,
+                        request: None,
+                        disk: None,
+                        connected: false,
+                        limits,
+                        debug: KVec::new(),
+                        connections: 0,
+                        sectors: 0,
+                    },
                 }),
                 ctl_work <- new_work!("Dev::ctl_work"),
                 backend_state: AtomicU32::new(0),
@@ -992,6 +1067,7 @@ impl bus::Driver for Driver {
         // A device unbound from a driver is left Closed by the XenBus core; saying
         // Initialising again asks the backend for a new handshake (a no-op on a fresh device).
         let _ = dev.switch_state(XenbusState::Initialising);
+        this.drive(&mut this.ctl.lock(), Input::Event(Event::Start), false);
         pr_info!(
             "XENPVRS-BLKFRONT probe {} virtual-device={} disk={}\n",
             dev.nodename(),
@@ -1003,32 +1079,14 @@ impl bus::Driver for Driver {
 
     fn resume(this: ArcBorrow<'_, Dev>, _dev: &Device) -> Result {
         // The domain was restored: the backend that had our rings mapped is gone and a new one
-        // will wait in InitWait. The engines are dropped (their grants revoked, channels
-        // closed) and their requests handed back to blk-mq; the disk stays, and requests wait
-        // in stopped queues until the new connection, which re-issues them.
+        // will wait in InitWait. The machine forgets the old backend and disconnects, which
+        // here keeps the disk and hands its requests back (see `Dev::recover`).
         let this: Arc<Dev> = this.into();
-        cancel(&this.ctl_work);
+        cancel_sync(&this.ctl_work);
+        this.backend_state
+            .store(u32::from(XenbusState::Unknown), Ordering::Release);
         let mut guard = this.ctl.lock();
-        if guard.phase == Phase::Connected {
-            this.shared.reconnecting.store(true, Ordering::Release);
-        }
-        guard.debug = KVec::new();
-        let mut handed_back = 0usize;
-        for q in this.queues.iter() {
-            handed_back += q.recover();
-        }
-        guard.phase = Phase::Idle;
-        guard.request = None;
-        this.backend_state.store(0, Ordering::Release);
-        this.shared
-            .handed_back
-            .store(u32::try_from(handed_back).unwrap_or(u32::MAX), Ordering::Relaxed);
-        this.shared.held.store(0, Ordering::Relaxed);
-        pr_info!(
-            "XENPVRS-BLKFRONT {}: restored, reconnecting; requests-in-flight={}\n",
-            this.name.as_str(),
-            handed_back
-        );
+        this.drive(&mut guard, Input::Resume, true);
         Ok(())
     }
 
@@ -1038,29 +1096,17 @@ impl bus::Driver for Driver {
     }
 
     fn remove(this: Arc<Dev>, _dev: &Device) {
-        cancel(&this.ctl_work);
+        cancel_sync(&this.ctl_work);
         {
             let mut guard = this.ctl.lock();
-            this.disconnect(&mut guard, "removed");
-            guard.store = None;
+            this.drive(&mut guard, Input::Event(Event::Removed), false);
+            guard.st.store = None;
         }
         for q in this.queues.iter() {
-            cancel_queue(&q.work);
+            cancel_sync(&q.work);
         }
         pr_info!("XENPVRS-BLKFRONT {}: removed\n", this.name.as_str());
     }
-}
-
-/// Waits for a device work item to finish and makes sure it is not queued.
-fn cancel(work: &Work<Dev, 0>) {
-    // SAFETY: `work` is an initialised work item embedded in a live `Dev`.
-    unsafe { kernel::bindings::cancel_work_sync(Work::raw_get(work)) };
-}
-
-/// As [`cancel`], for a queue's work item.
-fn cancel_queue(work: &Work<Queue, 0>) {
-    // SAFETY: `work` is an initialised work item embedded in a live `Queue`.
-    unsafe { kernel::bindings::cancel_work_sync(Work::raw_get(work)) };
 }
 
 /// Major 202 registered under Linux's name, `xvd`, as Linux's blkfront does, so that

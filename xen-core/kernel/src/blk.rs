@@ -26,6 +26,7 @@
 
 use crate::grant::LocalPage;
 use core::marker::PhantomData;
+use core::sync::atomic::AtomicU64;
 use core::ptr::NonNull;
 use kernel::bindings;
 use kernel::ffi::{c_char, c_int, c_uint, c_void};
@@ -531,47 +532,72 @@ fn check_ptr(p: *mut c_void) -> Result<NonNull<c_void>> {
     NonNull::new(p).ok_or(ENOMEM)
 }
 
-/// Read-only counters in debugfs: `/sys/kernel/debug/<dir>/<name>` for each name.
+/// Read-only counters in debugfs: `/sys/kernel/debug/<dir>/<name>` for each name, the values
+/// being an `[AtomicU64; N]` inside an `Arc<Q>` (a queue), which this value keeps alive.
 ///
-/// The values live in the caller's `N`-element array, which must stay put (pinned in a
-/// heap object) and outlive this value; writes to it are racy reads for debugfs readers,
-/// which is fine for counters.
-pub struct DebugCounters {
+/// Writers update the atomics; debugfs reads them as plain `u64`s (same layout), which is
+/// fine for counters.
+pub struct DebugCounters<Q> {
     dentry: *mut c_void,
+    _owner: Arc<Q>,
 }
 
-// SAFETY: a dentry pointer the kernel lets any thread remove.
-unsafe impl Send for DebugCounters {}
+// SAFETY: a dentry pointer the kernel lets any thread remove, and an `Arc` of a type that is
+// itself sent and shared only as its own bounds allow.
+unsafe impl<Q: Send + Sync> Send for DebugCounters<Q> {}
 // SAFETY: no `&self` methods.
-unsafe impl Sync for DebugCounters {}
+unsafe impl<Q: Send + Sync> Sync for DebugCounters<Q> {}
 
-impl DebugCounters {
-    /// Creates the directory and one file per counter.
-    ///
-    /// # Safety
-    ///
-    /// `vals` must stay valid and at the same address until the returned value is dropped.
-    pub unsafe fn new<const N: usize>(
+impl<Q> DebugCounters<Q> {
+    /// Creates the directory `dir` and one file per name, showing `values(&owner)`; `None`
+    /// when debugfs refused (no debugfs, or no memory), which costs only the files.
+    pub fn new<const N: usize>(
         dir: &kernel::str::CStr,
         names: &[&'static kernel::str::CStr; N],
-        vals: *mut [u64; N],
+        owner: Arc<Q>,
+        values: fn(&Q) -> &[AtomicU64; N],
     ) -> Option<Self> {
         let ptrs: [*const c_char; N] = core::array::from_fn(|i| {
             names.get(i).map_or(core::ptr::null(), |n| n.as_char_ptr())
         });
-        // SAFETY: the names are NUL-terminated statics; `vals` outlives the files (caller).
-        let dentry = unsafe {
-            xpvrs_debugfs_counters(dir.as_char_ptr(), ptrs.as_ptr(), vals.cast(), N as u32)
-        };
+        let vals = core::ptr::from_ref(values(&owner)).cast_mut().cast::<u64>();
+        // SAFETY: the names are NUL-terminated statics; `vals` points at `N` `u64`-sized
+        // atomics inside `owner`'s allocation, which does not move and which `self` keeps
+        // alive until `drop` has removed the files (debugfs drains readers on removal).
+        let dentry = unsafe { xpvrs_debugfs_counters(dir.as_char_ptr(), ptrs.as_ptr(), vals, N as u32) };
         if dentry.is_null() {
             None
         } else {
-            Some(DebugCounters { dentry })
+            Some(DebugCounters {
+                dentry,
+                _owner: owner,
+            })
         }
+    }
+
+    /// One directory per queue, named by `name`: what both block drivers publish after
+    /// connecting. A queue whose files debugfs refused is skipped.
+    pub fn for_queues<'a, const N: usize>(
+        queues: impl Iterator<Item = &'a Arc<Q>>,
+        names: &[&'static kernel::str::CStr; N],
+        values: fn(&Q) -> &[AtomicU64; N],
+        name: impl Fn(&Q) -> Result<kernel::str::CString>,
+    ) -> Result<KVec<Self>>
+    where
+        Q: 'a,
+    {
+        let mut out = KVec::new();
+        for q in queues {
+            let dir = name(q)?;
+            if let Some(d) = Self::new(&dir, names, q.clone(), values) {
+                out.push(d, GFP_KERNEL)?;
+            }
+        }
+        Ok(out)
     }
 }
 
-impl Drop for DebugCounters {
+impl<Q> Drop for DebugCounters<Q> {
     fn drop(&mut self) {
         // SAFETY: created in `new`, removed once; readers are drained by debugfs.
         unsafe { xpvrs_debugfs_remove(self.dentry) };

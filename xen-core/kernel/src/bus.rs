@@ -26,6 +26,9 @@ use xen_core::xs::{self, PathBuf};
 use xen_kbindings as b;
 use xen_sys::{DomId, XenbusState};
 
+/// A device's own or its peer's XenStore directory, with room for any key below it.
+pub type DevPath = PathBuf<{ xen_core::feature::KEY_PATH_MAX }>;
+
 /// Why a step of a device's XenBus handshake failed (for the driver's log line).
 #[derive(Debug)]
 pub enum HandshakeError {
@@ -135,14 +138,14 @@ impl Device {
         Some(unsafe { CStr::from_char_ptr(p) })
     }
 
-    /// [`nodename`](Self::nodename) as a XenStore path.
-    pub fn nodename_path<const N: usize>(&self) -> Result<PathBuf<N>, HandshakeError> {
+    /// [`nodename`](Self::nodename) as a XenStore path, with room for a key below it.
+    pub fn nodename_path(&self) -> Result<DevPath, HandshakeError> {
         let s = self.nodename().to_str().map_err(|_| EINVAL)?;
         Ok(PathBuf::try_from_str(s)?)
     }
 
-    /// [`otherend`](Self::otherend) as a XenStore path.
-    pub fn otherend_path<const N: usize>(&self) -> Result<PathBuf<N>, HandshakeError> {
+    /// [`otherend`](Self::otherend) as a XenStore path, with room for a key below it.
+    pub fn otherend_path(&self) -> Result<DevPath, HandshakeError> {
         let s = self.otherend().ok_or(EINVAL)?;
         let s = s.to_str().map_err(|_| EINVAL)?;
         Ok(PathBuf::try_from_str(s)?)
@@ -171,6 +174,22 @@ impl Device {
         // its one argument a NUL-terminated string.
         unsafe {
             b::xenbus_dev_fatal(
+                self.as_raw(),
+                err.to_errno(),
+                kernel::c_str!("%s").as_char_ptr(),
+                msg.as_char_ptr(),
+            )
+        };
+    }
+
+    /// Reports an error to the toolstack without changing the device's state
+    /// (`xenbus_dev_error`): the message goes to `error/<nodename>/error`. For a driver whose
+    /// XenBus state machine has already said what state comes next.
+    pub fn error(&self, err: Error, msg: &CStr) {
+        // SAFETY: `self` is a live device (type invariant); the format is a literal "%s" and
+        // its one argument a NUL-terminated string.
+        unsafe {
+            b::xenbus_dev_error(
                 self.as_raw(),
                 err.to_errno(),
                 kernel::c_str!("%s").as_char_ptr(),

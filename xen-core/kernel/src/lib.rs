@@ -41,6 +41,7 @@ pub mod ring;
 pub mod stats;
 pub mod store;
 pub mod ticker;
+pub mod work;
 
 use kernel::sync::ArcBorrow;
 
