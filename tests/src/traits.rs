@@ -19,7 +19,7 @@ use crate::mem::Pages;
 use crate::Domain;
 use std::collections::HashSet;
 use xen_core::hypercall::{HypercallError, Hypercalls, Pfn};
-use xen_echo::env::{PageAlloc, PageBytes, RingMemory};
+use xen_core::platform::{PageAlloc, PageBytes, RingMemory};
 use xen_grant::{
     Access, AccessError, BatchError, CopyOp, CopyPtr, DeferredQueue, EndAccess, GrantError,
     GrantOps, MapRequest, MapResult, Retry, UnmapResult,

@@ -62,7 +62,7 @@ pub use parse::{Invalid, Limits, Sector};
 #[cfg(any(test, feature = "std"))]
 pub use storage::{Deferred, VecDisk};
 pub use storage::{Io, IoError, IoKind, IoSeg, SegState, Started, Storage};
-pub use xen_echo::Progress;
+pub use xen_core::platform::Progress;
 
 use xen_evtchn::EvtchnError;
 use xen_ring::RingError;
