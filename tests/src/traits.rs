@@ -5,7 +5,7 @@
 //!   maps the page wait in a bounded per-domain [`DeferredQueue`], retried on every later
 //!   grant operation of that domain and by [`Domain::retry_deferred`].
 //! - xen-evtchn's [`EvtchnOps`](xen_evtchn::EvtchnOps).
-//! - xen-echo's [`env`](xen_echo::env) traits: [`PageBytes`] for [`Pages`] and
+//! - xen-core's [`platform`](xen_core::platform) traits: [`PageBytes`] for [`Pages`] and
 //!   [`Mapping`], [`PageAlloc`] and [`RingMemory`] for [`Domain`] (a ring whose grants the
 //!   peer still maps waits in the same per-domain deferral list).
 //! - xen-core's [`Hypercalls`] (memory reservation, for a balloon driver): each domain holds
