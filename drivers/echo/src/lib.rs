@@ -7,6 +7,10 @@
 //! source runs in the host simulator (`xen-sim`) and, compiled by Kbuild, in kernel modules
 //! (the front in a PV guest, the back in dom0).
 //!
+//! Echo is an example: no driver or core crate depends on it. What its engines run on (the
+//! platform traits, [`Progress`], the request-slot ids) is xen-core's, shared with every other
+//! engine.
+//!
 //! # The protocol
 //!
 //! ## XenStore layout
@@ -69,7 +73,7 @@
 //!
 //! The response echoes `id` and `op` and carries a [`Status`]: Okay (0), Error (-1: a grant
 //! did not map), Invalid (-2: the request failed validation), Unsupported (-3). The front's
-//! ids are `generation << 32 | slot`.
+//! ids are `generation << 32 | slot` ([`xen_core::slots`]).
 //!
 //! ## Hardening
 //!
