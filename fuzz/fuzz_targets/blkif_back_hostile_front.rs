@@ -12,7 +12,7 @@ use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
 use xen_blkif::{Connection, VecTables, Abi, BackConfig, BlkBack, Error, VecDisk};
-use xen_echo::env::RingMemory;
+use xen_core::platform::RingMemory;
 use xen_sim::{Mapping, Pages, Sim};
 use xen_sys::{DomId, GrantRef};
 

@@ -12,7 +12,7 @@ use libfuzzer_sys::fuzz_target;
 use std::collections::HashSet;
 use xen_blkif::front::ReadData;
 use xen_blkif::{BlkFront, Completion, Error, FrontConfig, Sector, SubmitError};
-use xen_echo::env::RingMemory;
+use xen_core::platform::RingMemory;
 use xen_sim::{MapOp, Mapping, Pages, Sim};
 use xen_sys::{DomId, GrantRef};
 

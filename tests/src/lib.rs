@@ -19,12 +19,13 @@
 //!   conflict, and bounded watch queues; reached in-process ([`XsConnection`]) or over a real
 //!   `xs_wire` ring page and event channel ([`XsRing`]).
 //! - The traits of the other crates, implemented for a domain ([`traits`]): xen-grant's
-//!   `GrantOps`, xen-evtchn's `EvtchnOps`, xen-core's `Hypercalls` and xen-echo's `env`
+//!   `GrantOps`, xen-evtchn's `EvtchnOps`, xen-core's `Hypercalls` and its `platform`
 //!   traits for [`Domain`]; xen-ring's `SharedMemory` for [`Pages`] and [`Mapping`];
 //!   xen-core's `XsTransport` for both XenStore connections (so `xen_core::xs::Client`
 //!   provides `XenStore`), the ring one being xen-core's own `RingTransport`.
-//! - [`harness`] runs the echo engines on domain threads as a driver's glue would;
-//!   [`toolstack`] writes a device's XenStore nodes as `xl` does.
+//! - [`toolstack`] writes a device's XenStore nodes as `xl` does. The glue that runs the echo
+//!   example's engines on domain threads, as a driver's would, is the echo tests' own
+//!   (`tests/echo_harness`): the simulator depends on no driver.
 //!
 //! # Fault injection
 //!
@@ -44,7 +45,6 @@
 
 pub mod evtchn;
 pub mod gnttab;
-pub mod harness;
 pub mod mem;
 pub mod toolstack;
 pub mod traits;

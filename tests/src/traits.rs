@@ -5,7 +5,7 @@
 //!   maps the page wait in a bounded per-domain [`DeferredQueue`], retried on every later
 //!   grant operation of that domain and by [`Domain::retry_deferred`].
 //! - xen-evtchn's [`EvtchnOps`](xen_evtchn::EvtchnOps).
-//! - xen-echo's [`env`](xen_echo::env) traits: [`PageBytes`] for [`Pages`] and
+//! - xen-core's [`platform`](xen_core::platform) traits: [`PageBytes`] for [`Pages`] and
 //!   [`Mapping`], [`PageAlloc`] and [`RingMemory`] for [`Domain`] (a ring whose grants the
 //!   peer still maps waits in the same per-domain deferral list).
 //! - xen-core's [`Hypercalls`] (memory reservation, for a balloon driver): each domain holds
@@ -19,7 +19,7 @@ use crate::mem::Pages;
 use crate::Domain;
 use std::collections::HashSet;
 use xen_core::hypercall::{HypercallError, Hypercalls, Pfn};
-use xen_echo::env::{PageAlloc, PageBytes, RingMemory};
+use xen_core::platform::{PageAlloc, PageBytes, RingMemory};
 use xen_grant::{
     Access, AccessError, BatchError, CopyOp, CopyPtr, DeferredQueue, EndAccess, GrantError,
     GrantOps, MapRequest, MapResult, Retry, UnmapResult,

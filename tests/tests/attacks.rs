@@ -3,6 +3,9 @@
 //! Each test first checks that the hostile act really happened (the flood was delivered,
 //! the map really failed, the slot really changed...), so that none can pass vacuously.
 
+mod echo_harness;
+
+use echo_harness::{BackThread, FrontDriver, SimClient};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +18,6 @@ use xen_echo::{
     ResponseFault, ResponseWire, Status,
 };
 use xen_ring::{BackRing, FrontRing, RingError, Violation};
-use xen_sim::harness::{BackThread, FrontDriver, SimClient};
 use xen_sim::toolstack::add_device;
 use xen_sim::xenstored::EVENTS_PER_CONN;
 use xen_sim::{Domain, MapOp, Mapping, Pages, Sim, XsConnection};

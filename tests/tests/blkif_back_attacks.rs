@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use xen_blkif::{
     Abi, BackConfig, BlkBack, Connection, Deferred, Error, Storage, VecDisk, VecTables,
 };
-use xen_echo::env::RingMemory;
+use xen_core::platform::RingMemory;
 use xen_ring::{FrontRing, RingError};
 use xen_sim::{Domain, Mapping, Pages, Sim};
 use xen_sys::wire::blkif::{self as wire, Op};

@@ -11,7 +11,7 @@ use xen_blkif::{
     Abi, BackConfig, BlkBack, BlkFront, Completion, Connection, FrontConfig, Limits, Sector,
     SubmitError, VecDisk, VecTables,
 };
-use xen_echo::env::RingMemory;
+use xen_core::platform::RingMemory;
 use xen_ring::FrontRing;
 use xen_sim::{Domain, Mapping, Pages, Sim};
 use xen_sys::wire::blkif::{self as wire, Op, Status};

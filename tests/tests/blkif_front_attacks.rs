@@ -6,7 +6,7 @@
 
 use xen_blkif::front::ReadData;
 use xen_blkif::{BlkFront, Completion, Error, FrontConfig, ResponseFault, Sector};
-use xen_echo::env::RingMemory;
+use xen_core::platform::RingMemory;
 use xen_ring::{BackRing, RingError};
 use xen_sim::{Domain, MapOp, Mapping, Pages, Sim};
 use xen_sys::wire::blkif::{self as wire, Op, Status};

@@ -4,9 +4,11 @@
 //! `ECHO_REQUESTS` overrides the number of requests (default 1,000,000; run it with
 //! `cargo test --release`, as CI does).
 
+mod echo_harness;
+
+use echo_harness::{BackThread, FrontDriver, SimTransport};
 use std::time::{Duration, Instant};
 use xen_echo::{BackConfig, EchoRequest, FrontConfig, Status};
-use xen_sim::harness::{BackThread, FrontDriver, SimTransport};
 use xen_sim::toolstack::add_device;
 use xen_sim::Sim;
 use xen_sys::{DomId, XenbusState};

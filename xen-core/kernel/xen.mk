@@ -11,7 +11,11 @@
 # - xen_kernel_helpers.o: C wrappers for static inlines and macros (helpers.c);
 # - the project's no_std crates from their one source (the same files cargo tests on the host):
 #   bitflags (from the cargo registry), xen_sys, xen_ring, xen_grant, xen_evtchn, xen_core;
-# - xen_kernel: the safe glue (src/lib.rs) over all of the above.
+# - xen_kernel: the safe glue (src/lib.rs) over all of the above, with the device platform
+#   (src/platform.rs) every driver hands its engine.
+# A driver's Kbuild lists only its own crates; a protocol crate two modules share has a fragment
+# of its own next to its source, included after this one (drivers/blkif/blkif.mk,
+# drivers/echo/echo.mk).
 # XEN_PV_RS_ROOT is the workspace (qemu-tests/modules.sh passes it).
 
 XEN_KERNEL_SRC := $(XEN_PV_RS_ROOT)/xen-core/kernel

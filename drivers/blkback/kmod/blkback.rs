@@ -20,7 +20,6 @@
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use echo_kenv::{Env, Mapped};
 use kernel::prelude::*;
 use kernel::str::CString;
 use kernel::sync::{Arc, ArcBorrow, Mutex};
@@ -46,6 +45,7 @@ use xen_kernel::blk::DebugCounters;
 use xen_kernel::bus::{self, Device, DeviceHandle, HandshakeError, Side};
 use xen_kernel::evtchn::Channel;
 use xen_kernel::grant::{Grants, MAX_POOL_PAGES};
+use xen_kernel::platform::{Env, Mapped};
 use xen_kernel::ring::BackRingPages;
 use xen_kernel::store::KernelStore;
 use xen_kernel::work::{cancel_sync, EventQueue};

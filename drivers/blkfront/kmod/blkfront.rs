@@ -14,7 +14,6 @@
 //! never the kernel.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use echo_kenv::{Env, Page};
 use kernel::prelude::*;
 use kernel::str::CString;
 use kernel::sync::{Arc, ArcBorrow, Mutex};
@@ -36,6 +35,7 @@ use xen_kernel::blk::{
 use xen_kernel::bus::{self, DevPath, Device, DeviceHandle, HandshakeError, Side};
 use xen_kernel::evtchn::Channel;
 use xen_kernel::grant::{Grants, LocalPage};
+use xen_kernel::platform::{Env, Page};
 use xen_kernel::ring::FrontRingPages;
 use xen_kernel::store::KernelStore;
 use xen_kernel::work::{cancel_sync, EventQueue};

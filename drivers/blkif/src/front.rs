@@ -3,8 +3,8 @@
 use crate::abi::{NativeResponse, NativeSlot};
 use crate::parse::Sector;
 use crate::Error;
-use xen_echo::env::{PageAlloc, PageBytes};
-use xen_echo::Progress;
+use xen_core::platform::{self, PageAlloc, PageBytes, Progress};
+use xen_core::slots::{IdError, Slots, Tag};
 use xen_evtchn::EvtchnOps;
 use xen_grant::{Access, AccessError, EndAccess, GrantOps};
 use xen_ring::{FrontRing, GeometryError, RingError, SharedMemory};
@@ -215,12 +215,12 @@ struct Live<Pg, const S: usize> {
 }
 
 /// One request slot of a frontend's table: the request outstanding in it, if any, and (with
-/// persistent grants) the pages it keeps granted for its next request.
+/// persistent grants) the pages it keeps granted for its next request. Its id (generation,
+/// whether outstanding) is kept by the engine's [`Slots`].
 ///
 /// Public so that a platform can allocate a table on the heap one slot at a time
 /// ([`BlkFront::with_table`]); its contents are the engine's.
 pub struct SlotEntry<Pg, const S: usize> {
-    generation: u32,
     live: Option<Live<Pg, S>>,
     /// With persistent grants: the data pages this slot's last request used, still granted
     /// read-write, for the next request in this slot. So at most `N * S` pages stay granted,
@@ -236,7 +236,6 @@ impl<Pg, const S: usize> SlotEntry<Pg, S> {
     /// An empty slot.
     pub fn new() -> Self {
         SlotEntry {
-            generation: 0,
             live: None,
             spare: empty_pages(),
             spare_indirect: empty_pages(),
@@ -281,8 +280,8 @@ pub struct BlkFront<
     port: Port,
     table: T,
     _slots: core::marker::PhantomData<Entry<P::Page, S>>,
-    free: [u16; N],
-    nr_free: usize,
+    /// Which slots are free or outstanding, and their generations (wire ids).
+    ids: Slots<N>,
     budget: u32,
     persistent: bool,
     /// Segments per request: up to 11 direct, more through indirect pages.
@@ -349,8 +348,9 @@ where
             return Err(RingError::Geometry(GeometryError::BadLength(len)));
         }
         let ring = FrontRing::init(ring)?;
-        // Slot numbers must fit the id's low half and the free stack's u16.
-        let n = N.min(usize::from(u16::MAX));
+        // Every slot is free, low slots handed out first.
+        let mut ids = Slots::new();
+        ids.open_all(N);
         Ok(BlkFront {
             env,
             ring,
@@ -358,9 +358,7 @@ where
             port,
             table,
             _slots: core::marker::PhantomData,
-            // Hand out low slots first.
-            free: core::array::from_fn(|i| u16::try_from(n.saturating_sub(i + 1)).unwrap_or(0)),
-            nr_free: n,
+            ids,
             budget: config.budget.max(1),
             persistent: config.persistent,
             max_segments: max_segments(config.max_indirect_segments, S),
@@ -389,11 +387,7 @@ where
 
     /// Requests outstanding.
     pub fn outstanding(&self) -> usize {
-        self.table
-            .as_ref()
-            .iter()
-            .filter(|e| e.live.is_some())
-            .count()
+        self.ids.outstanding()
     }
 
     /// Granted pages kept for reuse (persistent grants).
@@ -576,14 +570,10 @@ where
         if self.failed {
             return Err(SubmitError::Failed);
         }
-        if self.nr_free == 0 || self.ring.is_full() {
-            return Err(SubmitError::Busy);
+        match self.ids.next() {
+            Some(tag) if !self.ring.is_full() => Ok((usize::from(tag.slot), tag.id())),
+            _ => Err(SubmitError::Busy),
         }
-        let slot = usize::from(*self.free.get(self.nr_free - 1).ok_or(SubmitError::Busy)?);
-        let entry = self.table.as_ref().get(slot).ok_or(SubmitError::Busy)?;
-        let generation = entry.generation.wrapping_add(1);
-        let id = (u64::from(generation) << 32) | u64::try_from(slot).unwrap_or(0);
-        Ok((slot, id))
     }
 
     fn submit_data<F: FnOnce(&DataPages<'_, Pg<P>>) -> bool>(
@@ -805,10 +795,10 @@ where
         }
         let id = u64::from_ne_bytes(image[8..16].try_into().unwrap_or([0; 8]));
         if let Some(entry) = self.table.as_mut().get_mut(slot) {
-            entry.generation = entry.generation.wrapping_add(1);
             entry.live = Some(live);
         }
-        self.nr_free -= 1;
+        let claimed = self.ids.claim();
+        debug_assert_eq!(claimed.map(Tag::id), Some(id));
         self.stats.submitted = self.stats.submitted.wrapping_add(1);
         Ok(Ticket(id))
     }
@@ -846,8 +836,9 @@ where
                 for raw in batch {
                     // Copied out once; only the copy is checked.
                     let rsp = wire::Response::from_bytes(&raw);
-                    match check(self.table.as_mut(), &rsp) {
-                        Ok((slot, live, status)) => {
+                    match check(&self.ids, self.table.as_mut(), &rsp) {
+                        Ok((tag, live, status)) => {
+                            let slot = usize::from(tag.slot);
                             done += 1;
                             let status = revoke_on_refusal(
                                 live.op,
@@ -872,10 +863,7 @@ where
                                 status,
                                 &mut complete,
                             );
-                            if let Some(f) = self.free.get_mut(self.nr_free) {
-                                *f = u16::try_from(slot).unwrap_or(0);
-                                self.nr_free += 1;
-                            }
+                            self.ids.release(tag);
                             self.stats.completed = self.stats.completed.wrapping_add(1);
                         }
                         Err(f) => {
@@ -919,32 +907,35 @@ where
     /// revoked or deferred. Idempotent. Also what the glue calls to close.
     pub fn fail(&mut self, mut complete: impl FnMut(Completion, &ReadData<'_, Pg<P>>)) {
         self.failed = true;
-        for (slot, entry) in self.table.as_mut().iter_mut().enumerate() {
-            if let Some(live) = entry.live.take() {
-                let id = (u64::from(entry.generation) << 32) | u64::try_from(slot).unwrap_or(0);
-                let (mut pages, mut indirect) = (live.pages, live.indirect);
-                revoke_into(&self.env, &mut self.stats, &mut pages);
-                revoke_into(&self.env, &mut self.stats, &mut indirect);
-                self.stats.aborted = self.stats.aborted.wrapping_add(1);
-                let data = ReadData {
-                    pages: &[],
-                    bytes: 0,
-                };
-                complete(
-                    Completion {
-                        ticket: Ticket(id),
-                        op: live.op,
-                        status: Status::Error,
-                    },
-                    &data,
-                );
-            }
-        }
+        let (env, stats, table) = (&self.env, &mut self.stats, self.table.as_mut());
+        self.ids.close(|tag| {
+            let Some(live) = table
+                .get_mut(usize::from(tag.slot))
+                .and_then(|e| e.live.take())
+            else {
+                return;
+            };
+            let (mut pages, mut indirect) = (live.pages, live.indirect);
+            revoke_into(env, stats, &mut pages);
+            revoke_into(env, stats, &mut indirect);
+            stats.aborted = stats.aborted.wrapping_add(1);
+            let data = ReadData {
+                pages: &[],
+                bytes: 0,
+            };
+            complete(
+                Completion {
+                    ticket: Ticket(tag.id()),
+                    op: live.op,
+                    status: Status::Error,
+                },
+                &data,
+            );
+        });
         for entry in self.table.as_mut().iter_mut() {
             revoke_into(&self.env, &mut self.stats, &mut entry.spare);
             revoke_into(&self.env, &mut self.stats, &mut entry.spare_indirect);
         }
-        self.nr_free = 0;
     }
 }
 
@@ -983,18 +974,24 @@ fn revoke_on_refusal(op: Op, status: Status, flush: &mut bool, discard: &mut boo
     }
 }
 
-/// Checks a response against the table; on success takes the request out of it.
-fn check<Pg, const S: usize>(
+/// Checks a response against the slot ids and the table; on success takes the request out of
+/// the table (the caller then releases its slot).
+fn check<Pg, const N: usize, const S: usize>(
+    ids: &Slots<N>,
     table: &mut [Entry<Pg, S>],
     rsp: &wire::Response,
-) -> Result<(usize, Live<Pg, S>, Status), ResponseFault> {
+) -> Result<(Tag, Live<Pg, S>, Status), ResponseFault> {
     let id = rsp.id;
-    let slot = usize::try_from(id & 0xffff_ffff).map_err(|_| ResponseFault::BadId(id))?;
-    let generation = u32::try_from(id >> 32).map_err(|_| ResponseFault::BadId(id))?;
-    let entry = table.get_mut(slot).ok_or(ResponseFault::BadId(id))?;
+    let tag = ids.lookup(id).map_err(|e| match e {
+        IdError::OutOfRange => ResponseFault::BadId(id),
+        IdError::NotOutstanding => ResponseFault::NotOutstanding(id),
+    })?;
+    let entry = table
+        .get_mut(usize::from(tag.slot))
+        .ok_or(ResponseFault::BadId(id))?;
     let op = match &entry.live {
-        Some(live) if entry.generation == generation => live.op,
-        _ => return Err(ResponseFault::NotOutstanding(id)),
+        Some(live) => live.op,
+        None => return Err(ResponseFault::NotOutstanding(id)),
     };
     // An indirect request is answered with its inner operation, which is what `op` holds.
     if rsp.operation != u8::from(op) {
@@ -1006,7 +1003,7 @@ fn check<Pg, const S: usize>(
     let status =
         Status::try_from(rsp.status).map_err(|_| ResponseFault::UnknownStatus(rsp.status))?;
     let live = entry.live.take().ok_or(ResponseFault::NotOutstanding(id))?;
-    Ok((slot, live, status))
+    Ok((tag, live, status))
 }
 
 /// Completes a checked request: revoke its grants first, then hand the data over, then free
@@ -1105,12 +1102,8 @@ fn revoke_into<P: GrantOps>(
     for p in pages.iter_mut() {
         if let Some((gref, page)) = p.take() {
             stats.grant_ends = stats.grant_ends.wrapping_add(1);
-            match env.end_access(gref) {
-                EndAccess::Ended => drop(page),
-                EndAccess::StillMapped => {
-                    stats.deferred_frees = stats.deferred_frees.wrapping_add(1);
-                    env.defer_free(gref, page);
-                }
+            if platform::revoke(env, gref, page) == EndAccess::StillMapped {
+                stats.deferred_frees = stats.deferred_frees.wrapping_add(1);
             }
         }
     }

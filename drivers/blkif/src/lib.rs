@@ -22,9 +22,10 @@
 //! - [`BlkFront`]: the frontend engine: reads, writes, flushes and discards in zeroed granted
 //!   pages, requests over 11 pages through indirect descriptors (as negotiated), persistent
 //!   grants (each table slot keeps its pages granted read-write), ids
-//!   `generation << 32 | slot` in a fixed table, each response copied once and checked (id in
-//!   range and outstanding, operation matches, status known; anything else fails the device),
-//!   grants revoked before pages are freed (deferred while still mapped).
+//!   `generation << 32 | slot` in a fixed table ([`xen_core::slots`]), each response copied
+//!   once and checked (id in range and outstanding, operation matches, status known; anything
+//!   else fails the device), grants revoked before pages are freed (deferred while still
+//!   mapped, [`xen_core::platform::revoke`]).
 //!
 //! Both engines answer or expect an indirect request's response with its inner operation
 //! (`indirect_op`), as Linux's blkback and blkfront do.
@@ -62,7 +63,7 @@ pub use parse::{Invalid, Limits, Sector};
 #[cfg(any(test, feature = "std"))]
 pub use storage::{Deferred, VecDisk};
 pub use storage::{Io, IoError, IoKind, IoSeg, SegState, Started, Storage};
-pub use xen_echo::Progress;
+pub use xen_core::platform::Progress;
 
 use xen_evtchn::EvtchnError;
 use xen_ring::RingError;

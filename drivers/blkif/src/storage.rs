@@ -144,7 +144,7 @@ pub use sim::{Deferred, VecDisk};
 mod sim {
     use super::*;
     use std::vec::Vec;
-    use xen_echo::env::PageBytes;
+    use xen_core::platform::PageBytes;
 
     /// An in-memory disk (host builds only), with counters the tests assert on.
     #[derive(Clone, Debug)]

@@ -9,7 +9,6 @@
 //! a connection ends.
 
 use core::sync::atomic::{AtomicBool, Ordering};
-use echo_kenv::Env;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, CondVar, Mutex};
 use kernel::time::msecs_to_jiffies;
@@ -20,6 +19,7 @@ use xen_echo::{BackConfig, EchoBack};
 use xen_kernel::bus::{self, Device, Side};
 use xen_kernel::evtchn::Channel;
 use xen_kernel::grant::Grants;
+use xen_kernel::platform::Env;
 use xen_kernel::store::KernelStore;
 use xen_kernel::{stats, Kick, KickReason};
 use xen_sys::XenbusState;

@@ -9,7 +9,6 @@
 //! wait, never a busy loop) and prints one result line with what the engine verified.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use echo_kenv::Env;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, CondVar, Mutex};
 use kernel::time::{msecs_to_jiffies, Ktime};
@@ -21,6 +20,7 @@ use xen_grant::{CopyOp, CopyPtr, GrantError, GrantOps};
 use xen_kernel::bus::{self, Device, Side};
 use xen_kernel::evtchn::Channel;
 use xen_kernel::grant::{Grants, LocalPage};
+use xen_kernel::platform::Env;
 use xen_kernel::store::KernelStore;
 use xen_kernel::{stats, Kick, KickReason};
 use xen_sys::XenbusState;

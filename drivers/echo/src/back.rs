@@ -1,12 +1,12 @@
 //! The echo back end: maps the front's ring, validates and serves requests, answers each.
 
-use crate::env::{PageBytes, RingMemory};
 use crate::error::Error;
 use crate::store::{self, Dir, Key};
 use crate::wire::{
     Checksum, Extent, Request, RequestWire, ResponseWire, Status, MAX_RING_PAGE_ORDER,
 };
 use crate::{Progress, CHUNK};
+use xen_core::platform::{PageBytes, RingMemory};
 use xen_core::xenbus::{Action, Actions, Event, Machine, Role, XenbusState};
 use xen_core::xs::{with_transaction, TxId, WatchEvent, WatchId, XenStore};
 use xen_evtchn::EvtchnOps;

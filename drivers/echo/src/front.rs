@@ -1,14 +1,15 @@
 //! The echo front end: grants a ring and data pages, issues requests, verifies responses.
 
-use crate::env::{PageAlloc, PageBytes, RingMemory};
 use crate::error::{Error, ResponseFault};
 use crate::store::{self, Dir, Key};
 use crate::wire::{checksum, Op, RequestWire, Response, ResponseWire, Status, MAX_RING_PAGE_ORDER};
 use crate::{Progress, CHUNK};
+use xen_core::platform::{self, PageAlloc, PageBytes, RingMemory};
+use xen_core::slots::{IdError, Slots};
 use xen_core::xenbus::{Action, Actions, Event, Machine, Role, XenbusState};
 use xen_core::xs::{with_transaction, TxId, WatchEvent, WatchId, XenStore};
 use xen_evtchn::EvtchnOps;
-use xen_grant::{Access, EndAccess, GrantOps};
+use xen_grant::{Access, GrantOps};
 use xen_ring::{FrontRing, PAGE_SIZE};
 use xen_sys::{DomId, GrantRef, Port};
 
@@ -64,21 +65,9 @@ pub enum SubmitError {
     Unsupported,
 }
 
-/// Names a submitted request: its slot and the slot's generation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Ticket {
-    /// The request slot.
-    pub slot: u16,
-    /// Which use of the slot.
-    pub generation: u32,
-}
-
-impl Ticket {
-    /// The wire id: generation in the high half, slot in the low half.
-    pub fn id(self) -> u64 {
-        (u64::from(self.generation) << 32) | u64::from(self.slot)
-    }
-}
+/// Names a submitted request: its slot and the slot's generation (xen-core's slot tag; its
+/// [`id`](Ticket::id) is the wire id).
+pub use xen_core::slots::Tag as Ticket;
 
 /// A finished request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,11 +118,12 @@ struct Pending {
     checksum: u32,
 }
 
+/// A request slot's pages and, while a request is outstanding in it (`ids` says which), what
+/// the response is checked against.
 struct Slot<Pg> {
     data: Option<(Pg, GrantRef)>,
     out: Option<(Pg, GrantRef)>,
     pending: Option<Pending>,
-    generation: u32,
 }
 
 struct Conn<R: RingMemory> {
@@ -164,8 +154,8 @@ pub struct EchoFront<P: GrantOps + RingMemory, const N: usize> {
     features: Features,
     conn: Option<Conn<P>>,
     slots: [Slot<P::Page>; N],
-    free: [u16; N],
-    free_len: usize,
+    /// Which slots are free or outstanding, and their generations.
+    ids: Slots<N>,
     quiesced: bool,
     broken: Option<ResponseFault>,
     /// Spurious events in a row (for storm diagnostics).
@@ -193,10 +183,8 @@ where
                 data: None,
                 out: None,
                 pending: None,
-                generation: 0,
             }),
-            free: [0; N],
-            free_len: 0,
+            ids: Slots::new(),
             quiesced: false,
             broken: None,
             spurious_run: 0,
@@ -231,7 +219,7 @@ where
 
     /// Requests submitted and not yet answered.
     pub fn outstanding(&self) -> usize {
-        self.slots.iter().filter(|s| s.pending.is_some()).count()
+        self.ids.outstanding()
     }
 
     /// The port of the current connection.
@@ -407,7 +395,8 @@ where
         let port = match port {
             Ok(p) => p,
             Err(e) => {
-                self.release_ring(ring.into_memory(), grefs.get(..granted).unwrap_or(&[]));
+                let granted = grefs.get(..granted).unwrap_or(&[]);
+                platform::release_ring(&self.env, ring.into_memory(), granted);
                 return Err(e);
             }
         };
@@ -456,30 +445,9 @@ where
                 *target = Some((page, gref));
             }
             slot.pending = None;
-            if let (Some(f), Ok(index)) = (self.free.get_mut(self.free_len), u16::try_from(i)) {
-                *f = index;
-                self.free_len += 1;
-            }
+            self.ids.open(i);
         }
         Ok(())
-    }
-
-    fn release_ring(&self, mem: P::Front, grefs: &[GrantRef]) {
-        let mut busy = [GrantRef::new(0); 16];
-        let mut n = 0;
-        for &g in grefs {
-            if self.env.end_ring_access(g) == EndAccess::StillMapped {
-                if let Some(b) = busy.get_mut(n) {
-                    *b = g;
-                    n += 1;
-                }
-            }
-        }
-        if n == 0 {
-            drop(mem);
-        } else {
-            self.env.defer_free_ring(mem, busy.get(..n).unwrap_or(&[]));
-        }
     }
 
     /// Tears the connection down: closes the port, revokes every grant (deferring the free of
@@ -489,20 +457,18 @@ where
             let _ = self.env.close(conn.port);
             let grefs = conn.grefs;
             let pages = conn.pages;
-            self.release_ring(conn.ring.into_memory(), grefs.get(..pages).unwrap_or(&[]));
+            let grefs = grefs.get(..pages).unwrap_or(&[]);
+            platform::release_ring(&self.env, conn.ring.into_memory(), grefs);
         }
+        let stats = &mut self.stats;
+        self.ids
+            .close(|_| stats.aborted = stats.aborted.wrapping_add(1));
         for slot in self.slots.iter_mut() {
-            if slot.pending.take().is_some() {
-                self.stats.aborted = self.stats.aborted.wrapping_add(1);
-            }
+            slot.pending = None;
             for (page, gref) in [slot.data.take(), slot.out.take()].into_iter().flatten() {
-                match self.env.end_access(gref) {
-                    EndAccess::Ended => drop(page),
-                    EndAccess::StillMapped => self.env.defer_free(gref, page),
-                }
+                let _ = platform::revoke(&self.env, gref, page);
             }
         }
-        self.free_len = 0;
         self.quiesced = false;
         self.broken = None;
         self.spurious_run = 0;
@@ -527,14 +493,13 @@ where
             return Err(SubmitError::BadRange);
         }
         let full = self.conn.as_ref().map_or(true, |c| c.ring.is_full());
-        if full || self.free_len == 0 {
-            return Err(SubmitError::Busy);
-        }
-        let index = self.free_len - 1;
-        let slot_no = *self.free.get(index).ok_or(SubmitError::Busy)?;
+        let ticket = match self.ids.next() {
+            Some(ticket) if !full => ticket,
+            _ => return Err(SubmitError::Busy),
+        };
         let slot = self
             .slots
-            .get_mut(usize::from(slot_no))
+            .get_mut(usize::from(ticket.slot))
             .ok_or(SubmitError::Busy)?;
         let (Some((data_page, data_gref)), Some((out_page, out_gref))) = (&slot.data, &slot.out)
         else {
@@ -569,11 +534,6 @@ where
             }
             wire.rsp_gref = out_gref.raw();
         }
-        slot.generation = slot.generation.wrapping_add(1);
-        let ticket = Ticket {
-            slot: slot_no,
-            generation: slot.generation,
-        };
         wire.id = ticket.id();
         let conn = self.conn.as_mut().ok_or(SubmitError::NotConnected)?;
         conn.ring
@@ -585,7 +545,8 @@ where
             len: wire.len,
             checksum: checksum(data),
         });
-        self.free_len = index;
+        let claimed = self.ids.claim();
+        debug_assert_eq!(claimed, Some(ticket));
         self.stats.submitted = self.stats.submitted.wrapping_add(1);
         Ok(ticket)
     }
@@ -617,16 +578,12 @@ where
         if let Some(conn) = self.conn.as_mut() {
             let mut batch = conn.ring.responses(budget)?;
             for wire in batch.by_ref() {
-                match Self::complete(&mut self.slots, &wire) {
+                match Self::complete(&mut self.slots, &mut self.ids, &wire) {
                     Ok(c) => {
                         done += 1;
                         self.stats.completed = self.stats.completed.wrapping_add(1);
                         if !c.verified && c.status == Status::Okay {
                             self.stats.mismatches = self.stats.mismatches.wrapping_add(1);
-                        }
-                        if let Some(f) = self.free.get_mut(self.free_len) {
-                            *f = c.ticket.slot;
-                            self.free_len += 1;
                         }
                         complete(c);
                     }
@@ -659,25 +616,24 @@ where
         })
     }
 
-    /// Validates one response against the slot table and verifies its data.
+    /// Validates one response against the slot table and verifies its data; on success the
+    /// slot is free again.
     fn complete(
         slots: &mut [Slot<<P as GrantOps>::Page>; N],
+        ids: &mut Slots<N>,
         wire: &ResponseWire,
     ) -> Result<Completion, ResponseFault> {
         let rsp = Response::parse(wire).map_err(ResponseFault::Malformed)?;
-        let index =
-            usize::try_from(rsp.id & 0xffff_ffff).map_err(|_| ResponseFault::UnknownId(rsp.id))?;
-        let generation =
-            u32::try_from(rsp.id >> 32).map_err(|_| ResponseFault::UnknownId(rsp.id))?;
+        let ticket = ids.lookup(rsp.id).map_err(|e| match e {
+            IdError::OutOfRange => ResponseFault::UnknownId(rsp.id),
+            IdError::NotOutstanding => ResponseFault::NotOutstanding(rsp.id),
+        })?;
         let slot = slots
-            .get_mut(index)
+            .get_mut(usize::from(ticket.slot))
             .ok_or(ResponseFault::UnknownId(rsp.id))?;
         let Some(pending) = slot.pending.as_ref() else {
             return Err(ResponseFault::NotOutstanding(rsp.id));
         };
-        if slot.generation != generation {
-            return Err(ResponseFault::NotOutstanding(rsp.id));
-        }
         if pending.op != rsp.op {
             return Err(ResponseFault::OpMismatch(rsp.id));
         }
@@ -691,10 +647,7 @@ where
             };
         let op = pending.op;
         slot.pending = None;
-        let ticket = Ticket {
-            slot: u16::try_from(index).map_err(|_| ResponseFault::UnknownId(rsp.id))?,
-            generation,
-        };
+        ids.release(ticket);
         Ok(Completion {
             ticket,
             op,

@@ -7,6 +7,10 @@
 //! source runs in the host simulator (`xen-sim`) and, compiled by Kbuild, in kernel modules
 //! (the front in a PV guest, the back in dom0).
 //!
+//! Echo is an example: no driver or core crate depends on it. What its engines run on (the
+//! platform traits, [`Progress`], the request-slot ids) is xen-core's, shared with every other
+//! engine.
+//!
 //! # The protocol
 //!
 //! ## XenStore layout
@@ -69,7 +73,7 @@
 //!
 //! The response echoes `id` and `op` and carries a [`Status`]: Okay (0), Error (-1: a grant
 //! did not map), Invalid (-2: the request failed validation), Unsupported (-3). The front's
-//! ids are `generation << 32 | slot`.
+//! ids are `generation << 32 | slot` ([`xen_core::slots`]).
 //!
 //! ## Hardening
 //!
@@ -92,7 +96,7 @@
 //! # Using the engines
 //!
 //! [`EchoFront`] and [`EchoBack`] are generic over the platform (xen-grant's `GrantOps`,
-//! xen-evtchn's `EvtchnOps`, and this crate's [`env`](mod@env) traits) and take the XenStore (any
+//! xen-evtchn's `EvtchnOps`, and xen-core's [`platform`](xen_core::platform) traits) and take the XenStore (any
 //! `xen_core::xs::XenStore`) as a parameter of each call. The glue calls `start`, then
 //! `on_xenstore` when XenStore has news, `handle_event` when the event channel fires (again
 //! at once while `more` is set, with the late EOI `spurious` asks for otherwise), and `close`.
@@ -100,7 +104,6 @@
 #![forbid(unsafe_code)]
 
 mod back;
-pub mod env;
 mod error;
 mod front;
 pub mod store;
@@ -110,20 +113,7 @@ pub use back::{BackConfig, BackStats, EchoBack};
 pub use error::{Error, ResponseFault};
 pub use front::{Completion, EchoFront, EchoRequest, FrontConfig, FrontStats, SubmitError, Ticket};
 pub use wire::{checksum, Op, Request, RequestWire, Response, ResponseWire, Status};
+pub use xen_core::platform::Progress;
 
 /// Bytes copied at a time through a stack buffer when touching data pages.
 pub(crate) const CHUNK: usize = 256;
-
-/// What one [`EchoFront::handle_event`] or [`EchoBack::handle_event`] call did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Progress {
-    /// Requests served (back) or responses completed (front).
-    pub done: u32,
-    /// More work is waiting: call again without waiting for an event.
-    pub more: bool,
-    /// The event brought no work (the peer notified for nothing, or floods the port). The
-    /// glue passes this to the late EOI (`xen_irq_lateeoi` with `XEN_EOI_FLAG_SPURIOUS`),
-    /// whose throttle delays the port after a run of spurious events; an event that found
-    /// work, or found the engine waiting on its own I/O (stalled), is not spurious.
-    pub spurious: bool,
-}

@@ -108,7 +108,7 @@ impl LocalPage {
         self.addr.as_ptr()
     }
 
-    /// Copies bytes out of the page (see `xen_echo::env::PageBytes`).
+    /// Copies bytes out of the page (see `xen_core::platform::PageBytes`).
     pub fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> bool {
         // SAFETY: we own the page (type invariant).
         unsafe { copy_out(self.addr.as_ptr(), offset, dst) }

@@ -15,6 +15,7 @@
 //! | [`grant`] | `gnttab_*`, `gnttab_map_refs` | [`grant::Grants`], an implementation of xen-grant's `GrantOps` |
 //! | [`evtchn`] | `xenbus_alloc_evtchn`, `bind_*_lateeoi`, `xen_irq_lateeoi` | [`evtchn::Channel`], an implementation of xen-evtchn's `EvtchnOps` with late EOI |
 //! | [`ring`] | `xenbus_setup_ring`, `xenbus_map_ring_valloc` | ring pages implementing xen-ring's `SharedMemory` |
+//! | [`platform`] | all of the above | [`platform::Env`]: one device's grants, event channel and ring pages behind xen-grant's `GrantOps`, xen-evtchn's `EvtchnOps` and xen-core's `platform` traits, the platform every driver hands its engine |
 //! | [`blk`] | blk-mq tag sets, `gendisk`, requests | [`blk::Disk`], [`blk::Request`]: a multi-queue disk served by safe code |
 //! | [`bio`] | `bdev_file_open_by_dev`, `bio_alloc`, `submit_bio` | [`bio::BlockDevice`], [`bio::BioCtx`]: a backend's disk and its asynchronous I/O |
 //! | [`stats`] | | counters of live grants, mappings and rings, for leak checks |
@@ -37,6 +38,7 @@ pub mod blk;
 pub mod bus;
 pub mod evtchn;
 pub mod grant;
+pub mod platform;
 pub mod ring;
 pub mod stats;
 pub mod store;

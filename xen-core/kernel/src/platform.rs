@@ -1,23 +1,27 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The echo engines' platform in the kernel: xen_kernel's grants, event channel and ring
-//! pages behind the traits `xen_echo` is generic over (shared by the front and back modules).
+//! The device platform in the kernel: this crate's grants, event channel and ring pages behind the traits every engine is generic over.
 //!
-//! Only delegation lives here; the new types exist because `xen_echo`'s `PageBytes` is
-//! implemented for pages, and a crate may not implement another crate's trait for a third
-//! crate's type.
+//! [`Env`] implements xen-grant's `GrantOps`, xen-evtchn's `EvtchnOps` and xen-core's
+//! [`platform`](xen_core::platform) traits (`PageAlloc`, `RingMemory`) for one device; [`Page`]
+//! and [`Mapped`] implement `PageBytes`. Every driver module hands its engine an [`Env`]: the
+//! echo example's front and back, blkfront and blkback.
+//!
+//! Only delegation lives here: the grant, event-channel and ring work is done by
+//! [`crate::grant`], [`crate::evtchn`] and [`crate::ring`]. [`Page`] and [`Mapped`], the page
+//! types the engines see, wrap [`LocalPage`] and [`Mapping`].
 
-use xen_echo::env::{PageAlloc, PageBytes, RingMemory};
+use xen_core::platform::{PageAlloc, PageBytes, RingMemory};
 use xen_evtchn::{EvtchnError, EvtchnOps};
 use xen_grant::{
     Access, AccessError, BatchError, CopyOp, EndAccess, GrantError, GrantOps, MapRequest,
     MapResult, UnmapResult,
 };
-use xen_kernel::bus::DeviceHandle;
-use xen_kernel::evtchn::Channel;
-use xen_kernel::grant::{Grants, LocalPage, Mapping};
-use xen_kernel::ring::{BackRingPages, FrontRingPages};
-use xen_kernel::Kick;
+use crate::bus::DeviceHandle;
+use crate::evtchn::Channel;
+use crate::grant::{Grants, LocalPage, Mapping};
+use crate::ring::{BackRingPages, FrontRingPages};
+use crate::Kick;
 use xen_sys::{DomId, GrantRef, Port};
 
 /// A page of ours the front grants.
@@ -28,7 +32,7 @@ pub struct Mapped(Mapping);
 
 impl Mapped {
     /// The page the foreign frame is mapped at (for a bio), valid while `self` exists.
-    pub fn page(&self) -> xen_kernel::bio::PagePtr {
+    pub fn page(&self) -> crate::bio::PagePtr {
         self.0.page()
     }
 }
@@ -51,7 +55,7 @@ impl PageBytes for Mapped {
     }
 }
 
-/// Everything an echo engine needs from the kernel, for one device whose kicks go to `K`.
+/// Everything an engine needs from the kernel, for one device whose kicks go to `K`.
 pub struct Env<K: Kick> {
     /// The device (for rings and event channels).
     pub dev: DeviceHandle,
@@ -91,7 +95,7 @@ impl<K: Kick> GrantOps for Env<K> {
         requests: &[MapRequest],
         results: &mut [MapResult<Mapped>],
     ) -> Result<(), BatchError> {
-        const MAX: usize = xen_kernel::grant::MAX_POOL;
+        const MAX: usize = crate::grant::MAX_POOL;
         if requests.len() != results.len() {
             return Err(BatchError::LengthMismatch);
         }
@@ -123,7 +127,7 @@ impl<K: Kick> GrantOps for Env<K> {
         mappings: &mut [Option<Mapped>],
         results: &mut [UnmapResult],
     ) -> Result<(), BatchError> {
-        const MAX: usize = xen_kernel::grant::MAX_POOL;
+        const MAX: usize = crate::grant::MAX_POOL;
         if mappings.len() > MAX {
             return Err(BatchError::TooLarge);
         }
@@ -147,7 +151,7 @@ impl<K: Kick> GrantOps for Env<K> {
         _ops: &[CopyOp<'_, Page>],
         results: &mut [Result<(), GrantError>],
     ) -> Result<(), BatchError> {
-        // Echo does not copy; the kernel glue offers no grant copy yet.
+        // No engine copies yet, and the kernel glue offers no grant copy.
         for r in results.iter_mut() {
             *r = Err(GrantError::GeneralError);
         }

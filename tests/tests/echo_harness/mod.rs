@@ -1,12 +1,15 @@
 //! Glue that runs the echo engines on simulated domains, as a kernel driver's glue would.
 //!
+//! Shared by the echo tests (`attacks.rs`, `echo_e2e.rs`), which include it as a module: the
+//! simulator itself knows nothing of the echo example.
+//!
 //! A driver's glue does three things: it calls the engine when XenStore has news, when the
 //! device's event channel fires (again at once while the engine reports more work), and it
 //! re-enables the event channel when the engine's late-EOI decision says so. Here a thread
 //! of the domain waits on the XenStore port and, unless throttled, the device port.
+// Each test that includes this uses part of it.
+#![allow(dead_code)]
 
-use crate::xenstored::{XsConnection, XsRing};
-use crate::{Domain, Sim};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -15,6 +18,7 @@ use xen_core::xs::{Client, XsTransport};
 use xen_echo::store::Dir;
 use xen_echo::{BackConfig, BackStats, Completion, EchoBack, EchoFront, Error, FrontConfig};
 use xen_evtchn::{Eoi, Nanos, Outcome, Throttle, ThrottleConfig};
+use xen_sim::{Domain, Sim, XsConnection, XsRing};
 use xen_sys::{DomId, Port};
 
 /// A XenStore transport of the simulator, with the port that signals its input.
