@@ -41,10 +41,4 @@ struct xpvrs_copy_end {
 int xpvrs_grant_copy(const struct xpvrs_copy_end *src, const struct xpvrs_copy_end *dst,
 		     const uint16_t *len, int16_t *status, unsigned int count);
 
-/* A periodic timer calling fn(arg) every period (softirq context: fn must not sleep). */
-struct xpvrs_ticker;
-struct xpvrs_ticker *xpvrs_ticker_start(unsigned int period_ms, void (*fn)(const void *arg),
-					const void *arg);
-void xpvrs_ticker_stop(struct xpvrs_ticker *ticker);
-
 #endif

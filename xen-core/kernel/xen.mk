@@ -11,7 +11,8 @@
 # - xen_kernel_helpers.o: C wrappers for static inlines and macros (helpers.c);
 # - the project's no_std crates from their one source (the same files cargo tests on the host):
 #   bitflags (from the cargo registry), xen_sys, xen_ring, xen_grant, xen_evtchn, xen_core;
-# - xen_kernel: the safe glue (src/lib.rs) over all of the above, with the device platform
+# - the `linux` crate and its C helpers (linux/linux.mk): Linux layers that are not Xen's;
+# - xen_kernel: the safe Xen glue (src/lib.rs) over all of the above, with the device platform
 #   (src/platform.rs) every driver hands its engine.
 # A driver's Kbuild lists only its own crates; a protocol crate two modules share has a fragment
 # of its own next to its source, included after this one (drivers/blkif/blkif.mk,
@@ -27,12 +28,14 @@ ifeq ($(XEN_BITFLAGS_SRC),)
 $(error xen.mk: XEN_BITFLAGS_SRC is not set; build the modules with qemu-tests/modules.sh)
 endif
 
+include $(XEN_PV_RS_ROOT)/linux/linux.mk
+
 xen_kernel_objs := bitflags.o xen_sys.o xen_ring.o xen_grant.o xen_evtchn.o xen_core.o \
-	xen_kbindings.o xen_kernel_helpers.o xen_kernel.o
+	xen_kbindings.o xen_kernel_helpers.o $(linux_objs) xen_kernel.o
 xen_kernel_externs := --extern xen_kernel --extern xen_core --extern xen_sys --extern xen_ring \
-	--extern xen_grant --extern xen_evtchn -L $(obj)
+	--extern xen_grant --extern xen_evtchn $(linux_externs)
 xen_kernel_deps := $(addprefix $(obj)/,xen_kernel.o xen_core.o xen_sys.o xen_ring.o \
-	xen_grant.o xen_evtchn.o)
+	xen_grant.o xen_evtchn.o) $(linux_deps)
 
 # A shared crate's object also writes lib<name>.rmeta for the crates that use it. Kbuild adds
 # -Zcrate-attr=no_std; the crates say no_std themselves for cargo, hence -Aunused_attributes.
@@ -133,7 +136,9 @@ $(obj)/xen_kernel_helpers.o: $(XEN_KERNEL_SRC)/helpers.c FORCE
 CFLAGS_xen_kernel_helpers.o := -I$(XEN_KERNEL_SRC)
 
 # --- the glue crate -------------------------------------------------------------------------
-$(obj)/xen_kernel.o: $(XEN_KERNEL_SRC)/src/lib.rs $(obj)/xen_kbindings.o $(obj)/xen_core.o FORCE
+$(obj)/xen_kernel.o: $(XEN_KERNEL_SRC)/src/lib.rs $(obj)/xen_kbindings.o $(obj)/xen_core.o \
+		$(obj)/linux.o FORCE
 	$(call if_changed_rule,rustc_o_rs)
 RUSTFLAGS_xen_kernel.o = $(xen_crate_flags) --extern xen_kbindings --extern xen_core \
-	--extern xen_sys --extern xen_ring --extern xen_grant --extern xen_evtchn -L $(obj)
+	--extern xen_sys --extern xen_ring --extern xen_grant --extern xen_evtchn --extern linux \
+	-L $(obj)

@@ -1,6 +1,6 @@
 //! The kernel crates' `unsafe` rule, checked here because Kbuild's `CLIPPY=1` is not part of the
 //! module build: every `unsafe` block and `unsafe impl` in the kernel glue
-//! (`xen-core/kernel/src`, `drivers/*/kmod`) has a `// SAFETY:` comment on the statement it
+//! (`xen-core/kernel/src`, `linux/src`, `drivers/*/kmod`) has a `// SAFETY:` comment on the statement it
 //! belongs to (the comment lines right above it, or at the end of its own line), as clippy's
 //! `undocumented_unsafe_blocks` requires of the host crates.
 
@@ -68,7 +68,7 @@ fn documented_above(lines: &[&str], i: usize) -> bool {
 }
 
 fn kernel_sources() -> Vec<PathBuf> {
-    let mut dirs = vec![root().join("xen-core/kernel/src")];
+    let mut dirs = vec![root().join("xen-core/kernel/src"), root().join("linux/src")];
     if let Ok(rd) = std::fs::read_dir(root().join("drivers")) {
         for e in rd.flatten() {
             let kmod = e.path().join("kmod");

@@ -29,16 +29,16 @@ use xen_core::feature::{FeatureError, StoreDir};
 use xen_core::xenbus::{Action, Event, Input, Machine, Perform, Role};
 use xen_core::xs::{with_transaction, PathBuf, TxId, XenStore};
 use xen_evtchn::EvtchnOps;
-use xen_kernel::blk::{
-    self, DebugCounters, Disk, DiscardParams, HwQueue, Op, QueueRqError, Request,
-};
+use linux::block::mq::{self as blk, Disk, DiscardParams, HwQueue, Op, QueueRqError, Request};
+use linux::debugfs::DebugCounters;
 use xen_kernel::bus::{self, DevPath, Device, DeviceHandle, HandshakeError, Side};
 use xen_kernel::evtchn::Channel;
 use xen_kernel::grant::{Grants, LocalPage};
 use xen_kernel::platform::{Env, Page};
 use xen_kernel::ring::FrontRingPages;
 use xen_kernel::store::KernelStore;
-use xen_kernel::work::{cancel_sync, EventQueue};
+use linux::workqueue::cancel_sync;
+use xen_kernel::work::EventQueue;
 use xen_kernel::{stats, Kick, KickReason};
 use xen_sys::wire::blkif::{Op as WireOp, Status, VdiskInfo};
 use xen_sys::{GrantRef, XenbusState};

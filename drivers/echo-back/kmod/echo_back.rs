@@ -8,6 +8,7 @@
 //! one batch, its data checksummed and complemented, and unmapped; the counts are printed when
 //! a connection ends.
 
+use linux::workqueue::cancel_sync;
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, CondVar, Mutex};
@@ -249,8 +250,7 @@ fn teardown(this: &Arc<BackDev>) {
     };
     drop(store);
     drop(engine);
-    // SAFETY: `work` is an initialised work item embedded in the live `BackDev`.
-    unsafe { kernel::bindings::cancel_work_sync(Work::raw_get(&this.work)) };
+    cancel_sync(&this.work);
 }
 
 /// Fields drop in order: the registration first (removing every device), then the report.

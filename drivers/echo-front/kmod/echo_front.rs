@@ -8,6 +8,7 @@
 //! that varies per request, waits for the responses (a condition variable with a bounded
 //! wait, never a busy loop) and prints one result line with what the engine verified.
 
+use linux::workqueue::cancel_sync;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, CondVar, Mutex};
@@ -306,8 +307,8 @@ impl bus::Driver for Driver {
         // A runner still waiting finds no engine and ends; a queued one is dropped, and the
         // next connection queues a new one.
         this.progress.notify_all();
-        cancel(&this.work);
-        cancel(&this.runner);
+        cancel_sync(&this.work);
+        cancel_sync(&this.runner);
         this.state.lock().runner_queued = false;
         if let Err(e) = connect(&this, dev) {
             pr_err!("XENPVRS-ECHO-FRONT resume failed: {:?}\n", e);
@@ -320,7 +321,7 @@ impl bus::Driver for Driver {
     fn remove(this: Arc<FrontDev>, _dev: &Device) {
         this.stopping.store(true, Ordering::Release);
         this.progress.notify_all();
-        cancel(&this.runner);
+        cancel_sync(&this.runner);
         // Close cleanly: the back unmaps first, then we revoke and write Closed.
         {
             let mut guard = this.state.lock();
@@ -373,12 +374,6 @@ fn connect(this: &Arc<FrontDev>, dev: &Device) -> Result<(), xen_echo::Error> {
     started
 }
 
-/// Waits for a work item to finish and makes sure it is not queued.
-fn cancel<const ID: u64>(work: &Work<FrontDev, ID>) {
-    // SAFETY: `work` is an initialised work item embedded in a live `FrontDev`.
-    unsafe { kernel::bindings::cancel_work_sync(Work::raw_get(work)) };
-}
-
 /// Stops the engine (revoking everything), drops the store (unregistering watches) and the
 /// event channel, then waits out the work item: nothing refers to the device afterwards.
 fn teardown(this: &Arc<FrontDev>) {
@@ -392,11 +387,11 @@ fn teardown(this: &Arc<FrontDev>) {
     };
     drop(store);
     drop(engine);
-    cancel(&this.work);
+    cancel_sync(&this.work);
     // The event work may have queued the runner just before `stopping` was set: with the work
     // item gone nothing queues it any more, so this wait is the last.
     this.stopping.store(true, Ordering::Release);
-    cancel(&this.runner);
+    cancel_sync(&this.runner);
 }
 
 /// Fields drop in order: the registration first (removing every device), then the report.

@@ -13,7 +13,7 @@
 //!   `gnttab_alloc_pages` the first time the slot is used and stays with the pool (reused by
 //!   later mappings) until the pool is dropped. A [`Mapping`] is read through a copy accessor
 //!   only; its page ([`Mapping::page`]) can also be handed to the block layer
-//!   ([`crate::bio`]).
+//!   (`linux::block::bio`).
 //!
 //! - Grant copy goes through `gnttab_batch_copy` (which retries `GNTST_eagain` itself), at
 //!   most 16 copies per call, each checked as Xen would before it is sent.
@@ -28,7 +28,7 @@ use xen_grant::{
 use xen_kbindings as b;
 use xen_sys::{DomId, GrantRef};
 
-use crate::bio::PagePtr;
+use linux::page::{KernelPage, PagePtr};
 use crate::stats;
 
 /// Bytes in a page.
@@ -103,7 +103,7 @@ impl LocalPage {
     }
 
     /// The page's kernel address, for C code that copies whole pages (e.g. the block layer's
-    /// request copy in [`crate::blk`]); valid while `self` is borrowed.
+    /// request copy in `linux::block::mq`); valid while `self` is borrowed.
     pub fn as_ptr(&self) -> *mut u8 {
         self.addr.as_ptr()
     }
@@ -118,6 +118,14 @@ impl LocalPage {
     pub fn write_bytes(&self, offset: usize, src: &[u8]) -> bool {
         // SAFETY: we own the page (type invariant).
         unsafe { copy_in(self.addr.as_ptr(), offset, src) }
+    }
+}
+
+// SAFETY: a page we own (type invariant), mapped in the kernel and `PAGE_SIZE` bytes, until
+// `drop`, which a borrow of `self` excludes.
+unsafe impl KernelPage for LocalPage {
+    fn kernel_addr(&self) -> NonNull<u8> {
+        self.addr
     }
 }
 
@@ -164,7 +172,7 @@ impl Mapping {
     }
 
     /// The pool page the foreign frame is mapped at, for block I/O on it
-    /// ([`crate::bio::BlockDevice::submit`]).
+    /// (`linux::block::bio::BlockDevice::submit`).
     ///
     /// The page shows the foreign frame while this mapping exists: I/O on it must have
     /// completed before the mapping is unmapped (or dropped). A read-only mapping

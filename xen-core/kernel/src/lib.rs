@@ -16,9 +16,12 @@
 //! | [`evtchn`] | `xenbus_alloc_evtchn`, `bind_*_lateeoi`, `xen_irq_lateeoi` | [`evtchn::Channel`], an implementation of xen-evtchn's `EvtchnOps` with late EOI |
 //! | [`ring`] | `xenbus_setup_ring`, `xenbus_map_ring_valloc` | ring pages implementing xen-ring's `SharedMemory` |
 //! | [`platform`] | all of the above | [`platform::Env`]: one device's grants, event channel and ring pages behind xen-grant's `GrantOps`, xen-evtchn's `EvtchnOps` and xen-core's `platform` traits, the platform every driver hands its engine |
-//! | [`blk`] | blk-mq tag sets, `gendisk`, requests | [`blk::Disk`], [`blk::Request`]: a multi-queue disk served by safe code |
-//! | [`bio`] | `bdev_file_open_by_dev`, `bio_alloc`, `submit_bio` | [`bio::BlockDevice`], [`bio::BioCtx`]: a backend's disk and its asynchronous I/O |
+//! | [`work`] | `system_highpri` | [`work::EventQueue`]: how a ring's queue is kicked by its event channel |
 //! | [`stats`] | | counters of live grants, mappings and rings, for leak checks |
+//!
+//! The Linux layers that are not Xen's (blk-mq, bio, debugfs, timers) are the `linux` crate's
+//! (`linux/`): this crate is Xen glue only, and uses `linux` for what it shares with them (the
+//! `struct page` handle a grant mapping gives a bio).
 //!
 //! # Safety story
 //!
@@ -33,8 +36,6 @@
 /// The prefix of this crate's `pr_*!` messages.
 const __LOG_PREFIX: &[u8] = b"xen_kernel\0";
 
-pub mod bio;
-pub mod blk;
 pub mod bus;
 pub mod evtchn;
 pub mod grant;
@@ -42,7 +43,6 @@ pub mod platform;
 pub mod ring;
 pub mod stats;
 pub mod store;
-pub mod ticker;
 pub mod work;
 
 use kernel::sync::ArcBorrow;

@@ -32,7 +32,7 @@ pub struct Mapped(Mapping);
 
 impl Mapped {
     /// The page the foreign frame is mapped at (for a bio), valid while `self` exists.
-    pub fn page(&self) -> crate::bio::PagePtr {
+    pub fn page(&self) -> linux::page::PagePtr {
         self.0.page()
     }
 }

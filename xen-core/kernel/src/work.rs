@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Work items of our devices: the one way a ring's queue is kicked, and a synchronous cancel.
+//! The one way a ring's queue is kicked.
 
 use crate::{Kick, KickReason};
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::sync::{Arc, ArcBorrow};
-use kernel::workqueue::{self, HasWork, Work, WorkItem};
+use kernel::workqueue::{self, HasWork, WorkItem};
 
 /// A ring's queue served by its work item (id 0) on `system_highpri`: kicking it queues the
 /// work item, and an event-channel kick also sets the queue's flag, because the work owes the
@@ -26,12 +26,4 @@ impl<T: EventQueue> Kick for T {
         // Already queued: the queued run sees the flag.
         let _ = workqueue::system_highpri().enqueue::<Arc<T>, 0>(this);
     }
-}
-
-/// Waits for `work` to finish if it runs, and makes sure it is not queued
-/// (`cancel_work_sync`).
-pub fn cancel_sync<T: ?Sized, const ID: u64>(work: &Work<T, ID>) {
-    // SAFETY: `work` is a reference to an initialised work item, so the raw pointer is valid
-    // for the call; `cancel_work_sync` may sleep, which every caller (process context) allows.
-    unsafe { kernel::bindings::cancel_work_sync(Work::raw_get(work)) };
 }

@@ -21,12 +21,11 @@
 //! - [`Operations`] is the driver: `queue_rq` and `commit_rqs` with the per-disk object and the
 //!   hardware queue's index.
 //!
-//! The C half is `../blk_helpers.c` (declared in `../blk_helpers.h`; the externs below mirror
-//! it).
+//! The C half is in `linux/helpers.c` (declared in `linux/blk_helpers.h`; the externs below
+//! mirror it).
 
-use crate::grant::LocalPage;
+use crate::page::KernelPage;
 use core::marker::PhantomData;
-use core::sync::atomic::AtomicU64;
 use core::ptr::NonNull;
 use kernel::bindings;
 use kernel::ffi::{c_char, c_int, c_uint, c_void};
@@ -91,13 +90,6 @@ extern "C" {
     ) -> u32;
     fn xpvrs_blk_rq_end(rq: *mut c_void, err: c_int);
     fn xpvrs_blk_rq_requeue(rq: *mut c_void);
-    fn xpvrs_debugfs_counters(
-        dir: *const c_char,
-        names: *const *const c_char,
-        vals: *mut u64,
-        n: u32,
-    ) -> *mut c_void;
-    fn xpvrs_debugfs_remove(d: *mut c_void);
 }
 
 /// Most pages one request's data may be copied through (512 KiB).
@@ -171,19 +163,19 @@ impl Request {
         unsafe { xpvrs_blk_rq_fua(self.raw()) }
     }
 
-    fn copy(&self, pages: &mut dyn Iterator<Item = &LocalPage>, to_pages: bool) -> bool {
+    fn copy(&self, pages: &mut dyn Iterator<Item = &dyn KernelPage>, to_pages: bool) -> bool {
         let mut addrs = [core::ptr::null_mut::<c_void>(); MAX_REQUEST_PAGES];
         let mut n = 0usize;
         for (slot, page) in addrs.iter_mut().zip(pages) {
-            *slot = page.as_ptr().cast();
+            *slot = page.kernel_addr().as_ptr().cast();
             n += 1;
         }
         let bytes = self.bytes();
-        if n * crate::grant::PAGE_SIZE < bytes as usize {
+        if n * kernel::page::PAGE_SIZE < bytes as usize {
             return false;
         }
         // SAFETY: the request is live and ours (type invariant); `addrs[..n]` are pages we own
-        // (each `LocalPage` is borrowed for this call), each PAGE_SIZE bytes; the helper copies
+        // (each is borrowed for this call; `KernelPage`'s contract), each PAGE_SIZE bytes; the helper copies
         // at most `n` pages' worth.
         let done = unsafe {
             xpvrs_blk_rq_copy(self.raw(), addrs.as_ptr(), n as u32, to_pages)
@@ -193,8 +185,8 @@ impl Request {
 
     /// Copies the request's data (a write's) into `pages`, in order, 4096 bytes each;
     /// `false` if they are too few.
-    pub fn copy_to_pages<'a>(&self, pages: impl Iterator<Item = &'a LocalPage>) -> bool {
-        let mut pages = pages;
+    pub fn copy_to_pages<'a, P: KernelPage + 'a>(&self, pages: impl Iterator<Item = &'a P>) -> bool {
+        let mut pages = pages.map(|p| p as &dyn KernelPage);
         self.copy(&mut pages, true)
     }
 
@@ -202,8 +194,11 @@ impl Request {
     ///
     /// Takes `&mut self`: it writes the request's pages, so no other reference may be reading
     /// them (a `&Request` is `Sync`, and `copy_to_pages` reads through one).
-    pub fn copy_from_pages<'a>(&mut self, pages: impl Iterator<Item = &'a LocalPage>) -> bool {
-        let mut pages = pages;
+    pub fn copy_from_pages<'a, P: KernelPage + 'a>(
+        &mut self,
+        pages: impl Iterator<Item = &'a P>,
+    ) -> bool {
+        let mut pages = pages.map(|p| p as &dyn KernelPage);
         self.copy(&mut pages, false)
     }
 
@@ -532,74 +527,3 @@ fn check_ptr(p: *mut c_void) -> Result<NonNull<c_void>> {
     NonNull::new(p).ok_or(ENOMEM)
 }
 
-/// Read-only counters in debugfs: `/sys/kernel/debug/<dir>/<name>` for each name, the values
-/// being an `[AtomicU64; N]` inside an `Arc<Q>` (a queue), which this value keeps alive.
-///
-/// Writers update the atomics; debugfs reads them as plain `u64`s (same layout), which is
-/// fine for counters.
-pub struct DebugCounters<Q> {
-    dentry: *mut c_void,
-    _owner: Arc<Q>,
-}
-
-// SAFETY: a dentry pointer the kernel lets any thread remove, and an `Arc` of a type that is
-// itself sent and shared only as its own bounds allow.
-unsafe impl<Q: Send + Sync> Send for DebugCounters<Q> {}
-// SAFETY: no `&self` methods.
-unsafe impl<Q: Send + Sync> Sync for DebugCounters<Q> {}
-
-impl<Q> DebugCounters<Q> {
-    /// Creates the directory `dir` and one file per name, showing `values(&owner)`; `None`
-    /// when debugfs refused (no debugfs, or no memory), which costs only the files.
-    pub fn new<const N: usize>(
-        dir: &kernel::str::CStr,
-        names: &[&'static kernel::str::CStr; N],
-        owner: Arc<Q>,
-        values: fn(&Q) -> &[AtomicU64; N],
-    ) -> Option<Self> {
-        let ptrs: [*const c_char; N] = core::array::from_fn(|i| {
-            names.get(i).map_or(core::ptr::null(), |n| n.as_char_ptr())
-        });
-        let vals = core::ptr::from_ref(values(&owner)).cast_mut().cast::<u64>();
-        // SAFETY: the names are NUL-terminated statics; `vals` points at `N` `u64`-sized
-        // atomics inside `owner`'s allocation, which does not move and which `self` keeps
-        // alive until `drop` has removed the files (debugfs drains readers on removal).
-        let dentry = unsafe { xpvrs_debugfs_counters(dir.as_char_ptr(), ptrs.as_ptr(), vals, N as u32) };
-        if dentry.is_null() {
-            None
-        } else {
-            Some(DebugCounters {
-                dentry,
-                _owner: owner,
-            })
-        }
-    }
-
-    /// One directory per queue, named by `name`: what both block drivers publish after
-    /// connecting. A queue whose files debugfs refused is skipped.
-    pub fn for_queues<'a, const N: usize>(
-        queues: impl Iterator<Item = &'a Arc<Q>>,
-        names: &[&'static kernel::str::CStr; N],
-        values: fn(&Q) -> &[AtomicU64; N],
-        name: impl Fn(&Q) -> Result<kernel::str::CString>,
-    ) -> Result<KVec<Self>>
-    where
-        Q: 'a,
-    {
-        let mut out = KVec::new();
-        for q in queues {
-            let dir = name(q)?;
-            if let Some(d) = Self::new(&dir, names, q.clone(), values) {
-                out.push(d, GFP_KERNEL)?;
-            }
-        }
-        Ok(out)
-    }
-}
-
-impl<Q> Drop for DebugCounters<Q> {
-    fn drop(&mut self) {
-        // SAFETY: created in `new`, removed once; readers are drained by debugfs.
-        unsafe { xpvrs_debugfs_remove(self.dentry) };
-    }
-}

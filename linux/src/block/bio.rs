@@ -5,7 +5,8 @@
 //!
 //! Linux 6.12's `kernel` crate cannot open a block device or build a bio, so this module is
 //! our layer over the C interfaces (`bdev_file_open_by_dev`, `bio_alloc`, `submit_bio`), with
-//! its C half in `../helpers.c` (declared in `../bio_helpers.h`; the externs below mirror it).
+//! its C half in `linux/helpers.c` (declared in `linux/bio_helpers.h`; the externs below mirror
+//! it).
 //!
 //! # Ownership
 //!
@@ -17,7 +18,7 @@
 //!   exactly once per successful submit, when the last bio has ended, possibly in interrupt
 //!   context and possibly before `submit` returns. After it has run, the context may be
 //!   submitted again or freed.
-//! - The data pages are named by [`PagePtr`]s ([`crate::grant::Mapping::page`]): raw handles
+//! - The data pages are named by [`PagePtr`]s (e.g. a grant mapping's page): raw handles
 //!   that own nothing. Whoever owns the page (a grant mapping) keeps it until the callback
 //!   has run; that is the caller's promise when it calls the `unsafe` [`BlockDevice::submit`].
 //! - The synchronous operations ([`BlockDevice::discard`], [`BlockDevice::secure_erase`],
@@ -31,6 +32,8 @@ use kernel::error::from_err_ptr;
 use kernel::ffi::{c_int, c_uint, c_void};
 use kernel::prelude::*;
 use kernel::types::Opaque;
+
+pub use crate::page::PagePtr;
 
 /// `struct xpvrs_bio_ctx` (bio_helpers.h). C owns `remaining`, `error` and `done` while I/O
 /// is in flight; `owner` and `tag` are ours and only ever accessed atomically.
@@ -106,33 +109,6 @@ pub const SECTOR_SIZE: u32 = 512;
 /// Most segments (page pieces) one bio carries (`BIO_MAX_VECS`); longer I/O takes more bios.
 pub const BIO_MAX_VECS: usize = 256;
 
-/// A `struct page` that I/O can be done on: a raw handle that owns nothing, from
-/// [`crate::grant::Mapping::page`]. It says whether the page may be written (a read-only
-/// grant mapping may not be the destination of a read from disk).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PagePtr {
-    page: NonNull<bindings::page>,
-    writable: bool,
-}
-
-// SAFETY: an address and a flag; only `unsafe` code (`BlockDevice::submit`) uses the address,
-// under its own contract.
-unsafe impl Send for PagePtr {}
-// SAFETY: as above; nothing is reachable through `&PagePtr`.
-unsafe impl Sync for PagePtr {}
-
-impl PagePtr {
-    /// A handle on `page`; `writable`: whether data may be read from disk into it.
-    pub(crate) fn new(page: NonNull<bindings::page>, writable: bool) -> PagePtr {
-        PagePtr { page, writable }
-    }
-
-    /// Whether the page may be the destination of a read from disk.
-    pub fn is_writable(&self) -> bool {
-        self.writable
-    }
-}
-
 /// One piece of an I/O's data: `len` bytes at `offset` in `page`, both multiples of
 /// [`SECTOR_SIZE`], within the page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,7 +125,7 @@ impl Segment {
     /// Its length in sectors, if it is well formed: not empty, sector-aligned, within a page.
     fn sectors(&self) -> Option<u64> {
         let end = self.offset.checked_add(self.len)?;
-        let page = u32::try_from(crate::grant::PAGE_SIZE).ok()?;
+        let page = u32::try_from(kernel::page::PAGE_SIZE).ok()?;
         let aligned = self.offset % SECTOR_SIZE == 0 && self.len % SECTOR_SIZE == 0;
         (self.len != 0 && aligned && end <= page).then(|| u64::from(self.len / SECTOR_SIZE))
     }
@@ -268,7 +244,7 @@ impl Drop for BioCtx {
     fn drop(&mut self) {
         if self.in_flight.load(Ordering::Acquire) {
             // A broken `submit` contract; the block layer will write to freed memory.
-            pr_err!("xen_kernel: BioCtx freed with I/O in flight\n");
+            pr_err!("linux::block::bio: BioCtx freed with I/O in flight\n");
         }
     }
 }
@@ -607,7 +583,7 @@ impl BlockDevice {
                     preflush_pending = false;
                     bio_fresh = true;
                 }
-                let page = seg.page.page.as_ptr().cast();
+                let page = seg.page.as_raw().cast();
                 // SAFETY: see above.
                 if unsafe { xpvrs_bio_add_page(bio, page, seg.len, seg.offset) } {
                     bio_fresh = false;

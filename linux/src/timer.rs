@@ -12,7 +12,21 @@ use core::ptr::NonNull;
 use kernel::ffi::c_void;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow};
-use xen_kbindings as b;
+
+/// Opaque: the C helper's timer (`timer_helpers.h`).
+#[repr(C)]
+struct XpvrsTicker {
+    _opaque: [u8; 0],
+}
+
+extern "C" {
+    fn xpvrs_ticker_start(
+        period_ms: kernel::ffi::c_uint,
+        fire: Option<unsafe extern "C" fn(arg: *const c_void)>,
+        arg: *const c_void,
+    ) -> *mut XpvrsTicker;
+    fn xpvrs_ticker_stop(ticker: *mut XpvrsTicker);
+}
 
 /// What a [`Ticker`] calls.
 pub trait Tick: Send + Sync + 'static {
@@ -28,7 +42,7 @@ pub trait Tick: Send + Sync + 'static {
 /// `timer` came from `xpvrs_ticker_start` with `arg`, which came from `Arc::into_raw` (its
 /// count belongs to this value); both are released once, on drop.
 pub struct Ticker<T: Tick> {
-    timer: NonNull<b::xpvrs_ticker>,
+    timer: NonNull<XpvrsTicker>,
     arg: *const T,
     _p: PhantomData<T>,
 }
@@ -45,7 +59,7 @@ impl<T: Tick> Ticker<T> {
         let arg = Arc::into_raw(this);
         // SAFETY: `fire::<T>` is a valid callback for `arg`, which stays valid until `drop`
         // stops the timer.
-        let timer = unsafe { b::xpvrs_ticker_start(period_ms, Some(Self::fire), arg.cast()) };
+        let timer = unsafe { xpvrs_ticker_start(period_ms, Some(Self::fire), arg.cast()) };
         match NonNull::new(timer) {
             // INVARIANT: as documented above.
             Some(timer) => Ok(Ticker {
@@ -76,7 +90,7 @@ impl<T: Tick> Drop for Ticker<T> {
     fn drop(&mut self) {
         // SAFETY: the timer is live and stopped once (type invariant); this waits for a
         // running callback, and the timer cannot fire again.
-        unsafe { b::xpvrs_ticker_stop(self.timer.as_ptr()) };
+        unsafe { xpvrs_ticker_stop(self.timer.as_ptr()) };
         // SAFETY: `arg` came from `Arc::into_raw` and its count is ours (type invariant); no
         // callback can use it any more.
         drop(unsafe { Arc::from_raw(self.arg) });

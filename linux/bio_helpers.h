@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The C half of xen_kernel::bio: block devices opened by number and bios built on pages the
+ * The C half of linux::block::bio: block devices opened by number and bios built on pages the
  * caller keeps alive, for a block backend. Only static inlines, macros and the bio completion
  * callback live here; the Rust side (src/bio.rs) declares these functions itself and mirrors
  * struct xpvrs_bio_ctx, so keep the two in step (the layout is asserted on both sides).

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The C half of xen_kernel::blk, our block-layer glue: what blk-mq offers only as static
+ * The C half of linux::block::mq, our block-layer glue: what blk-mq offers only as static
  * inlines or macros, and the one place a `struct queue_limits` is filled in (its feature bits
  * are macros bindgen cannot evaluate). The Rust side declares these in src/blk.rs; keep the
  * two in step. Compiled into each module (THIS_MODULE below is that module).
