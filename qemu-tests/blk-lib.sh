@@ -43,6 +43,37 @@ blk_back_stats() {
     fi
 }
 
+# blk_idle_pages DOMID VDEV: the idle pages of the vbd's map pools (our blkback's per-queue
+# debugfs counter buffer_pages, refreshed every second).
+blk_idle_pages() {
+    _t=0
+    for _q in /sys/kernel/debug/xenpvrs-blkback-$1-$2-q*; do
+        [ -f "$_q/buffer_pages" ] && _t=$((_t + $(cat "$_q/buffer_pages")))
+    done
+    echo "$_t"
+}
+
+# blk_buffer_squeeze DOMID VDEV: Linux's map-pool parameters with Linux's defaults, and the
+# squeeze. When the kernel asks backends for memory (the XenBus backend core's shrinker, which
+# drop_caches=2 runs), our blkback frees the idle pages of its map pools, as Linux's blkback
+# empties its free-page pool for buffer_squeeze_duration_ms.
+blk_buffer_squeeze() {
+    [ "$BLK_BACK" = rust ] || return 0
+    _p=/sys/module/xenpvrs_blkback/parameters
+    check_eq max_buffer_pages 1024 "$(cat $_p/max_buffer_pages 2>/dev/null)"
+    check_eq buffer_squeeze_duration_ms 10 "$(cat $_p/buffer_squeeze_duration_ms 2>/dev/null)"
+    _before=$(blk_idle_pages "$1" "$2")
+    log "vbd $2: idle map-pool pages before the squeeze: $_before"
+    [ "$_before" -gt 0 ] || { fail "vbd $2: no idle map-pool page to squeeze"; return; }
+    echo 2 > /proc/sys/vm/drop_caches
+    _n=6
+    while [ "$(blk_idle_pages "$1" "$2")" -gt 0 ] && [ $_n -gt 0 ]; do sleep 1; _n=$((_n - 1)); done
+    check_eq "vbd-$2-idle-pages-after-squeeze" 0 "$(blk_idle_pages "$1" "$2")"
+    _l=$(dmesg | grep -a "XENPVRS-BLKBACK backend/vbd/$1/$2 q[0-9]*: buffer squeezed" | tail -1)
+    [ -n "$_l" ] || fail "vbd $2: no 'buffer squeezed' line"
+    log "${_l#*XENPVRS-BLKBACK }"
+}
+
 # blk_fatal_check DOMID: a disk our backend cannot open (a block device node whose major no
 # driver has: the hotplug script names it, opening it fails with ENXIO). The backend reports it
 # with xenbus_dev_fatal, as Linux's does: the toolstack finds the message under error/ in
@@ -213,6 +244,7 @@ disk = [ 'format=raw,vdev=xvdb,access=rw,target=/data/file.img',
         for v in 51728 51744; do
             blk_back_stats "$d" "$v"
         done
+        blk_buffer_squeeze "$d" 51728
         blk_back_connected 51728 2 4
         blk_back_connected 51744 2 4
         echo > /data/stats.ack

@@ -19,7 +19,7 @@
 //! Teardown with I/O in flight waits for the bios to end before unmapping anything.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use kernel::prelude::*;
 use kernel::str::CString;
 use kernel::sync::{Arc, ArcBorrow, Mutex};
@@ -42,7 +42,7 @@ use xen_evtchn::EvtchnOps;
 use linux::timer::{Tick, Ticker};
 use linux::block::bio::{self, BioCtx, BlockDevice, IoOp};
 use linux::debugfs::DebugCounters;
-use xen_kernel::bus::{self, Device, DeviceHandle, HandshakeError, Side};
+use xen_kernel::bus::{self, peer_state, Device, DeviceHandle, HandshakeError, Side};
 use xen_kernel::evtchn::Channel;
 use xen_kernel::grant::{Grants, MAX_POOL_PAGES};
 use xen_kernel::platform::{Env, Mapped};
@@ -71,6 +71,8 @@ extern "C" {
     fn xpvrs_blkback_online_cpus() -> u32;
     fn xpvrs_blkback_persistent_grant_unused_seconds() -> u32;
     fn xpvrs_blkback_log_stats() -> bool;
+    fn xpvrs_blkback_max_buffer_pages() -> u32;
+    fn xpvrs_blkback_buffer_squeeze_duration_ms() -> u32;
     fn xpvrs_vbd_sysfs_add(
         xdev: *mut kernel::ffi::c_void,
         stats: *const u64,
@@ -122,7 +124,7 @@ fn pool_pages(cache: usize) -> usize {
 
 // --- counters -----------------------------------------------------------------------------------
 
-const COUNTERS: usize = 16;
+const COUNTERS: usize = 17;
 const COUNTER_NAMES: [&kernel::str::CStr; COUNTERS] = [
     c_str!("requests"),
     c_str!("invalid"),
@@ -140,7 +142,11 @@ const COUNTER_NAMES: [&kernel::str::CStr; COUNTERS] = [
     c_str!("events"),
     c_str!("flushes"),
     c_str!("discards"),
+    // Not an engine counter: the map pool's idle pages, as of the last tick.
+    c_str!("buffer_pages"),
 ];
+/// The index of `buffer_pages` in [`COUNTER_NAMES`].
+const BUFFER_PAGES: usize = 16;
 
 /// A queue's counters as `name=value` pairs, for its disconnect line.
 struct CounterLine<'a>(&'a [AtomicU64; COUNTERS]);
@@ -341,6 +347,8 @@ struct QState {
     cache_size: usize,
     /// `resume` asked to be called again (its budget ran out).
     resume_more: bool,
+    /// The device's `squeezes` as this queue last acted on it.
+    squeezes_seen: u32,
 }
 
 /// One ring with its engine.
@@ -403,6 +411,7 @@ impl Queue {
                     events: 0,
                     ticker: None,
                     ticks: 0,
+                    squeezes_seen: 0,
                     logged: [0; VBD_STATS],
                     cache_size: 0,
                     resume_more: false,
@@ -508,6 +517,35 @@ impl Queue {
     /// Once a second, also when idle (the ticker): unmaps persistent grants unused for
     /// `persistent_grant_unused_seconds`, and with `log_stats` prints the queue's request
     /// counts of the last 10 seconds, as Linux's blkback does (the size check is in `run`).
+    /// Frees the map pool's idle pages beyond `max_buffer_pages`, or all of them after the
+    /// kernel asked for memory (`reclaim_memory`) and for `buffer_squeeze_duration_ms` after
+    /// that, as Linux's blkback does with its free-page pool. Linux checks after each batch;
+    /// this runs on the queue's tick (once a second), and a request for memory is acted on at
+    /// the next tick even if its window has passed by then.
+    fn squeeze_buffer(&self, engine: &Engine, squeezes_seen: &mut u32) {
+        let squeezes = self.owner.squeezes.load(Ordering::Acquire);
+        let asked = squeezes != *squeezes_seen;
+        *squeezes_seen = squeezes;
+        let now = Ktime::ktime_get().to_ms();
+        let squeezing = asked || now < self.owner.squeeze_until_ms.load(Ordering::Acquire);
+        // SAFETY: reads a module parameter.
+        let max = unsafe { xpvrs_blkback_max_buffer_pages() };
+        let keep = if squeezing { 0 } else { max };
+        let grants = &engine.env().grants;
+        let freed = grants.shrink_idle_pages(usize::try_from(keep).unwrap_or(usize::MAX));
+        if squeezing && freed > 0 {
+            pr_info!(
+                "XENPVRS-BLKBACK {} q{}: buffer squeezed, {} idle pages freed\n",
+                self.dev.nodename(),
+                self.index,
+                freed
+            );
+        }
+        if let Some(c) = self.counters.get(BUFFER_PAGES) {
+            c.store(grants.idle_pages() as u64, Ordering::Relaxed);
+        }
+    }
+
     fn housekeeping(
         &self,
         engine: &mut Engine,
@@ -653,6 +691,7 @@ impl WorkItem<0> for Queue {
         let mut requeue = false;
         let mut broken = false;
         if this.tick_due.swap(false, Ordering::AcqRel) {
+            this.squeeze_buffer(engine, &mut st.squeezes_seen);
             this.housekeeping(engine, &mut st.ticks, &mut st.logged, st.cache_size);
         }
         let completed = this.reap(engine);
@@ -828,6 +867,10 @@ struct Dev {
     vbd: Arc<VbdStats>,
     /// The size last written to `sectors` (online resize compares with it).
     announced: AtomicU64,
+    /// Requests for memory (`reclaim_memory`) so far, and the end (ktime, ms) of the last
+    /// one's squeeze window.
+    squeezes: AtomicU32,
+    squeeze_until_ms: AtomicI64,
     /// Its sysfs files, once the device is open; removed before `remove` returns.
     #[pin]
     sysfs: Mutex<Option<VbdSysfs>>,
@@ -879,8 +922,7 @@ impl WorkItem<0> for Dev {
 
     /// Moves the handshake along after a watch or a frontend state change.
     fn run(this: Arc<Dev>) {
-        let front = XenbusState::try_from(this.front_state.load(Ordering::Acquire))
-            .unwrap_or(XenbusState::Unknown);
+        let front = peer_state(&this.front_state);
         let mut guard = this.ctl.lock();
         let ctl = &mut *guard;
         if ctl.st.store.is_none() {
@@ -916,7 +958,9 @@ impl WorkItem<0> for Dev {
                 );
             }
         }
-        this.drive(ctl, Input::Peer(front));
+        if let Some(front) = front {
+            this.drive(ctl, Input::Peer(front));
+        }
     }
 }
 
@@ -1259,8 +1303,10 @@ impl bus::Driver for Driver {
                 teardown_work <- new_work!("Dev::teardown_work"),
                 vbd,
                 announced: AtomicU64::new(0),
+                squeezes: AtomicU32::new(0),
+                squeeze_until_ms: AtomicI64::new(0),
                 sysfs <- new_mutex!(None),
-                front_state: AtomicU32::new(u32::from(XenbusState::Unknown)),
+                front_state: AtomicU32::new(bus::PEER_NOT_SEEN),
             }),
             GFP_KERNEL,
         )?;
@@ -1306,6 +1352,16 @@ impl bus::Driver for Driver {
     fn otherend_changed(data: ArcBorrow<'_, Dev>, _dev: &Device, state: XenbusState) {
         data.front_state.store(u32::from(state), Ordering::Release);
         Dev::kick(data, KickReason::Watch);
+    }
+
+    fn reclaim_memory(data: ArcBorrow<'_, Dev>, _dev: &Device) {
+        // Memory reclaim is running: no locks, no allocation. The queues free their idle
+        // pool pages at their next tick.
+        // SAFETY: reads a module parameter.
+        let ms = unsafe { xpvrs_blkback_buffer_squeeze_duration_ms() };
+        let until = Ktime::ktime_get().to_ms().saturating_add(i64::from(ms));
+        data.squeeze_until_ms.store(until, Ordering::Release);
+        data.squeezes.fetch_add(1, Ordering::AcqRel);
     }
 
     fn remove(this: Arc<Dev>, _dev: &Device) {

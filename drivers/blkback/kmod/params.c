@@ -14,6 +14,8 @@ unsigned int xpvrs_blkback_max_persistent_grants(void);
 bool xpvrs_blkback_feature_persistent(void);
 unsigned int xpvrs_blkback_persistent_grant_unused_seconds(void);
 bool xpvrs_blkback_log_stats(void);
+unsigned int xpvrs_blkback_max_buffer_pages(void);
+unsigned int xpvrs_blkback_buffer_squeeze_duration_ms(void);
 unsigned int xpvrs_blkback_online_cpus(void);
 
 static unsigned int max_queues;
@@ -38,6 +40,16 @@ static bool log_stats;
 module_param(log_stats, bool, 0644);
 MODULE_PARM_DESC(log_stats, "Print each queue's request counts every 10 seconds");
 
+static unsigned int max_buffer_pages = 1024;
+module_param_named(max_buffer_pages, max_buffer_pages, uint, 0644);
+MODULE_PARM_DESC(max_buffer_pages,
+		 "Maximum number of free pages to keep in each queue's map pool");
+
+static unsigned int buffer_squeeze_duration_ms = 10;
+module_param_named(buffer_squeeze_duration_ms, buffer_squeeze_duration_ms, uint, 0644);
+MODULE_PARM_DESC(buffer_squeeze_duration_ms,
+		 "Duration in ms to keep the map pools empty after the kernel asked for memory");
+
 static bool feature_persistent = true;
 module_param(feature_persistent, bool, 0644);
 MODULE_PARM_DESC(feature_persistent, "Enables the persistent grants feature");
@@ -52,3 +64,8 @@ unsigned int xpvrs_blkback_persistent_grant_unused_seconds(void)
 	return READ_ONCE(persistent_grant_unused_seconds);
 }
 bool xpvrs_blkback_log_stats(void) { return READ_ONCE(log_stats); }
+unsigned int xpvrs_blkback_max_buffer_pages(void) { return READ_ONCE(max_buffer_pages); }
+unsigned int xpvrs_blkback_buffer_squeeze_duration_ms(void)
+{
+	return READ_ONCE(buffer_squeeze_duration_ms);
+}

@@ -31,7 +31,7 @@ use xen_core::xs::{with_transaction, PathBuf, TxId, XenStore};
 use xen_evtchn::EvtchnOps;
 use linux::block::mq::{self as blk, Disk, DiscardParams, HwQueue, Op, QueueRqError, Request};
 use linux::debugfs::DebugCounters;
-use xen_kernel::bus::{self, DevPath, Device, DeviceHandle, HandshakeError, Side};
+use xen_kernel::bus::{self, peer_state, DevPath, Device, DeviceHandle, HandshakeError, Side};
 use xen_kernel::evtchn::Channel;
 use xen_kernel::grant::{Grants, LocalPage};
 use xen_kernel::platform::{Env, Page};
@@ -515,8 +515,9 @@ impl WorkItem<0> for Dev {
 
     /// Moves the handshake along after a backend state change.
     fn run(this: Arc<Dev>) {
-        let backend = XenbusState::try_from(this.backend_state.load(Ordering::Acquire))
-            .unwrap_or(XenbusState::Unknown);
+        let Some(backend) = peer_state(&this.backend_state) else {
+            return;
+        };
         let mut guard = this.ctl.lock();
         this.drive(&mut guard, Input::Peer(backend), false);
     }
@@ -1060,7 +1061,7 @@ impl bus::Driver for Driver {
                     },
                 }),
                 ctl_work <- new_work!("Dev::ctl_work"),
-                backend_state: AtomicU32::new(0),
+                backend_state: AtomicU32::new(bus::PEER_NOT_SEEN),
             }),
             GFP_KERNEL,
         )?;
@@ -1084,7 +1085,7 @@ impl bus::Driver for Driver {
         let this: Arc<Dev> = this.into();
         cancel_sync(&this.ctl_work);
         this.backend_state
-            .store(u32::from(XenbusState::Unknown), Ordering::Release);
+            .store(bus::PEER_NOT_SEEN, Ordering::Release);
         let mut guard = this.ctl.lock();
         this.drive(&mut guard, Input::Resume, true);
         Ok(())

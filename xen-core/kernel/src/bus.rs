@@ -243,6 +243,23 @@ impl Drop for DeviceHandle {
     }
 }
 
+/// What a driver stores as "the peer's state" before `otherend_changed` has delivered one.
+///
+/// A peer whose state was never read is not a peer that vanished: the XenBus state machine
+/// treats `Unknown` as the peer gone (it closes), so a driver that keeps the last state in an
+/// atomic for its work item starts it at this value and feeds the machine only what
+/// [`peer_state`] returns.
+pub const PEER_NOT_SEEN: u32 = u32::MAX;
+
+/// The peer's state as stored by `otherend_changed`, or `None` if none was delivered yet
+/// ([`PEER_NOT_SEEN`]). A number outside the states reads as `Unknown`.
+pub fn peer_state(stored: &core::sync::atomic::AtomicU32) -> Option<XenbusState> {
+    match stored.load(core::sync::atomic::Ordering::Acquire) {
+        PEER_NOT_SEEN => None,
+        raw => Some(XenbusState::try_from(raw).unwrap_or(XenbusState::Unknown)),
+    }
+}
+
 /// Which XenBus a driver registers on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
@@ -284,6 +301,12 @@ pub trait Driver: 'static {
     fn resume(_data: ArcBorrow<'_, Self::Data>, _dev: &Device) -> Result {
         Ok(())
     }
+
+    /// The kernel is short of memory (backends only: the XenBus backend core's shrinker asks
+    /// every bound device). It runs inside memory reclaim, so it must be quick and must
+    /// neither allocate nor take a lock that an allocating path holds: typically it records a
+    /// deadline until which caches are kept empty. By default nothing is done.
+    fn reclaim_memory(_data: ArcBorrow<'_, Self::Data>, _dev: &Device) {}
 }
 
 /// A registered XenBus driver; unregisters on drop. Keep it pinned in the module.
@@ -329,6 +352,7 @@ impl<T: Driver> Registration<T> {
                     remove: Some(remove_callback::<T>),
                     suspend: Some(suspend_callback::<T>),
                     resume: Some(resume_callback::<T>),
+                    reclaim_memory: Some(reclaim_memory_callback::<T>),
                     ..Default::default()
                 };
                 // SAFETY: `slot` is valid for writes (pin-init contract).
@@ -457,4 +481,18 @@ unsafe extern "C" fn resume_callback<T: Driver>(dev: *mut b::xenbus_device) -> k
         Ok(()) => 0,
         Err(e) => e.to_errno(),
     }
+}
+
+unsafe extern "C" fn reclaim_memory_callback<T: Driver>(dev: *mut b::xenbus_device) {
+    // SAFETY: the backend core's shrinker calls this with a bound device, holding the device's
+    // `reclaim_sem`, which probe and remove also hold: drvdata is either null (probe not
+    // finished) or the `Arc` probe stored, not reclaimed before remove.
+    let ptr = unsafe { b::xpvrs_get_drvdata(dev) };
+    if ptr.is_null() {
+        return;
+    }
+    // SAFETY: as above, `ptr` came from `into_foreign` in probe and outlives this call.
+    let data = unsafe { <Arc<T::Data> as ForeignOwnable>::borrow(ptr) };
+    // SAFETY: `dev` is live during the callback.
+    T::reclaim_memory(data, unsafe { Device::from_raw(dev) });
 }

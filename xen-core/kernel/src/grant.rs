@@ -296,6 +296,61 @@ impl Grants {
         word.fetch_and(!bit, Ordering::AcqRel);
     }
 
+    /// Claims slot `index` if it is free.
+    fn claim_slot(&self, index: usize) -> bool {
+        let Some(word) = self.busy.get(index / SLOTS_PER_WORD) else {
+            return false;
+        };
+        if index >= self.pool_len {
+            return false;
+        }
+        let bit = 1u64 << (index % SLOTS_PER_WORD);
+        word.fetch_or(bit, Ordering::AcqRel) & bit == 0
+    }
+
+    /// Pages the map pool holds that no mapping uses (a snapshot: mappings come and go).
+    pub fn idle_pages(&self) -> usize {
+        (0..self.pool_len)
+            .filter(|&i| {
+                let busy = self
+                    .busy
+                    .get(i / SLOTS_PER_WORD)
+                    .is_some_and(|w| w.load(Ordering::Acquire) & (1u64 << (i % SLOTS_PER_WORD)) != 0);
+                !busy && self.pages.get(i).is_some_and(|c| !c.load(Ordering::Acquire).is_null())
+            })
+            .count()
+    }
+
+    /// Frees the pages of idle pool slots (allocated, no mapping in place) beyond the first
+    /// `keep`, as Linux's blkback keeps at most `max_buffer_pages` free pages per ring. A freed
+    /// slot allocates a page again on its next use. Returns the pages freed. Process context.
+    pub fn shrink_idle_pages(&self, keep: usize) -> usize {
+        let mut kept = 0usize;
+        let mut freed = 0usize;
+        for index in 0..self.pool_len {
+            if !self.claim_slot(index) {
+                // Mapped, or being mapped: not idle.
+                continue;
+            }
+            // We are now the slot's claimer: nobody else touches its page (type invariant).
+            if let Some(cell) = self.pages.get(index) {
+                if !cell.load(Ordering::Acquire).is_null() {
+                    if kept < keep {
+                        kept += 1;
+                    } else {
+                        let mut page = cell.swap(core::ptr::null_mut(), Ordering::AcqRel);
+                        // SAFETY: the page came from `gnttab_alloc_pages` (type invariant)
+                        // and holds no mapping: its slot was free, and is claimed by us now.
+                        unsafe { b::xpvrs_free_map_pages(1, &mut page) };
+                        freed += 1;
+                    }
+                }
+            }
+            self.release_slot(index);
+        }
+        freed
+    }
+
     /// The page of slot `index`, which the caller claimed; allocated on the slot's first use.
     fn slot_page(&self, index: usize) -> Option<NonNull<b::page>> {
         let cell = self.pages.get(index)?;
