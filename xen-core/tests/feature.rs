@@ -371,3 +371,154 @@ fn malformed_physical_device_is_refused() {
     assert_eq!(blkif::parse_physical_device(b"8:10\n"), Some((8, 0x10)));
     assert_eq!(blkif::parse_physical_device(b" 8:10 "), Some((8, 0x10)));
 }
+
+fn facts() -> blkif::DeviceFacts {
+    blkif::DeviceFacts {
+        sectors: 2048,
+        logical_block_size: 512,
+        physical_block_size: 4096,
+        opened_writable: true,
+        read_only: false,
+        write_cache: true,
+        discard: true,
+        secure_erase: false,
+        discard_granularity: 0,
+        discard_alignment: 0,
+    }
+}
+
+fn disk_keys(mode: &str, devtype: &str, discard: &str) -> blkif::BackendDisk {
+    blkif::BackendDisk::read(&mut keys(&[
+        ("physical-device", "7:0"),
+        ("mode", mode),
+        ("device-type", devtype),
+        ("discard-enable", discard),
+    ]))
+    .unwrap()
+    .unwrap()
+}
+
+#[test]
+fn backend_describes_a_writable_disk_with_what_the_device_can_do() {
+    let d = blkif::DiskInfo::describe(&facts(), &disk_keys("w", "disk", "1"), true, 256);
+    assert!(!d.read_only());
+    assert!(d.flush_cache && d.barrier && d.persistent);
+    assert_eq!(d.max_indirect_segments, Some(256));
+    assert_eq!(
+        (d.sector_size, d.physical_sector_size, d.sectors),
+        (512, 4096, 2048)
+    );
+    let discard = d.discard.expect("discard");
+    assert_eq!(discard.granularity, 512, "at least one logical block");
+    assert!(!discard.secure);
+    // No write cache: no flush, barriers still.
+    let d = blkif::DiskInfo::describe(
+        &blkif::DeviceFacts {
+            write_cache: false,
+            ..facts()
+        },
+        &disk_keys("w", "disk", "1"),
+        false,
+        256,
+    );
+    assert!(!d.flush_cache && d.barrier && !d.persistent);
+}
+
+/// A read-only disk offers nothing that writes: no flush, no barrier, no discard.
+#[test]
+fn backend_read_only_disk_offers_no_writing_operation() {
+    for (f, k) in [
+        (
+            blkif::DeviceFacts {
+                opened_writable: false,
+                ..facts()
+            },
+            disk_keys("r", "disk", "1"),
+        ),
+        (
+            blkif::DeviceFacts {
+                read_only: true,
+                ..facts()
+            },
+            disk_keys("w", "disk", "1"),
+        ),
+    ] {
+        let d = blkif::DiskInfo::describe(&f, &k, true, 256);
+        assert!(d.read_only());
+        assert!(!d.flush_cache && !d.barrier && d.discard.is_none());
+    }
+}
+
+#[test]
+fn backend_discard_needs_the_device_and_the_toolstack() {
+    let off = blkif::DiskInfo::describe(&facts(), &disk_keys("w", "disk", "0"), true, 256);
+    assert!(off.discard.is_none(), "discard-enable = 0");
+    let none = blkif::DiskInfo::describe(
+        &blkif::DeviceFacts {
+            discard: false,
+            ..facts()
+        },
+        &disk_keys("w", "disk", "1"),
+        true,
+        256,
+    );
+    assert!(none.discard.is_none());
+    let secure = blkif::DiskInfo::describe(
+        &blkif::DeviceFacts {
+            secure_erase: true,
+            discard_granularity: 65536,
+            discard_alignment: 4096,
+            ..facts()
+        },
+        &disk_keys("w", "disk", "1"),
+        true,
+        256,
+    );
+    assert_eq!(
+        secure.discard,
+        Some(blkif::Discard {
+            granularity: 65536,
+            alignment: 4096,
+            secure: true
+        })
+    );
+}
+
+/// A CD-ROM is removable media on both sides, whatever the device under it says.
+#[test]
+fn cdrom_is_removable_on_both_sides() {
+    let d = blkif::DiskInfo::describe(
+        &blkif::DeviceFacts {
+            opened_writable: false,
+            ..facts()
+        },
+        &disk_keys("r", "cdrom", "1"),
+        false,
+        256,
+    );
+    assert!(d.info.contains(xen_sys::wire::blkif::VdiskInfo::CDROM));
+    assert!(blkif::DiskParams::removable(&d));
+    let plain = blkif::DiskInfo::describe(&facts(), &disk_keys("w", "disk", "1"), false, 256);
+    assert!(!blkif::DiskParams::removable(&plain));
+    // What the frontend reads back is the same.
+    let mut k = StoreMap::default();
+    d.write(&mut k).unwrap();
+    let (back, _) = blkif::DiskInfo::read(&mut k).unwrap();
+    assert!(blkif::DiskParams::removable(&back) && back.read_only());
+}
+
+#[test]
+fn frontend_flushes_as_barriers_only_without_a_flush() {
+    let limits = blkif::FrontLimits::default();
+    let disk = |flush: bool, barrier: bool| blkif::DiskInfo {
+        flush_cache: flush,
+        barrier,
+        ..blkif::DiskInfo::describe(&facts(), &disk_keys("w", "disk", "1"), false, 256)
+    };
+    let p = blkif::DiskParams::negotiate(&limits, &disk(true, true), None);
+    assert!(p.write_cache() && !p.barrier_only());
+    let p = blkif::DiskParams::negotiate(&limits, &disk(false, true), None);
+    assert!(p.write_cache() && p.barrier_only());
+    let p = blkif::DiskParams::negotiate(&limits, &disk(false, false), None);
+    assert!(!p.write_cache() && !p.barrier_only());
+}

@@ -32,7 +32,7 @@ use xen_blkif::{
     PendingSlot, SegState, Started, Storage, Tables,
 };
 use xen_core::feature::blkif::{
-    announce_resize, read_queue, BackOffer, BackendDisk, Discard, DiskInfo, FrontRequest,
+    announce_resize, read_queue, BackOffer, BackendDisk, DeviceFacts, DiskInfo, FrontRequest,
     Protocol,
 };
 use xen_core::feature::{FeatureError, StoreDir};
@@ -51,7 +51,6 @@ use xen_kernel::store::KernelStore;
 use linux::workqueue::cancel_sync;
 use xen_kernel::work::EventQueue;
 use xen_kernel::{stats, Kick, KickReason};
-use xen_sys::wire::blkif::VdiskInfo;
 use xen_sys::XenbusState;
 
 module! {
@@ -113,6 +112,24 @@ fn offer() -> (BackOffer, usize) {
     let offer = BackOffer::from_params(queues, order, persistent, cpus);
     let room = MAX_POOL_PAGES - pool_pages(0);
     (offer, usize::try_from(cache).unwrap_or(0).min(room))
+}
+
+/// The disk as the frontend is told it (and the engine serves it): xen-core decides from the
+/// device's facts and the toolstack's keys.
+fn describe(bdev: &BlockDevice, disk: &BackendDisk, persistent: bool) -> DiskInfo {
+    let facts = DeviceFacts {
+        sectors: bdev.sectors(),
+        logical_block_size: bdev.logical_block_size(),
+        physical_block_size: bdev.physical_block_size(),
+        opened_writable: bdev.writable(),
+        read_only: bdev.read_only(),
+        write_cache: bdev.write_cache(),
+        discard: bdev.discard_supported(),
+        secure_erase: bdev.secure_erase_supported(),
+        discard_granularity: bdev.discard_granularity(),
+        discard_alignment: bdev.discard_alignment(),
+    };
+    DiskInfo::describe(&facts, disk, persistent, u32::from(INDIRECT_SEGS))
 }
 
 /// The map pool of a queue: the persistent-grant cache, the segments in flight (the limit plus
@@ -1136,13 +1153,13 @@ impl Dev {
             Protocol::Native => Abi::X86_64,
             Protocol::X86_32 => Abi::X86_32,
         };
-        let read_only = !bdev.writable() || bdev.read_only();
-        let discard = backing.disk.discard && bdev.discard_supported() && !read_only;
+        // What the frontend will be told, so the engine serves exactly that.
+        let disk = describe(&bdev, &backing.disk, req.persistent);
         let config = BackConfig {
-            flush: bdev.write_cache() && !read_only,
-            barrier: !read_only,
-            discard,
-            secure_discard: discard && bdev.secure_erase_supported(),
+            flush: disk.flush_cache,
+            barrier: disk.barrier,
+            discard: disk.discard.is_some(),
+            secure_discard: disk.discard.is_some_and(|d| d.secure),
             max_indirect_segments: INDIRECT_SEGS,
             persistent: req.persistent,
             budget: 64,
@@ -1169,35 +1186,7 @@ impl Dev {
     fn publish_disk(&self, st: &mut CtlState) -> Result<(), HandshakeError> {
         let backing = st.backing.as_ref().ok_or(EINVAL)?;
         let req = st.request.ok_or(EINVAL)?;
-        let bdev = &backing.bdev;
-        let read_only = !bdev.writable() || bdev.read_only();
-        let flush = bdev.write_cache() && !read_only;
-        let discard = backing.disk.discard && bdev.discard_supported() && !read_only;
-        let secure = discard && bdev.secure_erase_supported();
-        let mut info = VdiskInfo::empty();
-        if read_only {
-            info |= VdiskInfo::READONLY;
-        }
-        if backing.disk.cdrom {
-            // A virtual CD-ROM is removable media: the frontend shows it so (Linux's blkback
-            // says removable only when the device under it is).
-            info |= VdiskInfo::CDROM | VdiskInfo::REMOVABLE;
-        }
-        let disk = DiskInfo {
-            sectors: bdev.sectors(),
-            info,
-            sector_size: bdev.logical_block_size(),
-            physical_sector_size: bdev.physical_block_size(),
-            flush_cache: flush,
-            barrier: !read_only,
-            discard: discard.then(|| Discard {
-                granularity: bdev.discard_granularity().max(bdev.logical_block_size()),
-                alignment: bdev.discard_alignment(),
-                secure,
-            }),
-            max_indirect_segments: Some(u32::from(INDIRECT_SEGS)),
-            persistent: req.persistent,
-        };
+        let disk = describe(&backing.bdev, &backing.disk, req.persistent);
         let me = self.handle.nodename_path()?;
         let store = st.store.as_mut().ok_or(EINVAL)?;
         with_transaction(store, 16, |s, tx| -> Result<(), FeatureError> {
@@ -1236,7 +1225,7 @@ impl Dev {
             INDIRECT_SEGS,
             disk.sectors,
             disk.sector_size,
-            if disk.info.contains(VdiskInfo::READONLY) { "r" } else { "w" },
+            if disk.read_only() { "r" } else { "w" },
             u8::from(disk.flush_cache),
             u8::from(disk.discard.is_some()),
             u8::from(disk.discard.is_some_and(|d| d.secure))

@@ -40,7 +40,7 @@ use xen_kernel::store::KernelStore;
 use linux::workqueue::cancel_sync;
 use xen_kernel::work::EventQueue;
 use xen_kernel::{stats, Kick, KickReason};
-use xen_sys::wire::blkif::{Op as WireOp, Status, VdiskInfo};
+use xen_sys::wire::blkif::{Op as WireOp, Status};
 use xen_sys::{GrantRef, XenbusState};
 
 module! {
@@ -688,11 +688,11 @@ impl Dev {
             max_sectors = max_sectors.min(engine.max_sectors());
             depth = depth.min(engine.ring_entries());
         }
-        let read_only = info.info.contains(VdiskInfo::READONLY);
+        let read_only = info.read_only();
         self.shared.read_only.store(read_only, Ordering::Release);
         self.shared
             .barrier_only
-            .store(params.barrier && !params.flush_cache, Ordering::Release);
+            .store(params.barrier_only(), Ordering::Release);
         self.shared.dead.store(false, Ordering::Release);
         let discard = params.discard.map(|d| DiscardParams {
             // A request's byte count is 32 bits.
@@ -709,15 +709,11 @@ impl Dev {
             max_hw_sectors: max_sectors,
             nr_queues: req.num_queues,
             queue_depth: depth.min(SLOTS as u32),
-            write_cache: params.flush_cache || params.barrier,
+            write_cache: params.write_cache(),
             fua: false,
             discard,
             read_only,
-            // A CD-ROM is removable media even when the backend does not say so (Linux's
-            // blkback marks it removable only if the device under it is).
-            removable: info
-                .info
-                .intersects(VdiskInfo::REMOVABLE | VdiskInfo::CDROM),
+            removable: DiskParams::removable(&info),
             devt: vdev::disk_devt(self.vdevice).ok(),
         };
         if let Some(e) = params.discard_rejected {

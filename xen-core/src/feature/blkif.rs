@@ -638,6 +638,96 @@ impl BackendDisk {
     }
 }
 
+/// What a backend found out about the block device it opened, for [`DiskInfo::describe`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceFacts {
+    /// Capacity in 512-byte sectors.
+    pub sectors: u64,
+    /// Logical block size in bytes.
+    pub logical_block_size: u32,
+    /// Physical block size in bytes.
+    pub physical_block_size: u32,
+    /// The device was opened for writing.
+    pub opened_writable: bool,
+    /// The device itself is read-only (e.g. a read-only loop device).
+    pub read_only: bool,
+    /// The device has a volatile write cache (flushes mean something).
+    pub write_cache: bool,
+    /// The device discards.
+    pub discard: bool,
+    /// The device can secure-erase.
+    pub secure_erase: bool,
+    /// Its discard granularity and alignment in bytes.
+    pub discard_granularity: u32,
+    /// Its discard alignment in bytes.
+    pub discard_alignment: u32,
+}
+
+impl DiskInfo {
+    /// What a backend writes before Connected for `facts`, the toolstack's `disk` keys and the
+    /// negotiated `persistent`: read-only when the device was opened or is read-only (writes,
+    /// flushes and discards are then refused); a flush only for a writable device with a write
+    /// cache; barriers for any writable device; discard when the device discards, the
+    /// toolstack did not turn it off (`discard-enable`) and the disk is writable, with a
+    /// granularity of at least one logical block; secure discard only with discard; a CD-ROM
+    /// is removable media (Linux's blkback says removable only when the device under it is).
+    pub fn describe(
+        facts: &DeviceFacts,
+        disk: &BackendDisk,
+        persistent: bool,
+        max_indirect_segments: u32,
+    ) -> Self {
+        let read_only = !facts.opened_writable || facts.read_only;
+        let discard = disk.discard && facts.discard && !read_only;
+        let mut info = VdiskInfo::empty();
+        if read_only {
+            info |= VdiskInfo::READONLY;
+        }
+        if disk.cdrom {
+            info |= VdiskInfo::CDROM | VdiskInfo::REMOVABLE;
+        }
+        Self {
+            sectors: facts.sectors,
+            info,
+            sector_size: facts.logical_block_size,
+            physical_sector_size: facts.physical_block_size,
+            flush_cache: facts.write_cache && !read_only,
+            barrier: !read_only,
+            discard: discard.then(|| Discard {
+                granularity: facts.discard_granularity.max(facts.logical_block_size),
+                alignment: facts.discard_alignment,
+                secure: facts.secure_erase,
+            }),
+            max_indirect_segments: Some(max_indirect_segments),
+            persistent,
+        }
+    }
+
+    /// Whether the disk is read-only ([`VdiskInfo::READONLY`]).
+    pub fn read_only(&self) -> bool {
+        self.info.contains(VdiskInfo::READONLY)
+    }
+}
+
+impl DiskParams {
+    /// The frontend shows a removable disk: the backend said removable, or it is a CD-ROM
+    /// (which is removable media even when the backend does not say so).
+    pub fn removable(disk: &DiskInfo) -> bool {
+        disk.info
+            .intersects(VdiskInfo::REMOVABLE | VdiskInfo::CDROM)
+    }
+
+    /// The queue has a write cache: flushes (or, failing them, barriers) are sent.
+    pub fn write_cache(&self) -> bool {
+        self.flush_cache || self.barrier
+    }
+
+    /// Flushes go out as empty write barriers: the backend offers barriers but no flush.
+    pub fn barrier_only(&self) -> bool {
+        self.barrier && !self.flush_cache
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::MapKeys;
