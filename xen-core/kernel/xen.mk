@@ -93,7 +93,7 @@ xen_bindgen_items := \
 	--allowlist-function 'xenbus_(unregister_driver|read|write|directory|mkdir|rm|exists)' \
 	--allowlist-function 'xenbus_(transaction_start|transaction_end|setup_ring|teardown_ring)' \
 	--allowlist-function 'xenbus_(map_ring_valloc|unmap_ring_vfree|alloc_evtchn|free_evtchn)' \
-	--allowlist-function 'xenbus_(switch_state|dev_fatal|dev_error|read_driver_state)' \
+	--allowlist-function 'xenbus_(switch_state|dev_error|read_driver_state)' \
 	--allowlist-function '(un)?register_xenbus_watch' \
 	--allowlist-function 'gnttab_(grant_foreign_access|end_foreign_access|try_end_foreign_access)' \
 	--allowlist-function 'gnttab_(free_grant_reference|alloc_pages|free_pages)' \

@@ -489,7 +489,7 @@ pub trait Perform {
 
     /// `action` failed with `error`. `gave_up` is true when the connection was given up for
     /// it: the actions of [`Event::Failed`] have then been performed already, so the glue
-    /// reports the failure (log, `xenbus_dev_fatal`) after the rings are released.
+    /// reports the failure (log, `xenbus_dev_error`) after the rings are released.
     fn failed(&mut self, action: Action, error: Self::Error, gave_up: bool);
 }
 

@@ -145,7 +145,7 @@ fn failed_resize_read_keeps_the_connection() {
 }
 
 /// A failure while connecting gives the connection up; the report comes after the glue
-/// stopped I/O and said Closing, so `xenbus_dev_fatal` finds nothing half set up.
+/// stopped I/O and said Closing, so the report (`xenbus_dev_error`) finds nothing half set up.
 #[test]
 fn failed_connect_gives_up_and_reports_after_quiescing() {
     let (mut m, mut g) = front();

@@ -43,7 +43,7 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
-    /// The errno to report (`xenbus_dev_fatal`): the kernel's, or EINVAL for a bad key or
+    /// The errno to report (`xenbus_dev_error`): the kernel's, or EINVAL for a bad key or
     /// value, EIO for a XenStore failure.
     pub fn errno(&self) -> Error {
         match self {
@@ -166,25 +166,10 @@ impl Device {
         to_result(unsafe { b::xenbus_switch_state(self.as_raw(), state) })
     }
 
-    /// Reports a fatal error to the toolstack, as Linux's drivers do with
-    /// `xenbus_dev_fatal`: the message goes to `error/<nodename>/error` in XenStore (where
-    /// `xl` finds it instead of timing out) and the device switches to Closing.
-    pub fn fatal(&self, err: Error, msg: &CStr) {
-        // SAFETY: `self` is a live device (type invariant); the format is a literal "%s" and
-        // its one argument a NUL-terminated string.
-        unsafe {
-            b::xenbus_dev_fatal(
-                self.as_raw(),
-                err.to_errno(),
-                kernel::c_str!("%s").as_char_ptr(),
-                msg.as_char_ptr(),
-            )
-        };
-    }
-
-    /// Reports an error to the toolstack without changing the device's state
-    /// (`xenbus_dev_error`): the message goes to `error/<nodename>/error`. For a driver whose
-    /// XenBus state machine has already said what state comes next.
+    /// Reports an error to the toolstack (`xenbus_dev_error`): the message goes to
+    /// `error/<nodename>/error` in XenStore, where `xl` finds it instead of timing out. Unlike
+    /// `xenbus_dev_fatal` it leaves the state alone: the driver's XenBus state machine says
+    /// what state comes next (after unmapping, for a backend).
     pub fn error(&self, err: Error, msg: &CStr) {
         // SAFETY: `self` is a live device (type invariant); the format is a literal "%s" and
         // its one argument a NUL-terminated string.
