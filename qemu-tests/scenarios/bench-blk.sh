@@ -1,24 +1,48 @@
 # bench-blk (run by `cargo xtask bench blk`, which reads its BENCH lines): in one boot, the same
 # file-backed disk (xvdb, 256 MiB in dom0's tmpfs) is driven with the same fio jobs (4 KiB
 # random reads at queue depth 32 for IOPS; 1 MiB sequential reads and writes for MB/s) by:
-# - frontends (behind the Linux C blkback): the Linux C blkfront and ours in turn, three
-#   rounds of C then Rust (BENCH driver=c / driver=rust);
-# - backends (the Linux C blkfront in front): the Linux C blkback and ours in turn, three
-#   rounds (BENCH driver=back-c / driver=back-rust); dom0 swaps the backend module between
-#   runs, so the guest first copies fio into memory and dom0 detaches the tools disk.
+# - frontends (behind the Linux C blkback): the Linux C blkfront and ours, ROUNDS rounds each,
+#   in alternating order (C R, R C, C R, ...) so neither always runs first (driver=c / rust);
+# - backends (the Linux C blkfront in front): the Linux C blkback and ours, the same way
+#   (driver=back-c / back-rust); dom0 swaps the backend module between runs, so the guest
+#   first copies fio into memory and dom0 detaches the tools disk.
 # Every driver runs with its defaults (Linux's: 1-page rings, queues = vCPUs, 32 indirect
 # segments, persistent grants; our blkback offers what Linux's does). Each run gets a fresh
 # device: dom0 attaches the disk, the C frontend (loaded first) takes it, and for our
 # frontend's runs the guest moves it to ours (unbind, bind); dom0 detaches it after the run.
-# Events received per request come from /proc/interrupts; notifications sent from our
-# frontend's debugfs counters.
-TIMEOUT=2400
+#
+# Each run proves which drivers served it: the guest prints the driver its XenBus device is
+# bound to (front=vbd is Linux's, front=xenpvrs-blkfront ours), dom0 the driver of the backend
+# device (back=vbd is Linux's, back=xenpvrs-blkback ours); `cargo xtask bench blk` fails the run
+# on any mismatch. Events received per request come from /proc/interrupts on each side:
+# the guest counts its frontend's interrupts (notifications the backend sent), dom0 its
+# backend's (notifications the frontend sent), the same source whichever driver runs.
+TIMEOUT=3000
 BENCHMARK=1
 
 DISK_BYTES=268435456
 RUNTIME=8
-# round:driver, in order (both sides read it).
-RUNS="1:c 1:rust 2:c 2:rust 3:c 3:rust 1:back-c 1:back-rust 2:back-c 2:back-rust 3:back-c 3:back-rust"
+ROUNDS=5
+
+# runs: round:driver for every run, in order (both sides compute the same list). Odd rounds
+# run Linux's driver first, even rounds ours.
+runs() {
+    for side in front back; do
+        r=1
+        while [ $r -le "$ROUNDS" ]; do
+            if [ $side = front ]; then c=c rust=rust; else c=back-c rust=back-rust; fi
+            if [ $((r % 2)) -eq 1 ]; then echo "$r:$c $r:$rust"; else echo "$r:$rust $r:$c"; fi
+            r=$((r + 1))
+        done
+    done
+}
+RUNS=$(runs | tr '\n' ' ')
+
+# backend_irqs: events received by backend interrupts in dom0 ("blkif-backend" for Linux's
+# blkback, "xenpvrs-blkback" for ours).
+backend_irqs() {
+    awk '/blkif-backend|xenpvrs-blkback/ { for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i } END { print s + 0 }' /proc/interrupts
+}
 
 # use_back c|rust (dom0): the backend module new vbd devices go to (no disk is attached).
 use_back() {
@@ -54,11 +78,15 @@ disk = [ 'format=raw,vdev=xvdc,access=ro,target=/data/tools.img' ]"
         esac
         check "attach-$run" xl_attach domu 51728 format=raw vdev=xvdb access=rw \
             target=/data/bench.img || return
+        ev0=$(backend_irqs)
         if ! wait_for "$g" "^BENCH-(DONE $r $drv|FAILED)" 600; then
             fail "round $r $drv did not finish"
             guest_dump domu
             return
         fi
+        ev1=$(backend_irqs)
+        bdev=/sys/bus/xen-backend/devices/vbd-$(xl domid domu)-51728
+        echo "BENCH-DOM0 driver=$drv round=$r back=$(basename "$(readlink "$bdev/driver")") backend_events=$((ev1 - ev0))"
         check "detach-$run" xl_detach domu 51728 || return
         wait_for "$g" "^BENCH-GONE $r $drv" 120 || { fail "disk did not go ($r $drv)"; return; }
     done
@@ -98,10 +126,11 @@ run_fio() {
     fi
     ev1=$(evtchn_irqs)
     # terse v3: fields 6/7/8 are read KiB, KiB/s, IOPS; 47/48/49 the same for writes.
+    front=$(basename "$(readlink /sys/bus/xen/devices/$VBD/driver)")
     tail -1 /tmp/fio.terse | awk -F';' -v d="$drv" -v r="$round" -v n="$name" \
-        -v ev=$((ev1 - ev0)) -v t="$RUNTIME" '{
-        printf "BENCH driver=%s round=%s test=%s iops=%d kibps=%d ios=%d events=%d\n",
-            d, r, n, $8 + $49, $7 + $48, ($8 + $49) * t, ev }'
+        -v ev=$((ev1 - ev0)) -v t="$RUNTIME" -v f="$front" '{
+        printf "BENCH driver=%s round=%s test=%s front=%s iops=%d kibps=%d ios=%d events=%d\n",
+            d, r, n, f, $8 + $49, $7 + $48, ($8 + $49) * t, ev }'
 }
 
 domu_main() {

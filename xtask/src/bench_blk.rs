@@ -2,19 +2,27 @@
 //!
 //! Runs the `bench-blk` QEMU scenario (`qemu-tests/scenarios/bench-blk.sh`): one guest, one
 //! file-backed disk, driven with the same fio jobs (4 KiB random reads at queue depth 32, 1 MiB
-//! sequential reads and writes) first by the Linux C blkfront and by ours behind the Linux C
-//! blkback (three rounds, alternating), then by the Linux C blkfront behind the Linux C blkback
-//! and behind ours (three rounds, alternating). The guest prints one `BENCH` line per job; this
-//! task takes the median of each (driver, job), the events received per request (from
-//! `/proc/interrupts`) and our frontend's notifications sent per request (debugfs), and ends
-//! with
+//! sequential reads and writes) by the Linux C blkfront and by ours behind the Linux C blkback,
+//! then by the Linux C blkfront behind the Linux C blkback and behind ours: five rounds per
+//! driver, in alternating order (C R, R C, ...).
+//!
+//! Every run must prove which drivers served it: the guest names the driver its XenBus device
+//! is bound to, dom0 the driver of the backend device. A run served by another driver, a
+//! missing round, or a log whose run did not finish with a PASS (also with `--report`) is an
+//! error, and no ratio is printed. Each figure is printed as min / median / max of its rounds,
+//! with the events received per request on each side from `/proc/interrupts` (the frontend's
+//! in the guest; the backend's in dom0, which are the notifications the frontend sent). The
+//! report ends with
 //!
 //! ```text
-//! ratio blkfront rust/c iops = X    (4 KiB random reads)
-//! ratio blkfront rust/c mbps = Y    (geometric mean of the sequential read and write ratios)
-//! ratio blkback rust/c iops = X     (the same, our backend against Linux's)
-//! ratio blkback rust/c mbps = Y
+//! ratio blkfront rust/c iops = X  (spread S: pairings A .. B)   4 KiB random reads
+//! ratio blkfront rust/c mbps = Y  (spread S: pairings A .. B)   geometric mean of seq. read and write
+//! ratio blkback rust/c iops = X  (...)                          the same, our backend against Linux's
+//! ratio blkback rust/c mbps = Y  (...)
 //! ```
+//!
+//! where X and Y are ratios of the medians, a pairing is one round of ours over the same
+//! round of Linux's (they ran back to back), and the spread is the worst pairing over the best.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,20 +32,36 @@ const SCENARIO: &str = "bench-blk";
 const IOPS_TEST: &str = "randread-4k-qd32";
 const MBPS_TESTS: [&str; 2] = ["seqread-1m", "seqwrite-1m"];
 
+/// Rounds per driver the scenario runs (`ROUNDS` in bench-blk.sh); a run with fewer, for any
+/// driver and job, prints no ratio.
+const ROUNDS: usize = 5;
+
+/// The four drivers' labels, with the XenBus driver names that must have served their runs:
+/// (label, frontend driver in the guest, backend driver in dom0).
+const DRIVERS: [(&str, &str, &str); 4] = [
+    ("c", "vbd", "vbd"),
+    ("rust", "xenpvrs-blkfront", "vbd"),
+    ("back-c", "vbd", "vbd"),
+    ("back-rust", "vbd", "xenpvrs-blkback"),
+];
+
 /// One fio job's figures.
 #[derive(Clone, Copy, Debug, Default)]
 struct Job {
+    round: u32,
     iops: f64,
     kibps: f64,
     ios: f64,
     events: f64,
 }
 
-/// Runs the scenario and reports (`report_only`: reports on the last run's log again).
+/// Runs the scenario and reports (`report_only`: reports on the last run's log again, if that
+/// run finished).
 pub fn run(report_only: bool) -> Result<(), String> {
     let root = crate::root();
+    let log = root.join("results").join(SCENARIO).join("serial.log");
     if report_only {
-        return report(&root.join("results").join(SCENARIO).join("serial.log"));
+        return report(&log);
     }
     let status = Command::new("sh")
         .arg(root.join("qemu-tests/run.sh"))
@@ -47,10 +71,10 @@ pub fn run(report_only: bool) -> Result<(), String> {
         .map_err(|e| format!("cannot run the {SCENARIO} scenario: {e}"))?;
     if !status.success() {
         return Err(format!(
-            "the {SCENARIO} scenario failed (logs in results/{SCENARIO}/)"
+            "the {SCENARIO} scenario failed (logs in results/{SCENARIO}/); no ratio"
         ));
     }
-    report(&root.join("results").join(SCENARIO).join("serial.log"))
+    report(&log)
 }
 
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
@@ -58,32 +82,83 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// `(min, median, max)`; NaN for none.
+fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
     if v.is_empty() {
-        return f64::NAN;
+        return (f64::NAN, f64::NAN, f64::NAN);
     }
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    if n % 2 == 1 {
+    let med = if n % 2 == 1 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    };
+    (v[0], med, v[n - 1])
 }
 
-/// Parses the guest's lines out of the serial log and prints the report.
-fn report(log: &Path) -> Result<(), String> {
+/// What the log says, checked: every run accounted for and proven.
+#[derive(Debug)]
+struct Parsed {
+    /// (driver label, job) -> one entry per round.
+    jobs: BTreeMap<(String, String), Vec<Job>>,
+    /// (driver label, round) -> the backend's events received in dom0 over the round.
+    backend_events: BTreeMap<(String, u32), f64>,
+}
+
+/// Parses the log; any run that is missing, failed, or served by the wrong driver is an
+/// error, so no ratio is printed from an incomplete or unproven run.
+fn parse(log: &Path) -> Result<Parsed, String> {
     let text = std::fs::read_to_string(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let verdict = format!("XEN-PV-RS-RESULT {SCENARIO} PASS");
+    if !text.lines().any(|l| l.trim_end() == verdict) {
+        return Err(format!(
+            "{}: the run did not finish with a PASS; refusing to report on it",
+            log.display()
+        ));
+    }
     let mut jobs: BTreeMap<(String, String), Vec<Job>> = BTreeMap::new();
-    let (mut sent, mut requests) = (0.0, 0.0);
-    // The guest's console is copied into the serial log once, tagged `{domu}`.
-    for line in text.lines().filter(|l| l.starts_with("{domu}")) {
-        if let Some(rest) = line.split("BENCH ").nth(1) {
-            let get = |k| field(rest, k).and_then(|v| v.parse::<f64>().ok());
-            let (Some(d), Some(t)) = (field(rest, "driver"), field(rest, "test")) else {
+    let mut backend_events = BTreeMap::new();
+    let mut problems = Vec::new();
+    let expected = |d: &str| DRIVERS.iter().find(|(l, _, _)| *l == d).copied();
+    for line in text.lines() {
+        if let Some(rest) = line.split("BENCH-DOM0 ").nth(1) {
+            let (Some(d), Some(r), Some(back)) = (
+                field(rest, "driver"),
+                field(rest, "round").and_then(|v| v.parse::<u32>().ok()),
+                field(rest, "back"),
+            ) else {
+                problems.push(format!("unreadable line: {line}"));
                 continue;
             };
+            match expected(d) {
+                Some((_, _, want)) if want == back => {}
+                _ => problems.push(format!("round {r} {d}: served by backend driver `{back}`")),
+            }
+            let ev = field(rest, "backend_events").and_then(|v| v.parse::<f64>().ok());
+            backend_events.insert((d.to_string(), r), ev.unwrap_or(f64::NAN));
+        } else if line.starts_with("{domu}") {
+            let Some(rest) = line.split("BENCH ").nth(1) else {
+                continue;
+            };
+            let get = |k| field(rest, k).and_then(|v| v.parse::<f64>().ok());
+            let (Some(d), Some(t), Some(r), Some(front)) = (
+                field(rest, "driver"),
+                field(rest, "test"),
+                field(rest, "round").and_then(|v| v.parse::<u32>().ok()),
+                field(rest, "front"),
+            ) else {
+                problems.push(format!("unreadable line: {line}"));
+                continue;
+            };
+            match expected(d) {
+                Some((_, want, _)) if want == front => {}
+                _ => problems.push(format!(
+                    "round {r} {d} {t}: served by frontend driver `{front}`"
+                )),
+            }
             let job = Job {
+                round: r,
                 iops: get("iops").unwrap_or(f64::NAN),
                 kibps: get("kibps").unwrap_or(f64::NAN),
                 ios: get("ios").unwrap_or(f64::NAN),
@@ -92,21 +167,52 @@ fn report(log: &Path) -> Result<(), String> {
             jobs.entry((d.to_string(), t.to_string()))
                 .or_default()
                 .push(job);
-        } else if let Some(rest) = line.split("BENCH-COUNTERS ").nth(1) {
-            let get = |k| field(rest, k).and_then(|v| v.parse::<f64>().ok());
-            sent += get("notifications_sent").unwrap_or(0.0);
-            requests += get("requests").unwrap_or(0.0);
         }
     }
-    if jobs.is_empty() {
-        return Err(format!("no BENCH lines in {}", log.display()));
+    for (d, _, _) in DRIVERS {
+        for t in [IOPS_TEST, MBPS_TESTS[0], MBPS_TESTS[1]] {
+            let mut rounds: Vec<u32> = jobs
+                .get(&(d.to_string(), t.to_string()))
+                .map(|js| js.iter().map(|j| j.round).collect())
+                .unwrap_or_default();
+            rounds.sort_unstable();
+            let want: Vec<u32> = (1..=ROUNDS as u32).collect();
+            if rounds != want {
+                problems.push(format!("{d} {t}: rounds {rounds:?}, want {want:?}"));
+            }
+        }
+        for r in 1..=ROUNDS as u32 {
+            if !backend_events.contains_key(&(d.to_string(), r)) {
+                problems.push(format!(
+                    "{d} round {r}: no BENCH-DOM0 line (backend unproven)"
+                ));
+            }
+        }
     }
-    let med = |d: &str, t: &str, f: fn(&Job) -> f64| -> f64 {
-        let v = jobs
+    if !problems.is_empty() {
+        return Err(format!(
+            "{}: {} problem(s), no ratio:\n  {}",
+            log.display(),
+            problems.len(),
+            problems.join("\n  ")
+        ));
+    }
+    Ok(Parsed {
+        jobs,
+        backend_events,
+    })
+}
+
+/// Parses the log and prints the report.
+fn report(log: &Path) -> Result<(), String> {
+    let p = parse(log)?;
+    let runs = |d: &str, t: &str| -> &[Job] {
+        p.jobs
             .get(&(d.to_string(), t.to_string()))
-            .map(|js| js.iter().map(f).collect())
-            .unwrap_or_default();
-        median(v)
+            .map_or(&[], Vec::as_slice)
+    };
+    let by_round = |d: &str, t: &str, f: fn(&Job) -> f64| -> BTreeMap<u32, f64> {
+        runs(d, t).iter().map(|j| (j.round, f(j))).collect()
     };
     let mut ratios = Vec::new();
     for (side, c, rust, peer) in [
@@ -118,41 +224,163 @@ fn report(log: &Path) -> Result<(), String> {
             "Linux C blkfront in front of both",
         ),
     ] {
-        println!("{side} benchmark: same disk, same boot, {peer}; medians of each job's runs");
+        println!(
+            "{side} benchmark: same disk, same boot, {peer}; {ROUNDS} rounds per driver in \
+             alternating order; min / median / max of the rounds"
+        );
         for d in [c, rust] {
             for t in [IOPS_TEST, MBPS_TESTS[0], MBPS_TESTS[1]] {
-                let runs = jobs
-                    .get(&(d.to_string(), t.to_string()))
-                    .map_or(0, Vec::len);
-                let ev: f64 = jobs
-                    .get(&(d.to_string(), t.to_string()))
-                    .map(|js| js.iter().map(|j| j.events / j.ios.max(1.0)).collect())
-                    .map(median)
-                    .unwrap_or(f64::NAN);
+                let js = runs(d, t);
+                let (i0, i1, i2) = spread(js.iter().map(|j| j.iops).collect());
+                let (m0, m1, m2) = spread(js.iter().map(|j| j.kibps * 1024.0 / 1e6).collect());
+                let (e0, e1, e2) = spread(js.iter().map(|j| j.events / j.ios.max(1.0)).collect());
                 println!(
-                    "  {d:>9} {t:<17} iops {:>9.0}  MB/s {:>7.1}  events received/request {:.3}  ({runs} runs)",
-                    med(d, t, |j| j.iops),
-                    med(d, t, |j| j.kibps) * 1024.0 / 1e6,
-                    ev
+                    "  {d:>9} {t:<17} iops {i0:>7.0} / {i1:>7.0} / {i2:>7.0}   MB/s {m0:>6.1} / {m1:>6.1} / {m2:>6.1}   frontend events/request {e0:.3} / {e1:.3} / {e2:.3}"
                 );
             }
-        }
-        if side == "blkfront" && requests > 0.0 {
+            // Notifications the frontend sent, as the backend received them in dom0, over all
+            // of a round's jobs.
+            let per_req: Vec<f64> = (1..=ROUNDS as u32)
+                .filter_map(|r| {
+                    let ios: f64 = [IOPS_TEST, MBPS_TESTS[0], MBPS_TESTS[1]]
+                        .iter()
+                        .filter_map(|t| runs(d, t).iter().find(|j| j.round == r))
+                        .map(|j| j.ios)
+                        .sum();
+                    p.backend_events
+                        .get(&(d.to_string(), r))
+                        .map(|e| e / ios.max(1.0))
+                })
+                .collect();
+            let (b0, b1, b2) = spread(per_req);
             println!(
-                "  rust notifications sent/request {:.3} (debugfs, all jobs); C: not measurable from the guest",
-                sent / requests
+                "  {d:>9} backend events/request (notifications the frontend sent, all jobs) {b0:.3} / {b1:.3} / {b2:.3}"
             );
         }
+        // Pairings: round r of ours against round r of Linux's (they ran back to back).
+        let pairing = |t: &str, f: fn(&Job) -> f64| -> Vec<f64> {
+            let (ours, theirs) = (by_round(rust, t, f), by_round(c, t, f));
+            ours.iter()
+                .filter_map(|(r, v)| theirs.get(r).map(|w| v / w))
+                .collect()
+        };
+        let iops_pairs = pairing(IOPS_TEST, |j| j.iops);
+        let read_pairs = pairing(MBPS_TESTS[0], |j| j.kibps);
+        let write_pairs = pairing(MBPS_TESTS[1], |j| j.kibps);
+        let mbps_pairs: Vec<f64> = read_pairs
+            .iter()
+            .zip(&write_pairs)
+            .map(|(r, w)| (r * w).sqrt())
+            .collect();
+        let med =
+            |d: &str, t: &str, f: fn(&Job) -> f64| spread(runs(d, t).iter().map(f).collect()).1;
         let iops = med(rust, IOPS_TEST, |j| j.iops) / med(c, IOPS_TEST, |j| j.iops);
         let read = med(rust, MBPS_TESTS[0], |j| j.kibps) / med(c, MBPS_TESTS[0], |j| j.kibps);
         let write = med(rust, MBPS_TESTS[1], |j| j.kibps) / med(c, MBPS_TESTS[1], |j| j.kibps);
         println!("  sequential read rust/c = {read:.2}, sequential write rust/c = {write:.2}");
-        ratios.push((side, iops, (read * write).sqrt()));
+        ratios.push((
+            side,
+            iops,
+            (read * write).sqrt(),
+            spread(iops_pairs),
+            spread(mbps_pairs),
+        ));
     }
-    // The ratio lines last, together.
-    for (side, iops, mbps) in ratios {
-        println!("ratio {side} rust/c iops = {iops:.2}");
-        println!("ratio {side} rust/c mbps = {mbps:.2}");
+    // The ratio lines last, together: the ratio of the medians, then the spread (the worst
+    // round-by-round pairing over the best) and the pairings' range.
+    for (side, iops, mbps, ip, mp) in ratios {
+        println!(
+            "ratio {side} rust/c iops = {iops:.2}  (spread {:.2}: pairings {:.2} .. {:.2})",
+            ip.0 / ip.2,
+            ip.0,
+            ip.2
+        );
+        println!(
+            "ratio {side} rust/c mbps = {mbps:.2}  (spread {:.2}: pairings {:.2} .. {:.2})",
+            mp.0 / mp.2,
+            mp.0,
+            mp.2
+        );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A log with every run: `drop` removes the lines containing it, `verdict` adds the PASS
+    /// line, `wrong_front` has our frontend's runs served by Linux's.
+    fn log(drop: Option<&str>, verdict: bool, wrong_front: bool) -> std::path::PathBuf {
+        let mut text = String::new();
+        for (d, front, back) in DRIVERS {
+            for r in 1..=ROUNDS {
+                for t in [IOPS_TEST, MBPS_TESTS[0], MBPS_TESTS[1]] {
+                    let f = if wrong_front && d == "rust" {
+                        "vbd"
+                    } else {
+                        front
+                    };
+                    text += &format!(
+                        "{{domu}} BENCH driver={d} round={r} test={t} front={f} iops={} kibps=1000 ios=800 events=400\n",
+                        100 + r
+                    );
+                }
+                text +=
+                    &format!("BENCH-DOM0 driver={d} round={r} back={back} backend_events=1200\n");
+            }
+        }
+        if verdict {
+            text += &format!("XEN-PV-RS-RESULT {SCENARIO} PASS\n");
+        }
+        let text: String = text
+            .lines()
+            .filter(|l| drop.is_none_or(|p| !l.contains(p)))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("bench-blk-test-{}-{n}.log", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_complete_proven_run_reports() {
+        let p = parse(&log(None, true, false)).unwrap();
+        assert_eq!(p.jobs.len(), 12);
+        assert!(report(&log(None, true, false)).is_ok());
+    }
+
+    #[test]
+    fn an_unfinished_run_is_refused() {
+        assert!(parse(&log(None, false, false))
+            .unwrap_err()
+            .contains("did not finish"));
+    }
+
+    #[test]
+    fn a_missing_round_prints_no_ratio() {
+        let e = parse(&log(
+            Some("driver=rust round=3 test=seqread-1m"),
+            true,
+            false,
+        ))
+        .unwrap_err();
+        assert!(e.contains("rust seqread-1m: rounds [1, 2, 4, 5]"), "{e}");
+    }
+
+    #[test]
+    fn a_run_served_by_the_wrong_driver_fails() {
+        let e = parse(&log(None, true, true)).unwrap_err();
+        assert!(e.contains("served by frontend driver `vbd`"), "{e}");
+        let e = parse(&log(
+            Some("BENCH-DOM0 driver=back-rust round=2"),
+            true,
+            false,
+        ))
+        .unwrap_err();
+        assert!(e.contains("back-rust round 2: no BENCH-DOM0 line"), "{e}");
+    }
 }
