@@ -76,8 +76,10 @@ blk_buffer_squeeze() {
 
 # blk_fatal_check DOMID: a disk our backend cannot open (a block device node whose major no
 # driver has: the hotplug script names it, opening it fails with ENXIO). The backend reports it
-# with xenbus_dev_fatal, as Linux's does: the toolstack finds the message under error/ in
-# XenStore instead of a timeout, the device goes to Closing, and it detaches cleanly.
+# under error/ in XenStore, as Linux's does, so the toolstack finds the message instead of a
+# timeout, and its state machine says Closing. blk_fatal_detach detaches it afterwards, once the
+# guest's frontend driver is loaded: the frontend sees Closing and closes, and only then can the
+# backend close (with no frontend driver, the toolstack's detach times out whatever the backend).
 blk_fatal_check() {
     [ "$BLK_BACK" = rust ] || return 0
     rm -f /dev/xpvrs-nodev
@@ -92,8 +94,19 @@ blk_fatal_check() {
     log "the backend's error in XenStore: '$_msg'"
     case "$_msg" in
     *"opening the backing device"*) log "CHECK fatal-error-in-xenstore ok" ;;
-    *) fail "no xenbus_dev_fatal message at $_err (got '$_msg')" ;;
+    *) fail "no error message at $_err (got '$_msg')" ;;
     esac
+    # Closing, or already Closed if the guest's frontend driver answered it.
+    _st=$(xenstore-read "/local/domain/0/backend/vbd/$1/51824/state" 2>/dev/null)
+    case "$_st" in
+    5 | 6) log "CHECK fatal-state ok ($_st)" ;;
+    *) fail "the backend of a disk it cannot open is in state '$_st', not Closing" ;;
+    esac
+}
+
+# blk_fatal_detach DOMID: detaches blk_fatal_check's disk (the guest's frontend is loaded).
+blk_fatal_detach() {
+    [ "$BLK_BACK" = rust ] || return 0
     check fatal-detach xl_detach "$1" 51824
     rm -f /dev/xpvrs-nodev
 }
@@ -245,6 +258,7 @@ disk = [ 'format=raw,vdev=xvdb,access=rw,target=/data/file.img',
             blk_back_stats "$d" "$v"
         done
         blk_buffer_squeeze "$d" 51728
+        blk_fatal_detach "$d"
         blk_back_connected 51728 2 4
         blk_back_connected 51744 2 4
         echo > /data/stats.ack

@@ -461,6 +461,9 @@ pub struct Machine {
     peer: XenbusState,
     /// Connections may be set up (see [`Machine::set_ready`]).
     ready: bool,
+    /// A peer state was delivered since we started or resumed. Until then `peer` is
+    /// `Unknown` for "not read yet", which must not count as a peer that went away.
+    peer_seen: bool,
 }
 
 /// What a [`Machine`] is told: the input of [`Machine::drive`].
@@ -502,6 +505,7 @@ impl Machine {
             ours: S::Initialising,
             peer: S::Unknown,
             ready: true,
+            peer_seen: false,
         }
     }
 
@@ -530,6 +534,7 @@ impl Machine {
         match value {
             None => {
                 self.peer = S::Unknown;
+                self.peer_seen = true;
                 self.apply(Event::PeerVanished)
             }
             Some(text) => match parse_state(text) {
@@ -542,6 +547,7 @@ impl Machine {
     /// The peer's state, already parsed (the kernel's XenBus core hands drivers a number).
     pub fn on_peer(&mut self, state: XenbusState) -> Actions {
         self.peer = state;
+        self.peer_seen = true;
         self.apply(Event::PeerChanged)
     }
 
@@ -554,18 +560,18 @@ impl Machine {
     /// is forgotten before [`Event::Resume`]; the new backend's state arrives as usual.
     pub fn on_resume(&mut self) -> Actions {
         self.peer = S::Unknown;
+        self.peer_seen = false;
         self.apply(Event::Resume)
     }
 
     /// Sets whether connections may be set up. While not ready, a transition that would grant
     /// or map rings ([`Action::PublishRingRefs`], [`Action::MapRing`]) is held: nothing
     /// changes. Becoming ready re-runs the peer's last state, so nothing held is lost (unless
-    /// no peer state was seen yet: there is nothing to re-run, and an unseen peer is not a
-    /// vanished one).
+    /// no peer state was seen yet: there is nothing to re-run).
     pub fn set_ready(&mut self, ready: bool) -> Actions {
         let was = self.ready;
         self.ready = ready;
-        if ready && !was && self.peer != S::Unknown {
+        if ready && !was && self.peer_seen {
             self.apply(Event::PeerChanged)
         } else {
             Actions::new()
@@ -613,7 +619,16 @@ impl Machine {
     }
 
     fn apply(&mut self, event: Event) -> Actions {
-        let t = step(self.role, self.ours, self.peer, event);
+        // A peer not read yet is taken as one that has not started (Initialising), not as one
+        // that went away: a local failure or close before then must say Closing and wait,
+        // not jump to Closed (a toolstack removing the device waits for our Closed after it
+        // wrote Closing itself; it would never see it).
+        let peer = if self.peer_seen {
+            self.peer
+        } else {
+            S::Initialising
+        };
+        let t = step(self.role, self.ours, peer, event);
         let sets_up = t
             .actions
             .as_slice()

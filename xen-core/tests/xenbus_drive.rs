@@ -338,3 +338,27 @@ fn garbage_peer_state_is_reported_and_changes_nothing() {
     assert_eq!(g.take(), [A::ReportInvalidPeerState]);
     assert_eq!((m.state(), m.peer()), (S::Connected, S::Connected));
 }
+
+/// blkback-detach caught this: a backend whose disk failed to open before it had read the
+/// frontend's state went straight to Closed, as if the frontend were gone. The toolstack then
+/// wrote Closing itself to detach the device and waited for a Closed that never came again.
+#[test]
+fn backend_failing_before_the_frontend_is_seen_says_closing_then_closes() {
+    let (mut m, mut g) = back_waiting_for_disk();
+    assert!(m.drive(Input::Event(Event::Failed), &mut g));
+    assert_eq!(g.take(), [A::Disconnect, A::SwitchState(S::Closing)]);
+    assert_eq!(m.state(), S::Closing);
+    // The toolstack removes the frontend: now the peer is really gone.
+    assert!(m.drive(Input::PeerRead(None), &mut g));
+    assert_eq!(g.take(), [A::Disconnect, A::SwitchState(S::Closed)]);
+}
+
+#[test]
+fn frontend_resumed_failing_before_the_new_backend_is_seen_closes_cleanly() {
+    let (mut m, mut g) = connected_front();
+    m.drive(Input::Resume, &mut g);
+    g.take();
+    // Nothing was published for the new backend yet: closing at once is safe.
+    assert!(m.drive(Input::Event(Event::Failed), &mut g));
+    assert_eq!(m.state(), S::Closed);
+}
