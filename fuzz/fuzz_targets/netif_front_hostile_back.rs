@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use xen_core::feature::netif::Offload;
 use xen_core::platform::{self, RingMemory};
 use xen_netif::{
-    Error, FrontConfig, Gso, NetFront, SendError, TxChecksum, TxFrag, TxPacket, TxOutcome,
+    Error, FrontConfig, Gso, NetFront, SendError, TxChecksum, TxFrag, TxOutcome, TxPacket,
 };
 use xen_sim::{MapOp, Mapping, Pages, Sim};
 use xen_sys::wire::netif::GsoType;
@@ -106,8 +106,15 @@ fuzz_target!(|input: Input| {
         tx_budget: 16,
     };
     // 32 ids per ring: small enough that ids run out and get reused.
-    let mut front: NetFront<_, Pages, 32> =
-        NetFront::new(fe.clone(), tx_ring, rx_ring, DomId::DOM0, (port, port), config).unwrap();
+    let mut front: NetFront<_, Pages, 32> = NetFront::new(
+        fe.clone(),
+        tx_ring,
+        rx_ring,
+        DomId::DOM0,
+        (port, port),
+        config,
+    )
+    .unwrap();
     let _ = front.refill_rx();
     let txm: Mapping = RingMemory::map_ring(&be, fe.id(), &[tx_gref]).unwrap();
     let rxm: Mapping = RingMemory::map_ring(&be, fe.id(), &[rx_gref]).unwrap();
@@ -150,8 +157,11 @@ fuzz_target!(|input: Input| {
                 let p = TxPacket {
                     head,
                     frags: rest,
-                    csum: [TxChecksum::None, TxChecksum::Partial, TxChecksum::Unnecessary]
-                        [usize::from(*csum % 3)],
+                    csum: [
+                        TxChecksum::None,
+                        TxChecksum::Partial,
+                        TxChecksum::Unnecessary,
+                    ][usize::from(*csum % 3)],
                     gso: match gso % 3 {
                         0 => None,
                         1 => Some(Gso {
