@@ -602,6 +602,9 @@ where
             }
         };
         let page = e.page.insert(page);
+        // Until the tail is cleared below, anything up to the larger of the two may be set.
+        let stale_end = e.dirty;
+        e.dirty = e.dirty.max(chunk);
         let mut at = 0usize;
         while at < chunk {
             if piece.is_empty() {
@@ -620,8 +623,8 @@ where
             at += n;
         }
         // Bytes past the data that an earlier packet left: the backend sees the whole page.
-        if e.dirty > chunk {
-            let stale = ZEROS.get(..e.dirty - chunk).unwrap_or(&[]);
+        if stale_end > chunk {
+            let stale = ZEROS.get(..stale_end - chunk).unwrap_or(&[]);
             if !page.write_bytes(chunk, stale) {
                 return Err(SendError::NoMemory);
             }
