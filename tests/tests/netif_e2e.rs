@@ -472,3 +472,54 @@ fn reused_tx_pages_carry_only_the_new_packet() {
     assert_eq!(rig.sim.grant_stats().plain_writes_to_granted, 0);
     rig.close();
 }
+
+#[test]
+fn pages_the_glue_takes_are_its_own_and_replaced() {
+    let mut rig = Rig::new(FrontConfig::default());
+    let d = pattern(1000, 8);
+    let req = rig.rx_data(0, &d, xen_sys::wire::netif::NetRxFlags::empty());
+    rig.push_rx_responses();
+    let allocs = rig.front.stats().page_allocs;
+    let mut taken = Vec::new();
+    let p = rig
+        .front
+        .poll(64, |p| {
+            assert_eq!(p.frag_count(), 1);
+            let (page, offset, len) = p.take_page(0).unwrap();
+            assert_eq!((offset, len), (0, 1000));
+            taken.push(page);
+            // Still described after it was taken, but no longer there to copy.
+            let (page, offset, len) = p.frag(0).unwrap();
+            assert!(page.is_none());
+            assert_eq!((offset, len), (0, 1000));
+            assert_eq!(p.copy_to(&mut [0u8; 1000]), Some(0));
+            assert!(p.take_page(0).is_none());
+        })
+        .unwrap();
+    assert_eq!(p.done, 1);
+    let mut b = vec![0u8; 1000];
+    taken[0].read(0, &mut b);
+    assert_eq!(b, d);
+    // Its grant is gone (the reference may already name a fresh buffer): 256 buffers are
+    // granted, and none of them is the taken page.
+    assert_eq!(rig.data_grants(), 256);
+    if let Some(Ok(m)) = rig
+        .be
+        .map_grants(&[xen_sim::MapOp {
+            granter: D1,
+            gref: xen_sys::GrantRef::new(req.gref),
+            writable: false,
+        }])
+        .pop()
+    {
+        let mut seen = vec![0u8; 1000];
+        assert!(m.read(0, &mut seen));
+        assert_ne!(seen, d, "the reference no longer reaches the taken page");
+        m.unmap();
+    }
+    // The id was reposted with a fresh page.
+    assert_eq!(rig.front.rx_posted(), 256);
+    assert_eq!(rig.front.stats().page_allocs, allocs + 1);
+    drop(taken);
+    rig.close();
+}

@@ -241,7 +241,8 @@ struct HeldFrag {
 /// leaves are recycled as RX buffers. It must not write into a page it leaves: a recycled
 /// page is granted again without being zeroed (it only holds bytes this backend wrote).
 pub struct RxPacket<Pg> {
-    frags: [Option<(Pg, HeldFrag)>; MAX_RX_DATA_SLOTS],
+    /// Each fragment: its page (until the glue takes it) and where the data lies in it.
+    frags: [Option<(Option<Pg>, HeldFrag)>; MAX_RX_DATA_SLOTS],
     count: usize,
     /// Length, checksum state, GSO and hash.
     pub meta: RxMeta,
@@ -259,13 +260,13 @@ impl<Pg: PageBytes> RxPacket<Pg> {
             return None;
         }
         let (page, f) = self.frags.get(i)?.as_ref()?;
-        Some((Some(page), f.offset, f.len))
+        Some((page.as_ref(), f.offset, f.len))
     }
 
     /// Takes fragment `i`'s page: the glue owns it from now on (it is no longer granted).
     pub fn take_page(&mut self, i: usize) -> Option<(Pg, u16, u16)> {
-        let (page, f) = self.frags.get_mut(i)?.take()?;
-        Some((page, f.offset, f.len))
+        let (page, f) = self.frags.get_mut(i)?.as_mut()?;
+        Some((page.take()?, f.offset, f.len))
     }
 
     /// Copies the data of the fragments not taken into `dst`, in order; returns the bytes
@@ -273,6 +274,7 @@ impl<Pg: PageBytes> RxPacket<Pg> {
     pub fn copy_to(&self, dst: &mut [u8]) -> Option<usize> {
         let mut at = 0usize;
         for (page, f) in self.frags.iter().take(self.count).flatten() {
+            let Some(page) = page else { continue };
             let len = usize::from(f.len);
             let out = dst.get_mut(at..at.checked_add(len)?)?;
             if !page.read_bytes(usize::from(f.offset), out) {
@@ -1032,7 +1034,7 @@ where
                 .get_mut(usize::from(h.slot))
                 .and_then(|e| e.page.take());
             if let (Some(page), Some(out)) = (page, packet.frags.get_mut(packet.count)) {
-                *out = Some((page, *h));
+                *out = Some((Some(page), *h));
                 packet.count += 1;
             }
         }
@@ -1054,6 +1056,7 @@ where
         // Pages the glue left are recycled; every fragment's id is free again (an id whose
         // page was taken gets a fresh page at its next post).
         for (page, h) in packet.frags.into_iter().flatten() {
+            let Some(page) = page else { continue };
             if let Some(e) = self.rx.get_mut(usize::from(h.slot)) {
                 e.page = Some(page);
             }
