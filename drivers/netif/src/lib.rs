@@ -1,0 +1,40 @@
+//! The netif network-device protocol (`io/netif.h`): the frontend engine of one queue and the
+//! parsers it shares with a future backend, run by the kernel module and the host simulator.
+//!
+//! # What is here
+//!
+//! - [`tx`]: a packet to send ([`TxPacket`]: head and fragments, checksum state, GSO), the
+//!   slots it takes, and the decoding of a TX response ([`tx::parse_tx_response`]).
+//! - [`rx`]: [`RxParser`], which takes RX responses in ring order, copied once, and chains
+//!   them into packets, checking status, `offset + size`, `more_data` chain length and
+//!   extra-info slots; a bad packet is dropped and reported, an endless chain is a fault.
+//! - [`NetFront`]: the frontend of one queue. TX: each packet is copied into the engine's own
+//!   zeroed pages (Linux's `trusted=0`: nothing of the guest's memory is granted), packed
+//!   from offset 0 so it takes at most 16 data slots plus a GSO slot; checksum flags from the
+//!   packet's checksum state; responses checked (id in range and outstanding, status known,
+//!   `RSP_NULL` only for extra-info slots sent) and finished packets reported. RX: buffers
+//!   kept posted (zeroed pages granted read-write, rx-copy), responses checked against the
+//!   buffer posted at their ring position, packets handed over as page fragments and
+//!   metadata, pages recycled. Work per call bounded by a budget; every event handler
+//!   returns a [`Progress`] whose `spurious` verdict goes to the late EOI.
+//!
+//! # Not here (yet)
+//!
+//! The XenBus handshake is the glue's, through `xen_core::feature::netif` and
+//! `xen_core::xenbus`. Multiple queues are one engine per queue. The control ring, granting
+//! the guest's pages in place (`trusted=1`) and the backend side are to come; see the
+//! README.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+pub mod front;
+pub mod rx;
+pub mod tx;
+
+pub use front::{
+    Error, Fault, FrontConfig, FrontStats, NetFront, RxPacket, SendError, TxCompletion, TxOutcome,
+    RING_SLOTS,
+};
+pub use rx::{RxChecksum, RxError, RxGso, RxHash, RxLimits, RxMeta, RxParser};
+pub use tx::{Gso, TxChecksum, TxFrag, TxPacket, TxStatus};
+pub use xen_core::platform::Progress;
