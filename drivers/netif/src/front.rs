@@ -527,7 +527,10 @@ where
             first_flags |= NetTxFlags::EXTRA_INFO;
         }
         for (i, &slot) in claimed.iter().take(slots).enumerate() {
-            let e = &mut self.tx[usize::from(slot)];
+            // Ids come from `tx_ids`, which hands out `0..N` only.
+            let Some(e) = self.tx.get_mut(usize::from(slot)) else {
+                continue;
+            };
             e.head = head;
             let mut req = TxRequest::ZERO;
             req.gref = e.gref.map_or(0, GrantRef::raw);
@@ -559,12 +562,14 @@ where
                 }
             }
         }
-        self.tx[usize::from(head)].packet = Some(TxPacketState {
-            token,
-            len: u32::try_from(len).unwrap_or(u32::MAX),
-            remaining: u8::try_from(slots).unwrap_or(u8::MAX),
-            outcome: TxOutcome::Okay,
-        });
+        if let Some(e) = self.tx.get_mut(usize::from(head)) {
+            e.packet = Some(TxPacketState {
+                token,
+                len: u32::try_from(len).unwrap_or(u32::MAX),
+                remaining: u8::try_from(slots).unwrap_or(u8::MAX),
+                outcome: TxOutcome::Okay,
+            });
+        }
         let s = &mut self.stats;
         s.tx_packets = s.tx_packets.wrapping_add(1);
         s.tx_bytes = s.tx_bytes.wrapping_add(len as u64);
@@ -590,7 +595,10 @@ where
     ) -> Result<(), SendError> {
         let env = &self.env;
         let stats = &mut self.stats;
-        let e = &mut self.tx[usize::from(tag.slot)];
+        let e = self
+            .tx
+            .get_mut(usize::from(tag.slot))
+            .ok_or(SendError::NoMemory)?;
         e.tag = Some(tag);
         e.answered = false;
         let page = match e.page.take() {
@@ -643,7 +651,9 @@ where
     /// Undoes a claimed TX slot of a packet that was not queued: revokes its grant (never
     /// published, so it ends at once) and frees the id; the page stays for reuse.
     fn unclaim_tx(&mut self, slot: u16) {
-        let e = &mut self.tx[usize::from(slot)];
+        let Some(e) = self.tx.get_mut(usize::from(slot)) else {
+            return;
+        };
         if let Some(gref) = e.gref.take() {
             self.stats.grant_ends = self.stats.grant_ends.wrapping_add(1);
             if self.env.end_access(gref) == EndAccess::StillMapped {
@@ -825,7 +835,10 @@ where
         while !self.rx_ring.is_full() {
             let Some(tag) = self.rx_ids.next() else { break };
             let pos = self.rx_pos(self.rx_prod);
-            let e = &mut self.rx[usize::from(tag.slot)];
+            let Some(e) = self.rx.get_mut(usize::from(tag.slot)) else {
+                self.rx_ids.release(tag);
+                break;
+            };
             let page = match e.page.take() {
                 Some(p) => p,
                 None => {
@@ -959,7 +972,10 @@ where
             }
         }
         // Every position below the checked producer holds a posted buffer.
-        let e = &mut self.rx[usize::from(slot)];
+        let e = self
+            .rx
+            .get_mut(usize::from(slot))
+            .ok_or(Fault::RxBadId(slot))?;
         let page_ok = match e.gref.take() {
             Some(gref) => {
                 self.stats.grant_ends = self.stats.grant_ends.wrapping_add(1);
@@ -986,7 +1002,9 @@ where
                 len,
                 keep: true,
             } if self.nheld < MAX_RX_DATA_SLOTS => {
-                self.rx[usize::from(slot)].state = RxState::Held;
+                if let Some(e) = self.rx.get_mut(usize::from(slot)) {
+                    e.state = RxState::Held;
+                }
                 if let Some(h) = self.held.get_mut(self.nheld) {
                     *h = Some(HeldFrag { slot, offset, len });
                 }
@@ -1015,7 +1033,9 @@ where
 
     /// Returns an answered buffer's id: its page (if it came back) stays for the next post.
     fn recycle_rx(&mut self, slot: u16) {
-        let e = &mut self.rx[usize::from(slot)];
+        let Some(e) = self.rx.get_mut(usize::from(slot)) else {
+            return;
+        };
         e.state = RxState::Idle;
         if let Some(tag) = e.tag.take() {
             self.rx_ids.release(tag);
