@@ -549,7 +549,14 @@ impl Queue {
         let max = unsafe { xpvrs_blkback_max_buffer_pages() };
         let keep = if squeezing { 0 } else { max };
         let grants = &engine.env().grants;
-        let freed = grants.shrink_idle_pages(usize::try_from(keep).unwrap_or(usize::MAX));
+        let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+        // One scan when there is nothing to free (the usual case), two when there is.
+        let idle = grants.idle_pages();
+        let freed = if idle > keep {
+            grants.shrink_idle_pages(keep)
+        } else {
+            0
+        };
         if squeezing && freed > 0 {
             pr_info!(
                 "XENPVRS-BLKBACK {} q{}: buffer squeezed, {} idle pages freed\n",
@@ -559,7 +566,8 @@ impl Queue {
             );
         }
         if let Some(c) = self.counters.get(BUFFER_PAGES) {
-            c.store(grants.idle_pages() as u64, Ordering::Relaxed);
+            // The queue's lock is held: nothing maps or unmaps meanwhile.
+            c.store(idle.saturating_sub(freed) as u64, Ordering::Relaxed);
         }
     }
 
@@ -859,7 +867,7 @@ struct CtlState {
     failed_physical: Option<(u32, u32)>,
     /// The frontend's request, read by `MapRing`.
     request: Option<FrontRequest>,
-    /// What `PublishDeviceProperties` wrote, for the `Connect` line.
+    /// The disk as described by `MapRing`, written by `PublishDeviceProperties`.
     disk: Option<DiskInfo>,
     queues: KVec<Arc<Queue>>,
     debug: KVec<DebugCounters<Queue>>,
@@ -1168,6 +1176,8 @@ impl Dev {
             ..BackConfig::default()
         };
         st.request = Some(req);
+        // `PublishDeviceProperties` writes this same description.
+        st.disk = Some(disk);
         for q in 0..req.num_queues {
             let ring = read_queue(
                 &mut StoreDir::new(store, other.as_path()?, TxId::NONE),
@@ -1184,16 +1194,13 @@ impl Dev {
 
     /// `PublishDeviceProperties`: describes the disk to the frontend.
     fn publish_disk(&self, st: &mut CtlState) -> Result<(), HandshakeError> {
-        let backing = st.backing.as_ref().ok_or(EINVAL)?;
-        let req = st.request.ok_or(EINVAL)?;
-        let disk = describe(&backing.bdev, &backing.disk, req.persistent);
+        let disk = st.disk.ok_or(EINVAL)?;
         let me = self.handle.nodename_path()?;
         let store = st.store.as_mut().ok_or(EINVAL)?;
         with_transaction(store, 16, |s, tx| -> Result<(), FeatureError> {
             disk.write(&mut StoreDir::new(s, me.as_path()?, tx))
         })?;
         self.announced.store(disk.sectors, Ordering::Release);
-        st.disk = Some(disk);
         Ok(())
     }
 
