@@ -1,11 +1,11 @@
 //! The netfront engine of one queue: TX through zeroed bounce pages, RX buffers kept posted, every response copied once and checked.
 
+use crate::ids::{IdLink, IdStack, Linked};
 use crate::rx::MAX_RX_DATA_SLOTS;
 use crate::rx::{EndlessChain, RxError, RxLimits, RxMeta, RxParser, RxSlot, SlotKind};
 use crate::tx::{copy_slots, parse_tx_response, TxPacket, TxReply, TxStatus, MIN_TX_SIZE, PAGE};
 use xen_core::feature::netif::Offload;
 use xen_core::platform::{self, PageAlloc, PageBytes, Progress};
-use xen_core::slots::{Slots, Tag};
 use xen_evtchn::{EvtchnError, EvtchnOps};
 use xen_grant::{Access, AccessError, EndAccess, GrantOps};
 use xen_ring::{FrontRing, GeometryError, RingError, SharedMemory};
@@ -188,12 +188,17 @@ struct TxPacketState {
 /// The page type of a platform.
 type Pg<P> = <P as GrantOps>::Page;
 
-/// One TX id: the bounce page it keeps, and the packet it carries.
-struct TxEntry<Pg> {
+/// One TX id of a frontend's table: the bounce page it keeps, the packet slot it carries,
+/// and whether the id is free or outstanding.
+///
+/// Public so that a platform can allocate the table on the heap one entry at a time
+/// ([`NetFront::with_tables`]); its contents are the engine's.
+pub struct TxEntry<Pg> {
+    /// Free, outstanding (a slot in flight, or a head whose packet is), or closed.
+    link: IdLink,
     /// Kept across uses; granted while in flight.
     page: Option<Pg>,
     gref: Option<GrantRef>,
-    tag: Option<Tag>,
     /// Bytes from offset 0 that may be non-zero.
     dirty: usize,
     /// The packet's first slot.
@@ -204,6 +209,46 @@ struct TxEntry<Pg> {
     packet: Option<TxPacketState>,
     /// A packet aborted by a failure, to report.
     aborted: Option<TxPacketState>,
+}
+
+impl<Pg> TxEntry<Pg> {
+    /// An empty entry: no page, nothing in flight, its id closed until the engine opens it.
+    pub const fn new() -> Self {
+        TxEntry {
+            link: IdLink::CLOSED,
+            page: None,
+            gref: None,
+            dirty: 0,
+            head: 0,
+            answered: false,
+            packet: None,
+            aborted: None,
+        }
+    }
+
+    /// Whether the entry is as [`new`](Self::new) made it.
+    fn is_empty(&self) -> bool {
+        self.link.is_closed()
+            && self.page.is_none()
+            && self.gref.is_none()
+            && self.dirty == 0
+            && self.head == 0
+            && !self.answered
+            && self.packet.is_none()
+            && self.aborted.is_none()
+    }
+}
+
+impl<Pg> Default for TxEntry<Pg> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<Pg> Linked for TxEntry<Pg> {
+    fn link_mut(&mut self) -> &mut IdLink {
+        &mut self.link
+    }
 }
 
 /// Where an RX buffer is.
@@ -217,12 +262,66 @@ enum RxState {
     Held,
 }
 
-/// One RX id: its buffer page.
-struct RxEntry<Pg> {
+/// One RX id of a frontend's table: its buffer page, where the buffer is, and whether the
+/// id is free or outstanding.
+///
+/// Public so that a platform can allocate the table on the heap one entry at a time
+/// ([`NetFront::with_tables`]); its contents are the engine's.
+pub struct RxEntry<Pg> {
+    /// Free, outstanding (posted or held), or closed.
+    link: IdLink,
     page: Option<Pg>,
     gref: Option<GrantRef>,
-    tag: Option<Tag>,
     state: RxState,
+}
+
+impl<Pg> RxEntry<Pg> {
+    /// An empty entry: no page, not posted, its id closed until the engine opens it.
+    pub const fn new() -> Self {
+        RxEntry {
+            link: IdLink::CLOSED,
+            page: None,
+            gref: None,
+            state: RxState::Idle,
+        }
+    }
+
+    /// Whether the entry is as [`new`](Self::new) made it.
+    fn is_empty(&self) -> bool {
+        self.link.is_closed()
+            && self.page.is_none()
+            && self.gref.is_none()
+            && self.state == RxState::Idle
+    }
+}
+
+impl<Pg> Default for RxEntry<Pg> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<Pg> Linked for RxEntry<Pg> {
+    fn link_mut(&mut self) -> &mut IdLink {
+        &mut self.link
+    }
+}
+
+/// A TX table of `N` entries held inline, the default storage.
+pub type InlineTxTable<Pg, const N: usize> = [TxEntry<Pg>; N];
+/// An RX table of `N` entries held inline, the default storage.
+pub type InlineRxTable<Pg, const N: usize> = [RxEntry<Pg>; N];
+
+/// Checks a frontend's tables: each holds exactly `n` entries, all empty. The length of the
+/// first that does not is the error.
+fn check_tables<Pg>(tx: &[TxEntry<Pg>], rx: &[RxEntry<Pg>], n: usize) -> Result<(), usize> {
+    if tx.len() != n || !tx.iter().all(TxEntry::is_empty) {
+        return Err(tx.len());
+    }
+    if rx.len() != n || !rx.iter().all(RxEntry::is_empty) {
+        return Err(rx.len());
+    }
+    Ok(())
 }
 
 /// A fragment of a received packet held by the engine until the packet is complete.
@@ -290,8 +389,9 @@ impl<Pg: PageBytes> RxPacket<Pg> {
 /// and `N` RX buffers (at most 256, the rings' size).
 ///
 /// The glue grants both rings and binds the event channel(s), then hands them over with
-/// [`new`](Self::new) and posts the RX buffers with [`refill_rx`](Self::refill_rx). It sends
-/// with [`send`](Self::send) and [`push_tx`](Self::push_tx); on a TX event it calls
+/// [`new`](Self::new) (or [`with_tables`](Self::with_tables)) and posts the RX buffers with
+/// [`refill_rx`](Self::refill_rx). It sends with [`send`](Self::send) and
+/// [`push_tx`](Self::push_tx); on a TX event it calls
 /// [`tx_event`](Self::tx_event) (completions), on an RX event [`rx_event`](Self::rx_event)
 /// (whether to schedule NAPI), with one channel [`handle_event`](Self::handle_event) for both;
 /// its NAPI poll calls [`poll`](Self::poll). Each returns a [`Progress`] whose `spurious`
@@ -301,7 +401,19 @@ impl<Pg: PageBytes> RxPacket<Pg> {
 /// backend still maps are deferred, never freed or reused), unanswered packets are reported
 /// [`TxOutcome::Aborted`] by the next `tx_event` or [`close`](Self::close), and every later
 /// event is spurious.
-pub struct NetFront<P: GrantOps, M, const N: usize = RING_SLOTS> {
+///
+/// The id tables are `T` (TX) and `R` (RX): inline by default (28 KiB for 256 + 256 ids with
+/// the simulator's 16-byte page type), or any slice storage of exactly `N` entries, e.g. a
+/// kernel vector filled entry by entry, when the engine must not be built on a stack. Each id's free-or-outstanding state
+/// lives in its entry, so what stays inline is small (`rx_posted`, one `u16` per ring slot,
+/// is the largest part).
+pub struct NetFront<
+    P: GrantOps,
+    M,
+    const N: usize = RING_SLOTS,
+    T = InlineTxTable<<P as GrantOps>::Page, N>,
+    R = InlineRxTable<<P as GrantOps>::Page, N>,
+> {
     env: P,
     backend: DomId,
     tx_port: Port,
@@ -309,12 +421,14 @@ pub struct NetFront<P: GrantOps, M, const N: usize = RING_SLOTS> {
     config: FrontConfig,
     tx_ring: FrontRing<M, TxSlotBytes, TxRspBytes>,
     rx_ring: FrontRing<M, RxSlot, RxSlot>,
-    tx_ids: Slots<N>,
-    tx: [TxEntry<P::Page>; N],
+    /// The free TX ids (linked through `tx`).
+    tx_ids: IdStack,
+    tx: T,
     /// Extra-info slots sent whose `RSP_NULL` has not come yet.
     tx_null_pending: u32,
-    rx_ids: Slots<N>,
-    rx: [RxEntry<P::Page>; N],
+    /// The free RX ids (linked through `rx`).
+    rx_ids: IdStack,
+    rx: R,
     /// The RX id posted at each ring position (`index % entries`).
     rx_posted: [u16; RING_SLOTS],
     rx_prod: u32,
@@ -335,7 +449,8 @@ where
 {
     /// A queue over the ring pages `tx_ring` and `rx_ring` (each one page, already granted
     /// to `backend`), notifying through `tx_port` and `rx_port` (the same port without split
-    /// event channels). Initialises (zeroes) both rings. `N` must be 1 to 256.
+    /// event channels), with its tables inline. Initialises (zeroes) both rings. `N` must be
+    /// 1 to 256.
     pub fn new(
         env: P,
         tx_ring: M,
@@ -344,9 +459,50 @@ where
         ports: (Port, Port),
         config: FrontConfig,
     ) -> Result<Self, RingError> {
+        Self::with_tables(
+            env,
+            tx_ring,
+            rx_ring,
+            backend,
+            ports,
+            config,
+            core::array::from_fn(|_| TxEntry::new()),
+            core::array::from_fn(|_| RxEntry::new()),
+        )
+    }
+}
+
+impl<P, M, const N: usize, T, R> NetFront<P, M, N, T, R>
+where
+    P: GrantOps + EvtchnOps + PageAlloc<Page = <P as GrantOps>::Page>,
+    <P as GrantOps>::Page: PageBytes,
+    M: SharedMemory,
+    T: AsRef<[TxEntry<Pg<P>>]> + AsMut<[TxEntry<Pg<P>>]>,
+    R: AsRef<[RxEntry<Pg<P>>]> + AsMut<[RxEntry<Pg<P>>]>,
+{
+    /// As [`new`](NetFront::new), with the TX ids in `tx_table` and the RX ids in
+    /// `rx_table`, which must each hold exactly `N` empty entries ([`TxEntry::new`],
+    /// [`RxEntry::new`]). A table of another length, or with an entry that is not empty, is
+    /// refused with `RingError::Geometry(GeometryError::BadLength(len))`, `len` that table's
+    /// length; `N` of 0 or over 256 with `RingError::Geometry(GeometryError::BadEntry)`.
+    /// These checks come before the rings are initialised. The tables' `as_ref` and `as_mut`
+    /// must give the same entries each time (as a vector or a boxed slice does).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_tables(
+        env: P,
+        tx_ring: M,
+        rx_ring: M,
+        backend: DomId,
+        ports: (Port, Port),
+        config: FrontConfig,
+        mut tx_table: T,
+        mut rx_table: R,
+    ) -> Result<Self, RingError> {
         if N == 0 || N > RING_SLOTS {
             return Err(RingError::Geometry(GeometryError::BadEntry));
         }
+        check_tables(tx_table.as_ref(), rx_table.as_ref(), N)
+            .map_err(|len| RingError::Geometry(GeometryError::BadLength(len)))?;
         let tx_ring = FrontRing::init(tx_ring)?;
         let rx_ring = FrontRing::init(rx_ring)?;
         if rx_ring.entries() as usize > RING_SLOTS || tx_ring.entries() as usize > RING_SLOTS {
@@ -354,10 +510,10 @@ where
                 rx_ring.geometry().bytes(),
             )));
         }
-        let mut tx_ids = Slots::new();
-        tx_ids.open_all(N);
-        let mut rx_ids = Slots::new();
-        rx_ids.open_all(N);
+        let mut tx_ids = IdStack::new();
+        tx_ids.open_all(tx_table.as_mut(), N);
+        let mut rx_ids = IdStack::new();
+        rx_ids.open_all(rx_table.as_mut(), N);
         Ok(NetFront {
             env,
             backend,
@@ -370,24 +526,10 @@ where
             tx_ring,
             rx_ring,
             tx_ids,
-            tx: core::array::from_fn(|_| TxEntry {
-                page: None,
-                gref: None,
-                tag: None,
-                dirty: 0,
-                head: 0,
-                answered: false,
-                packet: None,
-                aborted: None,
-            }),
+            tx: tx_table,
             tx_null_pending: 0,
             rx_ids,
-            rx: core::array::from_fn(|_| RxEntry {
-                page: None,
-                gref: None,
-                tag: None,
-                state: RxState::Idle,
-            }),
+            rx: rx_table,
             rx_posted: [0; RING_SLOTS],
             rx_prod: 0,
             rx_cons: 0,
@@ -431,6 +573,7 @@ where
     /// RX buffers posted to the backend.
     pub fn rx_posted(&self) -> usize {
         self.rx
+            .as_ref()
             .iter()
             .filter(|e| e.state == RxState::Posted)
             .count()
@@ -438,8 +581,8 @@ where
 
     /// Pages the queue holds (in flight, held or kept for reuse).
     pub fn pages_held(&self) -> usize {
-        self.tx.iter().filter(|e| e.page.is_some()).count()
-            + self.rx.iter().filter(|e| e.page.is_some()).count()
+        self.tx.as_ref().iter().filter(|e| e.page.is_some()).count()
+            + self.rx.as_ref().iter().filter(|e| e.page.is_some()).count()
     }
 
     /// Whether the largest packet (16 data slots and a GSO slot) can be queued now: the glue
@@ -493,18 +636,18 @@ where
         let mut result = Ok(());
         let mut n = 0;
         for out in claimed.iter_mut().take(slots) {
-            let Some(tag) = self.tx_ids.claim() else {
+            let Some(slot) = self.tx_ids.claim(self.tx.as_mut()) else {
                 result = Err(SendError::Busy);
                 break;
             };
-            *out = tag.slot;
+            *out = slot;
             n += 1;
             let chunk = if n < slots {
                 PAGE
             } else {
                 len - PAGE * (slots - 1)
             };
-            match self.fill_tx(tag, chunk, &mut pieces, &mut piece) {
+            match self.fill_tx(slot, chunk, &mut pieces, &mut piece) {
                 Ok(()) => {}
                 Err(e) => {
                     result = Err(e);
@@ -528,7 +671,7 @@ where
         }
         for (i, &slot) in claimed.iter().take(slots).enumerate() {
             // Ids come from `tx_ids`, which hands out `0..N` only.
-            let Some(e) = self.tx.get_mut(usize::from(slot)) else {
+            let Some(e) = self.tx.as_mut().get_mut(usize::from(slot)) else {
                 continue;
             };
             e.head = head;
@@ -562,7 +705,7 @@ where
                 }
             }
         }
-        if let Some(e) = self.tx.get_mut(usize::from(head)) {
+        if let Some(e) = self.tx.as_mut().get_mut(usize::from(head)) {
             e.packet = Some(TxPacketState {
                 token,
                 len: u32::try_from(len).unwrap_or(u32::MAX),
@@ -584,11 +727,11 @@ where
         Ok(())
     }
 
-    /// Fills the page of TX slot `tag` with the next `chunk` bytes of the packet and grants
-    /// it read-only.
+    /// Fills the page of the claimed TX slot `slot` with the next `chunk` bytes of the packet
+    /// and grants it read-only.
     fn fill_tx<'a>(
         &mut self,
-        tag: Tag,
+        slot: u16,
         chunk: usize,
         pieces: &mut impl Iterator<Item = &'a [u8]>,
         piece: &mut &'a [u8],
@@ -597,9 +740,9 @@ where
         let stats = &mut self.stats;
         let e = self
             .tx
-            .get_mut(usize::from(tag.slot))
+            .as_mut()
+            .get_mut(usize::from(slot))
             .ok_or(SendError::NoMemory)?;
-        e.tag = Some(tag);
         e.answered = false;
         let page = match e.page.take() {
             Some(p) => p,
@@ -651,7 +794,7 @@ where
     /// Undoes a claimed TX slot of a packet that was not queued: revokes its grant (never
     /// published, so it ends at once) and frees the id; the page stays for reuse.
     fn unclaim_tx(&mut self, slot: u16) {
-        let Some(e) = self.tx.get_mut(usize::from(slot)) else {
+        let Some(e) = self.tx.as_mut().get_mut(usize::from(slot)) else {
             return;
         };
         if let Some(gref) = e.gref.take() {
@@ -664,9 +807,7 @@ where
                 }
             }
         }
-        if let Some(tag) = e.tag.take() {
-            self.tx_ids.release(tag);
-        }
+        self.tx_ids.release(self.tx.as_mut(), slot);
     }
 
     /// Publishes the queued TX requests and notifies the backend if it asked.
@@ -731,7 +872,7 @@ where
             Ok(batch) => {
                 for raw in batch {
                     answered += 1;
-                    match tx_answer(env, stats, tx, tx_ids, tx_null_pending, &raw) {
+                    match tx_answer(env, stats, tx.as_mut(), tx_ids, tx_null_pending, &raw) {
                         Ok(Some(c)) => {
                             done += 1;
                             complete(c);
@@ -769,7 +910,7 @@ where
     }
 
     fn report_aborted(&mut self, complete: &mut impl FnMut(TxCompletion)) {
-        for e in self.tx.iter_mut() {
+        for e in self.tx.as_mut().iter_mut() {
             if let Some(p) = e.aborted.take() {
                 complete(TxCompletion {
                     token: p.token,
@@ -833,10 +974,12 @@ where
         }
         let mut n = 0;
         while !self.rx_ring.is_full() {
-            let Some(tag) = self.rx_ids.next() else { break };
+            let Some(slot) = self.rx_ids.next() else {
+                break;
+            };
             let pos = self.rx_pos(self.rx_prod);
-            let Some(e) = self.rx.get_mut(usize::from(tag.slot)) else {
-                self.rx_ids.release(tag);
+            // Ids come from `rx_ids`, which hands out `0..N` only.
+            let Some(e) = self.rx.as_mut().get_mut(usize::from(slot)) else {
                 break;
             };
             let page = match e.page.take() {
@@ -862,7 +1005,7 @@ where
             };
             self.stats.grants = self.stats.grants.wrapping_add(1);
             let mut req = RxRequest::ZERO;
-            req.id = tag.slot;
+            req.id = slot;
             req.gref = gref.raw();
             if self.rx_ring.queue_request(&req.to_bytes()).is_err() {
                 // Not full (checked): only a broken ring refuses; its grant never got out.
@@ -872,14 +1015,13 @@ where
                 }
                 break;
             }
-            let claimed = self.rx_ids.claim();
-            debug_assert_eq!(claimed, Some(tag));
             e.page = Some(page);
             e.gref = Some(gref);
-            e.tag = Some(tag);
             e.state = RxState::Posted;
+            let claimed = self.rx_ids.claim(self.rx.as_mut());
+            debug_assert_eq!(claimed, Some(slot));
             if let Some(p) = self.rx_posted.get_mut(pos) {
-                *p = tag.slot;
+                *p = slot;
             }
             self.rx_prod = self.rx_prod.wrapping_add(1);
             n += 1;
@@ -963,7 +1105,11 @@ where
             // A data slot names its buffer: the one posted at this position. (An extra-info
             // slot overlays the id; it uses up that buffer all the same.)
             let id = xen_sys::wire::netif::RxResponse::from_bytes(raw).id;
-            let e = self.rx.get(usize::from(id)).ok_or(Fault::RxBadId(id))?;
+            let e = self
+                .rx
+                .as_ref()
+                .get(usize::from(id))
+                .ok_or(Fault::RxBadId(id))?;
             if e.state != RxState::Posted {
                 return Err(Fault::RxNotOutstanding(id));
             }
@@ -974,6 +1120,7 @@ where
         // Every position below the checked producer holds a posted buffer.
         let e = self
             .rx
+            .as_mut()
             .get_mut(usize::from(slot))
             .ok_or(Fault::RxBadId(slot))?;
         let page_ok = match e.gref.take() {
@@ -1002,7 +1149,7 @@ where
                 len,
                 keep: true,
             } if self.nheld < MAX_RX_DATA_SLOTS => {
-                if let Some(e) = self.rx.get_mut(usize::from(slot)) {
+                if let Some(e) = self.rx.as_mut().get_mut(usize::from(slot)) {
                     e.state = RxState::Held;
                 }
                 if let Some(h) = self.held.get_mut(self.nheld) {
@@ -1033,13 +1180,11 @@ where
 
     /// Returns an answered buffer's id: its page (if it came back) stays for the next post.
     fn recycle_rx(&mut self, slot: u16) {
-        let Some(e) = self.rx.get_mut(usize::from(slot)) else {
+        let Some(e) = self.rx.as_mut().get_mut(usize::from(slot)) else {
             return;
         };
         e.state = RxState::Idle;
-        if let Some(tag) = e.tag.take() {
-            self.rx_ids.release(tag);
-        }
+        self.rx_ids.release(self.rx.as_mut(), slot);
     }
 
     fn deliver(&mut self, meta: RxMeta, deliver: &mut impl FnMut(&mut RxPacket<Pg<P>>)) {
@@ -1051,6 +1196,7 @@ where
         for h in self.held.iter().take(self.nheld).flatten() {
             let page = self
                 .rx
+                .as_mut()
                 .get_mut(usize::from(h.slot))
                 .and_then(|e| e.page.take());
             if let (Some(page), Some(out)) = (page, packet.frags.get_mut(packet.count)) {
@@ -1077,7 +1223,7 @@ where
         // page was taken gets a fresh page at its next post).
         for (page, h) in packet.frags.into_iter().flatten() {
             let Some(page) = page else { continue };
-            if let Some(e) = self.rx.get_mut(usize::from(h.slot)) {
+            if let Some(e) = self.rx.as_mut().get_mut(usize::from(h.slot)) {
                 e.page = Some(page);
             }
         }
@@ -1105,22 +1251,18 @@ where
             rx_ids,
             ..
         } = self;
-        tx_ids.close(|tag| {
-            if let Some(e) = tx.get_mut(usize::from(tag.slot)) {
-                if let Some(p) = e.packet.take() {
-                    stats.tx_aborted = stats.tx_aborted.wrapping_add(1);
-                    e.aborted = Some(p);
-                }
+        tx_ids.close(tx.as_mut(), |e| {
+            if let Some(p) = e.packet.take() {
+                stats.tx_aborted = stats.tx_aborted.wrapping_add(1);
+                e.aborted = Some(p);
             }
         });
-        for e in tx.iter_mut() {
-            e.tag = None;
+        for e in tx.as_mut().iter_mut() {
             e.packet = None;
             release(env, stats, &mut e.gref, &mut e.page);
         }
-        rx_ids.close(|_| {});
-        for e in rx.iter_mut() {
-            e.tag = None;
+        rx_ids.close(rx.as_mut(), |_| {});
+        for e in rx.as_mut().iter_mut() {
             e.state = RxState::Idle;
             release(env, stats, &mut e.gref, &mut e.page);
         }
@@ -1168,11 +1310,11 @@ fn release<P: GrantOps>(
 }
 
 /// Checks one TX response and applies it; a finished packet's completion if it ended one.
-fn tx_answer<P: GrantOps, const N: usize>(
+fn tx_answer<P: GrantOps>(
     env: &P,
     stats: &mut FrontStats,
-    tx: &mut [TxEntry<P::Page>; N],
-    ids: &mut Slots<N>,
+    tx: &mut [TxEntry<P::Page>],
+    ids: &mut IdStack,
     null_pending: &mut u32,
     raw: &TxRspBytes,
 ) -> Result<Option<TxCompletion>, Fault> {
@@ -1183,9 +1325,8 @@ fn tx_answer<P: GrantOps, const N: usize>(
         }
         TxReply::Slot { id, status } => (id, status),
     };
-    let slot = usize::from(id);
-    let e = tx.get_mut(slot).ok_or(Fault::TxBadId(id))?;
-    if !ids.is_outstanding(slot) || e.answered {
+    let e = tx.get_mut(usize::from(id)).ok_or(Fault::TxBadId(id))?;
+    if !e.link.is_outstanding() || e.answered {
         return Err(Fault::TxNotOutstanding(id));
     }
     e.answered = true;
@@ -1198,13 +1339,13 @@ fn tx_answer<P: GrantOps, const N: usize>(
             }
         }
     }
-    let head = usize::from(e.head);
-    if head != slot {
-        if let Some(tag) = e.tag.take() {
-            ids.release(tag);
-        }
+    let head = e.head;
+    if head != id {
+        // A slot after the head: its id is free at once (the head's stays outstanding until
+        // its packet is complete).
+        ids.release(tx, id);
     }
-    let h = tx.get_mut(head).ok_or(Fault::TxBadId(id))?;
+    let h = tx.get_mut(usize::from(head)).ok_or(Fault::TxBadId(id))?;
     let Some(p) = h.packet.as_mut() else {
         // The head's packet always outlives its slots.
         return Ok(None);
@@ -1222,9 +1363,7 @@ fn tx_answer<P: GrantOps, const N: usize>(
     }
     let p = *p;
     h.packet = None;
-    if let Some(tag) = h.tag.take() {
-        ids.release(tag);
-    }
+    ids.release(tx, head);
     if p.outcome != TxOutcome::Okay {
         stats.tx_errors = stats.tx_errors.wrapping_add(1);
     }
@@ -1233,4 +1372,84 @@ fn tx_answer<P: GrantOps, const N: usize>(
         len: p.len,
         outcome: p.outcome,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tx_table(n: usize) -> Vec<TxEntry<u8>> {
+        (0..n).map(|_| TxEntry::new()).collect()
+    }
+
+    fn rx_table(n: usize) -> Vec<RxEntry<u8>> {
+        (0..n).map(|_| RxEntry::default()).collect()
+    }
+
+    #[test]
+    fn accepts_empty_tables_of_n() {
+        assert_eq!(check_tables(&tx_table(4), &rx_table(4), 4), Ok(()));
+        assert_eq!(check_tables(&tx_table(0), &rx_table(0), 0), Ok(()));
+    }
+
+    #[test]
+    fn rejects_table_of_wrong_length() {
+        assert_eq!(check_tables(&tx_table(3), &rx_table(4), 4), Err(3));
+        assert_eq!(check_tables(&tx_table(5), &rx_table(4), 4), Err(5));
+        assert_eq!(check_tables(&tx_table(4), &rx_table(0), 4), Err(0));
+        assert_eq!(check_tables(&tx_table(4), &rx_table(257), 4), Err(257));
+    }
+
+    #[test]
+    fn rejects_table_not_empty() {
+        // Each way a TX entry can hold something: a stale page (never zeroed for this
+        // backend), a grant, a packet, an id on some free list.
+        let dirty: [fn(&mut TxEntry<u8>); 8] = [
+            |e| e.page = Some(0xaa),
+            |e| e.gref = Some(GrantRef::new(9)),
+            |e| e.dirty = 100,
+            |e| e.head = 1,
+            |e| e.answered = true,
+            |e| {
+                e.packet = Some(TxPacketState {
+                    token: 1,
+                    len: 60,
+                    remaining: 1,
+                    outcome: TxOutcome::Okay,
+                })
+            },
+            |e| {
+                e.aborted = Some(TxPacketState {
+                    token: 1,
+                    len: 60,
+                    remaining: 1,
+                    outcome: TxOutcome::Aborted,
+                })
+            },
+            |e| {
+                let mut ids = IdStack::new();
+                ids.open(core::slice::from_mut(e), 0);
+            },
+        ];
+        for (i, f) in dirty.iter().enumerate() {
+            let mut tx = tx_table(4);
+            f(&mut tx[i % 4]);
+            assert_eq!(check_tables(&tx, &rx_table(4), 4), Err(4), "TX case {i}");
+        }
+        let dirty: [fn(&mut RxEntry<u8>); 4] = [
+            |e| e.page = Some(0xaa),
+            |e| e.gref = Some(GrantRef::new(9)),
+            |e| e.state = RxState::Posted,
+            |e| {
+                let mut ids = IdStack::new();
+                ids.open(core::slice::from_mut(e), 0);
+                ids.claim(core::slice::from_mut(e));
+            },
+        ];
+        for (i, f) in dirty.iter().enumerate() {
+            let mut rx = rx_table(4);
+            f(&mut rx[3 - i % 4]);
+            assert_eq!(check_tables(&tx_table(4), &rx, 4), Err(4), "RX case {i}");
+        }
+    }
 }

@@ -28,12 +28,13 @@
 #![forbid(unsafe_code)]
 
 pub mod front;
+mod ids;
 pub mod rx;
 pub mod tx;
 
 pub use front::{
-    Error, Fault, FrontConfig, FrontStats, NetFront, RxPacket, SendError, TxCompletion, TxOutcome,
-    RING_SLOTS,
+    Error, Fault, FrontConfig, FrontStats, InlineRxTable, InlineTxTable, NetFront, RxEntry,
+    RxPacket, SendError, TxCompletion, TxEntry, TxOutcome, RING_SLOTS,
 };
 pub use rx::{RxChecksum, RxError, RxGso, RxHash, RxLimits, RxMeta, RxParser};
 pub use tx::{Gso, TxChecksum, TxFrag, TxPacket, TxStatus};
