@@ -6,13 +6,17 @@
 //! would), [`Rig::answer_tx`] answers them, [`Rig::rx_send`] writes a packet into the front's
 //! posted buffers (with a GSO slot if asked) and [`Rig::echo`] does all three, looping every
 //! sent packet back. Tests that attack the front write raw slots with [`Rig::rx_raw`] and
-//! [`Rig::tx_raw`].
+//! [`Rig::tx_raw`]. The front's id tables are inline ([`Rig::new`], [`Rig::on`]) or any
+//! storage the test hands over ([`Rig::with_tables`]).
 // Each test that includes this uses part of it.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
 use xen_core::platform::{self, RingMemory};
-use xen_netif::{FrontConfig, NetFront, RxMeta, TxCompletion};
+use xen_netif::{
+    FrontConfig, InlineRxTable, InlineTxTable, NetFront, RxEntry, RxMeta, TxCompletion, TxEntry,
+    RING_SLOTS,
+};
 use xen_ring::BackRing;
 use xen_sim::{Domain, MapOp, Mapping, Pages, Sim};
 use xen_sys::wire::netif::{
@@ -24,7 +28,11 @@ use xen_sys::{DomId, GrantRef, Port};
 pub const D0: DomId = DomId::DOM0;
 pub const D1: DomId = DomId::new(1);
 
-pub type Front = NetFront<Domain, Pages>;
+pub type Front<T = InlineTxTable<Pages, RING_SLOTS>, R = InlineRxTable<Pages, RING_SLOTS>> =
+    NetFront<Domain, Pages, RING_SLOTS, T, R>;
+/// Tables on the heap, as a kernel module keeps them.
+pub type HeapTx = Vec<TxEntry<Pages>>;
+pub type HeapRx = Vec<RxEntry<Pages>>;
 pub type TxBack = BackRing<Mapping, [u8; 12], [u8; 4]>;
 pub type RxBack = BackRing<Mapping, [u8; 8], [u8; 8]>;
 
@@ -52,11 +60,11 @@ pub struct Received {
     pub frags: usize,
 }
 
-pub struct Rig {
+pub struct Rig<T = InlineTxTable<Pages, RING_SLOTS>, R = InlineRxTable<Pages, RING_SLOTS>> {
     pub sim: Sim,
     pub fe: Domain,
     pub be: Domain,
-    pub front: Front,
+    pub front: Front<T, R>,
     pub txb: TxBack,
     pub rxb: RxBack,
     pub tx_port: Port,
@@ -76,6 +84,37 @@ impl Rig {
 
     /// A queue of domain 1 on `sim` (which may have held an earlier one).
     pub fn on(sim: Sim, config: FrontConfig, split: bool) -> Rig {
+        Rig::build(sim, split, |fe, tx_ring, rx_ring, ports| {
+            NetFront::new(fe, tx_ring, rx_ring, D0, ports, config)
+        })
+    }
+}
+
+impl<T, R> Rig<T, R>
+where
+    T: AsRef<[TxEntry<Pages>]> + AsMut<[TxEntry<Pages>]>,
+    R: AsRef<[RxEntry<Pages>]> + AsMut<[RxEntry<Pages>]>,
+{
+    /// A queue of domain 1 on `sim` with split event channels, its id tables in `tx_table`
+    /// and `rx_table`, RX buffers posted.
+    pub fn with_tables(sim: Sim, config: FrontConfig, tx_table: T, rx_table: R) -> Self {
+        Rig::build(sim, true, |fe, tx_ring, rx_ring, ports| {
+            NetFront::with_tables(fe, tx_ring, rx_ring, D0, ports, config, tx_table, rx_table)
+        })
+    }
+
+    /// Sets up the rings and ports, has `make` build the front over them, and posts the RX
+    /// buffers.
+    fn build(
+        sim: Sim,
+        split: bool,
+        make: impl FnOnce(
+            Domain,
+            Pages,
+            Pages,
+            (Port, Port),
+        ) -> Result<Front<T, R>, xen_ring::RingError>,
+    ) -> Self {
         let fe = sim.create_domain(1);
         let be = sim.domain(0);
         let tx_ring = fe.alloc_ring(1).unwrap();
@@ -91,8 +130,7 @@ impl Rig {
         } else {
             tx_port
         };
-        let front =
-            NetFront::new(fe.clone(), tx_ring, rx_ring, D0, (tx_port, rx_port), config).unwrap();
+        let front = make(fe.clone(), tx_ring, rx_ring, (tx_port, rx_port)).unwrap();
         let txb = BackRing::attach(RingMemory::map_ring(&be, D1, &[tx_gref]).unwrap()).unwrap();
         let rxb = BackRing::attach(RingMemory::map_ring(&be, D1, &[rx_gref]).unwrap()).unwrap();
         let mut rig = Rig {
