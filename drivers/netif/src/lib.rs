@@ -16,7 +16,9 @@
 //!   kept posted (zeroed pages granted read-write, rx-copy), responses checked against the
 //!   buffer posted at their ring position, packets handed over as page fragments and
 //!   metadata, pages recycled. Work per call bounded by a budget; every event handler
-//!   returns a [`Progress`] whose `spurious` verdict goes to the late EOI.
+//!   returns a [`Progress`] whose `spurious` verdict goes to the late EOI. Its id tables
+//!   ([`TxEntry`], [`RxEntry`]) are inline ([`NetFront::new`]) or in storage the caller
+//!   allocates, e.g. on the heap ([`NetFront::with_tables`]).
 //!
 //! # Not here (yet)
 //!
