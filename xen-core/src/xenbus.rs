@@ -284,16 +284,25 @@ use XenbusState as S;
 /// other events, the last value seen, or [`XenbusState::Unknown`] if none).
 pub fn step(role: Role, ours: XenbusState, peer: XenbusState, event: Event) -> Transition {
     match role {
-        Role::Frontend => frontend(ours, peer, event),
+        Role::Frontend => frontend(ours, peer, event, false),
         Role::Backend => backend(ours, peer, event),
     }
+}
+
+/// [`step`] for a frontend that connects first: it says Connected as soon as its rings are
+/// published, without waiting for the backend's Connected, because its backend connects
+/// only once it sees the frontend Connected (netif: Linux's netback maps the rings on the
+/// frontend's Connected and ignores Initialised). Setting up is then followed at once by
+/// `ReadDeviceProperties` and `Connect`; the rest is [`step`]'s frontend.
+pub fn step_connecting_first(ours: XenbusState, peer: XenbusState, event: Event) -> Transition {
+    frontend(ours, peer, event, true)
 }
 
 fn close_now(ours: XenbusState) -> Transition {
     Transition::to(ours, &[A::Disconnect], S::Closed)
 }
 
-fn frontend(ours: XenbusState, peer: XenbusState, event: Event) -> Transition {
+fn frontend(ours: XenbusState, peer: XenbusState, event: Event, eager: bool) -> Transition {
     const SETUP: [Action; 2] = [A::ReadPeerFeatures, A::PublishRingRefs];
     const SETUP_AND_CONNECT: [Action; 4] = [
         A::ReadPeerFeatures,
@@ -309,6 +318,10 @@ fn frontend(ours: XenbusState, peer: XenbusState, event: Event) -> Transition {
         let mut actions = Actions::new();
         actions.extend(prefix);
         let next = match peer {
+            S::InitWait | S::Initialised if eager => {
+                actions.extend(&SETUP_AND_CONNECT);
+                S::Connected
+            }
             S::InitWait | S::Initialised => {
                 actions.extend(&SETUP);
                 S::Initialised
@@ -461,6 +474,8 @@ pub struct Machine {
     peer: XenbusState,
     /// Connections may be set up (see [`Machine::set_ready`]).
     ready: bool,
+    /// A frontend that connects first ([`step_connecting_first`]).
+    eager: bool,
     /// A peer state was delivered since we started or resumed. Until then `peer` is
     /// `Unknown` for "not read yet", which must not count as a peer that went away.
     peer_seen: bool,
@@ -506,6 +521,15 @@ impl Machine {
             peer: S::Unknown,
             ready: true,
             peer_seen: false,
+            eager: false,
+        }
+    }
+
+    /// A fresh frontend that connects first: its transitions are [`step_connecting_first`]'s.
+    pub const fn new_connecting_first() -> Self {
+        Self {
+            eager: true,
+            ..Self::new(Role::Frontend)
         }
     }
 
@@ -628,7 +652,11 @@ impl Machine {
         } else {
             S::Initialising
         };
-        let t = step(self.role, self.ours, peer, event);
+        let t = if self.eager {
+            step_connecting_first(self.ours, peer, event)
+        } else {
+            step(self.role, self.ours, peer, event)
+        };
         let sets_up = t
             .actions
             .as_slice()

@@ -362,3 +362,64 @@ fn frontend_resumed_failing_before_the_new_backend_is_seen_closes_cleanly() {
     assert!(m.drive(Input::Event(Event::Failed), &mut g));
     assert_eq!(m.state(), S::Closed);
 }
+
+// --- a frontend that connects first (netif) -------------------------------------------------
+
+/// Linux's netback maps the rings only once it sees the frontend Connected: a netif frontend
+/// sets up and connects on the backend's InitWait, and says Connected straight away.
+#[test]
+fn connecting_first_frontend_connects_on_initwait() {
+    let mut m = Machine::new_connecting_first();
+    let mut g = Glue::default();
+    assert!(m.drive(Input::Event(Event::Start), &mut g));
+    assert_eq!(g.take(), []);
+    assert!(m.drive(Input::Peer(S::InitWait), &mut g));
+    assert_eq!(
+        g.take(),
+        [
+            A::ReadPeerFeatures,
+            A::PublishRingRefs,
+            A::ReadDeviceProperties,
+            A::Connect,
+            A::SwitchState(S::Connected)
+        ]
+    );
+    assert_eq!(m.state(), S::Connected);
+    // The backend's own Connected then only re-reads the properties.
+    assert!(m.drive(Input::Peer(S::Connected), &mut g));
+    assert_eq!(g.take(), [A::ReadDeviceProperties]);
+    // A backend closing takes the connection down as for any frontend.
+    assert!(m.drive(Input::Peer(S::Closing), &mut g));
+    assert_eq!(g.take(), [A::Disconnect, A::SwitchState(S::Closed)]);
+}
+
+/// After a restore the old backend is forgotten and the new one's InitWait connects again.
+#[test]
+fn connecting_first_frontend_reconnects_after_resume() {
+    let mut m = Machine::new_connecting_first();
+    let mut g = Glue::default();
+    assert!(m.drive(Input::Event(Event::Start), &mut g));
+    assert!(m.drive(Input::Peer(S::InitWait), &mut g));
+    assert!(m.drive(Input::Peer(S::Connected), &mut g));
+    g.take();
+    assert!(m.drive(Input::Resume, &mut g));
+    assert_eq!(g.take(), [A::Disconnect, A::SwitchState(S::Initialising)]);
+    assert!(m.drive(Input::Peer(S::InitWait), &mut g));
+    assert_eq!(m.state(), S::Connected);
+    assert!(g.take().contains(&A::Connect));
+}
+
+/// A failed connect gives up as for any frontend (the release actions before the report).
+#[test]
+fn connecting_first_frontend_failed_setup_closes() {
+    let mut m = Machine::new_connecting_first();
+    let mut g = Glue {
+        fail: vec![A::PublishRingRefs],
+        ..Glue::default()
+    };
+    assert!(m.drive(Input::Event(Event::Start), &mut g));
+    assert!(!m.drive(Input::Peer(S::InitWait), &mut g));
+    assert_ne!(m.state(), S::Connected);
+    assert_eq!(g.failures.len(), 1);
+    assert!(g.failures[0].1);
+}
