@@ -14,7 +14,7 @@ use xen_blkif::{
 use xen_core::platform::RingMemory;
 use xen_ring::{FrontRing, RingError};
 use xen_sim::{Domain, Mapping, Pages, Sim};
-use xen_sys::wire::blkif::{self as wire, Op};
+use xen_sys::wire::blkif::{self as wire, Op, Status};
 use xen_sys::{DomId, GrantRef, Port};
 
 const D0: DomId = DomId::DOM0;
@@ -995,4 +995,40 @@ fn persistent_grants_unused_for_the_timeout_are_unmapped() {
     // A purged grant maps again when used.
     assert_eq!(rig.status_of(&rw(Op::Read, 3, 0, &[(gb, 0, 7)])), 0);
     assert_eq!(rig.back.persistent_grants(), 1);
+}
+
+/// The detach hang seen with Linux's blkfront: it marks its disk dead and says Closed, but its
+/// disk's removal waits for an answer to every request it queued. An orderly close answers
+/// them all before the ring goes: those in flight when their I/O ends, those still on the
+/// ring (left there by a stall) at once, with an error and nothing mapped.
+#[test]
+fn closing_with_requests_in_flight_and_on_the_ring_answers_every_one() {
+    let (mut rig, _page) = three_11_segment_reads_past_a_20_segment_limit();
+    assert_eq!(rig.serve().unwrap().done, 2);
+    assert_eq!(rig.back.in_flight(), 2, "the third is left on the ring");
+    let p = rig.back.close().unwrap();
+    assert_eq!(p.done, 1, "the request left on the ring is taken");
+    assert!(rig.back.is_closing());
+    let answered = rig.responses();
+    assert_eq!(answered.len(), 1);
+    assert_eq!(answered[0].id, 2);
+    assert_eq!(answered[0].status, i16::from(Status::Error));
+    assert_eq!(rig.live_maps(), 1 + 22, "nothing mapped for it");
+    // A request queued after the close is refused too, not started.
+    let (_q, h) = rig.page(false);
+    rig.send(&rw(Op::Read, 7, 0, &[(h, 0, 7)]));
+    rig.back.resume().unwrap();
+    let answered = rig.responses();
+    assert_eq!(answered.len(), 1);
+    assert_eq!(answered[0].id, 7);
+    assert_eq!(answered[0].status, i16::from(Status::Error));
+    // The I/O in flight ends and is answered as usual, then the ring goes.
+    assert_eq!(complete_all(&mut rig), 2);
+    assert_eq!(rig.back.in_flight(), 0);
+    let answered = rig.responses();
+    assert_eq!(answered.len(), 2);
+    assert!(answered.iter().all(|r| r.status == i16::from(Status::Okay)));
+    assert_eq!(rig.back.stats().refused_closing, 2);
+    rig.back.disconnect();
+    assert_eq!(rig.live_maps(), 0);
 }

@@ -666,14 +666,21 @@ impl Queue {
         // in progress, which takes no lock.
         let ticker = self.state.lock().ticker.take();
         drop(ticker);
-        self.state.lock().engine.as_mut()?.disconnect();
+        // An orderly close: what is on the ring is answered (an error), what is in flight is
+        // answered when its I/O ends, and only then does the ring go. A frontend waits for
+        // every answer (Linux's blkfront cannot remove its disk without them).
+        let _ = self.state.lock().engine.as_mut()?.close();
         let start = Ktime::ktime_get();
         loop {
             let mut guard = self.state.lock();
             let st = &mut *guard;
             let engine = st.engine.as_mut()?;
-            let _ = self.reap(engine);
+            if self.reap(engine) > 0 && engine.is_connected() {
+                // Pushes the answers (and answers, with an error, what came meanwhile).
+                let _ = engine.resume();
+            }
             if engine.in_flight() == 0 && self.callbacks.load(Ordering::Acquire) == 0 {
+                engine.disconnect();
                 let stats = engine.stats();
                 self.publish(engine, st.events);
                 let engine = st.engine.take();

@@ -111,6 +111,8 @@ pub struct BackStats {
     pub read_sectors: u64,
     /// 512-byte sectors written, with those of flushes and barriers (`wr_sect`).
     pub write_sectors: u64,
+    /// Requests answered with an error because they came after [`BlkBack::close`].
+    pub refused_closing: u64,
 }
 
 /// The state of one pending slot (a request whose I/O may be running).
@@ -254,6 +256,9 @@ pub struct BlkBack<P: GrantOps, S, M, T> {
     /// Spurious events in a row (for storm diagnostics).
     spurious_run: u32,
     stalled: bool,
+    /// Closing ([`close`](BlkBack::close)): requests still on the ring are answered with an
+    /// error instead of served, while those in flight finish.
+    closing: bool,
     server: Server<P, S, T>,
 }
 
@@ -299,6 +304,7 @@ where
             budget: config.budget.max(1),
             spurious_run: 0,
             stalled: false,
+            closing: false,
             server: Server {
                 env,
                 storage,
@@ -457,11 +463,24 @@ where
             return Err(Error::Disconnected);
         };
         let server = &mut self.server;
+        let closing = self.closing;
         let result = match ring {
-            Ring::Native(r) => run(r, server, self.budget, wire::Request::from_bytes, |rsp| {
-                rsp.to_bytes()
-            }),
-            Ring::X86_32(r) => run(r, server, self.budget, x86_32::to_native, x86_32::response),
+            Ring::Native(r) => run(
+                r,
+                server,
+                self.budget,
+                closing,
+                wire::Request::from_bytes,
+                |rsp| rsp.to_bytes(),
+            ),
+            Ring::X86_32(r) => run(
+                r,
+                server,
+                self.budget,
+                closing,
+                x86_32::to_native,
+                x86_32::response,
+            ),
         };
         let (done, stalled, more) = match result {
             Ok(v) => v,
@@ -489,6 +508,25 @@ where
         Ok((done, more))
     }
 
+    /// Begins an orderly close, before [`disconnect`](Self::disconnect): from now on every
+    /// request taken from the ring is answered `BLKIF_RSP_ERROR` at once (nothing is mapped
+    /// or started), and the requests in flight finish and are answered as usual
+    /// ([`complete`](Self::complete), [`resume`](Self::resume)). This answers all that is on
+    /// the ring now; the glue then waits for [`in_flight`](Self::in_flight) to reach 0.
+    ///
+    /// A frontend that is closing (Linux's blkfront marks its disk dead and says Closed)
+    /// still waits for an answer to every request it queued; one left unanswered hangs its
+    /// disk's removal forever. So responses are pushed before the ring is unmapped.
+    pub fn close(&mut self) -> Result<Progress, Error> {
+        self.closing = true;
+        self.resume()
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
     /// Stops serving: unmaps every persistent grant no request in flight uses, unmaps the
     /// ring and closes the port. Idempotent. Requests in flight keep their mappings until
     /// [`complete`](Self::complete) (which then unmaps them, and the rest of the cache once
@@ -510,6 +548,7 @@ fn run<M, Req, Rsp, P, S, T>(
     ring: &mut BackRing<M, Req, Rsp>,
     server: &mut Server<P, S, T>,
     budget: u32,
+    closing: bool,
     decode: impl Fn(&Req) -> wire::Request,
     encode: impl Fn(&wire::Response) -> Rsp,
 ) -> Result<(u32, bool, bool), RingError>
@@ -526,13 +565,16 @@ where
     let mut stalled = false;
     let mut batch = ring.requests(budget)?;
     loop {
-        if !server.has_room() {
+        if !closing && !server.has_room() {
             stalled = true;
             break;
         }
         let Some(slot) = batch.next() else { break };
         // The slot was copied out once; only the copy is decoded and validated.
-        if let Some(rsp) = server.serve(&decode(&slot)) {
+        let req = decode(&slot);
+        if closing {
+            batch.queue_response(&encode(&server.refuse_closing(&req)))?;
+        } else if let Some(rsp) = server.serve(&req) {
             batch.queue_response(&encode(&rsp))?;
         }
         done += 1;
@@ -580,6 +622,17 @@ where
         };
         rsp.status = status.into();
         Some(rsp)
+    }
+
+    /// The answer to a request taken while closing: an error, with nothing mapped.
+    fn refuse_closing(&mut self, req: &wire::Request) -> wire::Response {
+        self.stats.requests = self.stats.requests.wrapping_add(1);
+        self.stats.refused_closing = self.stats.refused_closing.wrapping_add(1);
+        let mut rsp = wire::Response::ZERO;
+        rsp.id = req.id;
+        rsp.operation = parse::response_operation(req);
+        rsp.status = Status::Error.into();
+        rsp
     }
 
     fn refuse(&mut self, invalid: Invalid) -> Status {
