@@ -27,6 +27,7 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod ctrl;
 pub mod front;
 pub mod rx;
 pub mod tx;
