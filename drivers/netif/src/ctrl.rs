@@ -1073,6 +1073,12 @@ mod tests {
     }
 
     #[test]
+    fn one_page_ring_has_128_slots() {
+        let g = xen_ring::Geometry::new::<CtrlReqBytes, CtrlRspBytes>(PAGE).unwrap();
+        assert_eq!((g.entry_size(), g.entries()), (16, CTRL_RING_SLOTS));
+    }
+
+    #[test]
     fn default_table_takes_queues_in_turn() {
         let t: Vec<u32> = (0..8).map(|i| default_queue(i, 3)).collect();
         assert_eq!(t, [0, 1, 2, 0, 1, 2, 0, 1]);
