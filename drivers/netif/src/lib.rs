@@ -29,6 +29,7 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod ctrl;
 pub mod front;
 mod ids;
 pub mod rx;

@@ -1,5 +1,5 @@
-//! netif (`io/netif.h`) negotiation: rx-copy, offloads, queues, split event channels, and the
-//! toolstack's `mac` and `mtu`.
+//! netif (`io/netif.h`) negotiation: rx-copy, offloads, queues, split event channels, the
+//! control ring, and the toolstack's `mac` and `mtu`.
 //!
 //! ```text
 //! backend, before InitWait      BackOffer     feature-rx-copy, feature-sg, feature-gso-tcpv4/6,
@@ -14,6 +14,7 @@
 //!                                             request-multicast-control, xdp-headroom
 //!                               + per queue   [queue-N/]tx-ring-ref, rx-ring-ref,
 //!                                             event-channel | event-channel-tx + -rx
+//!                               + if offered  ctrl-ring-ref, event-channel-ctrl (CtrlRing)
 //! ```
 //!
 //! Offloads are per direction: what a side *writes* is what it can receive; what it may
@@ -21,6 +22,13 @@
 //! only rx-copy (everything else defaults off, one queue, one event channel); a frontend
 //! without split event channels simply writes `event-channel`. Copying receive is required in
 //! both directions (page flipping is long gone).
+//!
+//! The control ring (`feature-ctrl-ring`, which Linux's netback offers and its netfront never
+//! uses) is one per device, not per queue: its two keys sit next to `multi-queue-num-queues`.
+//! A frontend sets one up when [`wants_ctrl_ring`] says so and writes it with
+//! [`write_ctrl_ring`] before it goes Connected; a backend reads it with [`read_ctrl_ring`].
+//! What travels on it is `xen_netif::ctrl`'s. ([`BackOffer::default`] leaves it off: our
+//! backend has no control ring to serve.)
 
 use super::{
     read_bool, read_grant_ref, read_port, read_u32, write_bool, write_decimal, FeatureError,
@@ -56,6 +64,8 @@ const K_RX_NOTIFY: &str = "feature-rx-notify";
 const K_NUM_QUEUES: &str = "multi-queue-num-queues";
 const K_REQ_MCAST: &str = "request-multicast-control";
 const K_XDP_HEADROOM: &str = "xdp-headroom";
+const K_CTRL_REF: &str = "ctrl-ring-ref";
+const K_CTRL_EVTCHN: &str = "event-channel-ctrl";
 
 /// Offloads one side can *receive*.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -134,7 +144,8 @@ pub struct BackOffer {
 }
 
 impl Default for BackOffer {
-    /// What Linux netback offers, with one queue.
+    /// What Linux netback offers, with one queue and without the control ring (which it offers
+    /// too, but which a backend must then serve).
     fn default() -> Self {
         Self {
             rx_copy: true,
@@ -427,6 +438,56 @@ pub fn read_queue<K: Keys + ?Sized>(
     })
 }
 
+/// The control ring a frontend provides: one page granted to the backend, and its own event
+/// channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtrlRing {
+    /// `ctrl-ring-ref`.
+    pub ring_ref: GrantRef,
+    /// `event-channel-ctrl`.
+    pub port: Port,
+}
+
+/// Whether a frontend should set up a control ring: the backend offers one and there is more
+/// than one queue to steer received packets between (all the ring is used for so far).
+pub fn wants_ctrl_ring(offer: &BackOffer, req: &FrontRequest) -> bool {
+    offer.ctrl_ring && req.num_queues > 1
+}
+
+/// Writes the control ring's keys (frontend side); refused unless the backend offered
+/// `feature-ctrl-ring`.
+pub fn write_ctrl_ring<K: KeysMut + ?Sized>(
+    keys: &mut K,
+    offer: &BackOffer,
+    ring: &CtrlRing,
+) -> Result<(), FeatureError> {
+    if !offer.ctrl_ring {
+        return Err(FeatureError::Unsupported(K_CTRL));
+    }
+    write_decimal(keys, K_CTRL_REF, u32::from(ring.ring_ref))?;
+    write_decimal(keys, K_CTRL_EVTCHN, u32::from(ring.port))
+}
+
+/// Reads a frontend's control ring (backend side): `None` if it wrote no `ctrl-ring-ref`.
+/// A ring we did not offer is refused; a ring needs its event channel (not port 0).
+pub fn read_ctrl_ring<K: Keys + ?Sized>(
+    keys: &mut K,
+    offer: &BackOffer,
+) -> Result<Option<CtrlRing>, FeatureError> {
+    let Some(raw) = read_u32(keys, K_CTRL_REF, K_CTRL_REF)? else {
+        return Ok(None);
+    };
+    if !offer.ctrl_ring {
+        return Err(FeatureError::Unsupported(K_CTRL));
+    }
+    let port = read_port(keys, K_CTRL_EVTCHN, K_CTRL_EVTCHN)?
+        .ok_or(FeatureError::Missing(K_CTRL_EVTCHN))?;
+    Ok(Some(CtrlRing {
+        ring_ref: GrantRef::new(raw),
+        port,
+    }))
+}
+
 /// An Ethernet address from the toolstack's `mac` key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MacAddr(pub [u8; 6]);
@@ -713,6 +774,122 @@ mod tests {
         assert_eq!(
             read_mtu(&mut MapKeys::with(&[("mtu", "15OO")])),
             Err(FeatureError::Malformed("mtu"))
+        );
+    }
+
+    fn ctrl_offer() -> BackOffer {
+        BackOffer {
+            ctrl_ring: true,
+            max_queues: 4,
+            ..BackOffer::default()
+        }
+    }
+
+    #[test]
+    fn backend_offer_of_ctrl_ring_is_read() {
+        // What Linux's netback writes.
+        let on = BackOffer::read(&mut MapKeys::with(&[
+            ("feature-rx-copy", "1"),
+            ("feature-ctrl-ring", "1"),
+        ]))
+        .unwrap();
+        assert!(on.ctrl_ring);
+        let off = BackOffer::read(&mut MapKeys::with(&[("feature-rx-copy", "1")])).unwrap();
+        assert!(!off.ctrl_ring);
+        assert_eq!(
+            BackOffer::read(&mut MapKeys::with(&[
+                ("feature-rx-copy", "1"),
+                ("feature-ctrl-ring", "true"),
+            ])),
+            Err(FeatureError::Malformed(K_CTRL))
+        );
+        let mut k = MapKeys::default();
+        ctrl_offer().write(&mut k).unwrap();
+        assert_eq!(k.get("feature-ctrl-ring"), Some("1"));
+    }
+
+    #[test]
+    fn ctrl_ring_wanted_only_if_offered_and_multi_queue() {
+        let limits = FrontLimits::default();
+        let (req, _) = FrontRequest::negotiate(&limits, &ctrl_offer()).unwrap();
+        assert_eq!(req.num_queues, 4);
+        assert!(wants_ctrl_ring(&ctrl_offer(), &req));
+        let not_offered = BackOffer {
+            ctrl_ring: false,
+            ..ctrl_offer()
+        };
+        assert!(!wants_ctrl_ring(&not_offered, &req));
+        let one = BackOffer {
+            max_queues: 1,
+            ..ctrl_offer()
+        };
+        let (req1, _) = FrontRequest::negotiate(&limits, &one).unwrap();
+        assert!(!wants_ctrl_ring(&one, &req1));
+    }
+
+    #[test]
+    fn ctrl_ring_keys_round_trip() {
+        let ring = CtrlRing {
+            ring_ref: GrantRef::new(77),
+            port: Port::new(9),
+        };
+        let mut k = MapKeys::default();
+        write_ctrl_ring(&mut k, &ctrl_offer(), &ring).unwrap();
+        assert_eq!(k.get("ctrl-ring-ref"), Some("77"));
+        assert_eq!(k.get("event-channel-ctrl"), Some("9"));
+        assert_eq!(read_ctrl_ring(&mut k, &ctrl_offer()), Ok(Some(ring)));
+        // No ring written: none read.
+        assert_eq!(
+            read_ctrl_ring(&mut MapKeys::default(), &ctrl_offer()),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn ctrl_ring_not_offered_is_neither_written_nor_accepted() {
+        let ring = CtrlRing {
+            ring_ref: GrantRef::new(77),
+            port: Port::new(9),
+        };
+        let not_offered = BackOffer::default();
+        let mut k = MapKeys::default();
+        assert_eq!(
+            write_ctrl_ring(&mut k, &not_offered, &ring),
+            Err(FeatureError::Unsupported(K_CTRL))
+        );
+        assert_eq!(k.get("ctrl-ring-ref"), None);
+        let mut k = MapKeys::with(&[("ctrl-ring-ref", "77"), ("event-channel-ctrl", "9")]);
+        assert_eq!(
+            read_ctrl_ring(&mut k, &not_offered),
+            Err(FeatureError::Unsupported(K_CTRL))
+        );
+    }
+
+    #[test]
+    fn ctrl_ring_needs_a_valid_ref_and_port() {
+        let o = ctrl_offer();
+        let mut k = MapKeys::with(&[("ctrl-ring-ref", "77")]);
+        assert_eq!(
+            read_ctrl_ring(&mut k, &o),
+            Err(FeatureError::Missing(K_CTRL_EVTCHN))
+        );
+        let mut k = MapKeys::with(&[("ctrl-ring-ref", "77"), ("event-channel-ctrl", "0")]);
+        assert_eq!(
+            read_ctrl_ring(&mut k, &o),
+            Err(FeatureError::OutOfRange(K_CTRL_EVTCHN))
+        );
+        for bad in ["", "-1", "0x10", "4294967296", "7 "] {
+            let mut k = MapKeys::with(&[("ctrl-ring-ref", bad), ("event-channel-ctrl", "9")]);
+            assert_eq!(
+                read_ctrl_ring(&mut k, &o),
+                Err(FeatureError::Malformed(K_CTRL_REF)),
+                "{bad:?}"
+            );
+        }
+        let mut k = MapKeys::with(&[("ctrl-ring-ref", "77"), ("event-channel-ctrl", "nine")]);
+        assert_eq!(
+            read_ctrl_ring(&mut k, &o),
+            Err(FeatureError::Malformed(K_CTRL_EVTCHN))
         );
     }
 }

@@ -108,6 +108,27 @@ pub const VDISK_CDROM: u32 = 1;
 pub const VDISK_REMOVABLE: u32 = 2;
 pub const VDISK_READONLY: u32 = 4;
 pub const XEN_NETIF_NR_SLOTS_MIN: u32 = 18;
+pub const XEN_NETIF_CTRL_HASH_TYPE_IPV4: u32 = 1;
+pub const XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP: u32 = 2;
+pub const XEN_NETIF_CTRL_HASH_TYPE_IPV6: u32 = 4;
+pub const XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP: u32 = 8;
+pub const XEN_NETIF_CTRL_HASH_ALGORITHM_NONE: u32 = 0;
+pub const XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ: u32 = 1;
+pub const XEN_NETIF_CTRL_TYPE_INVALID: u32 = 0;
+pub const XEN_NETIF_CTRL_TYPE_GET_HASH_FLAGS: u32 = 1;
+pub const XEN_NETIF_CTRL_TYPE_SET_HASH_FLAGS: u32 = 2;
+pub const XEN_NETIF_CTRL_TYPE_SET_HASH_KEY: u32 = 3;
+pub const XEN_NETIF_CTRL_TYPE_GET_HASH_MAPPING_SIZE: u32 = 4;
+pub const XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE: u32 = 5;
+pub const XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING: u32 = 6;
+pub const XEN_NETIF_CTRL_TYPE_SET_HASH_ALGORITHM: u32 = 7;
+pub const XEN_NETIF_CTRL_TYPE_GET_GREF_MAPPING_SIZE: u32 = 8;
+pub const XEN_NETIF_CTRL_TYPE_ADD_GREF_MAPPING: u32 = 9;
+pub const XEN_NETIF_CTRL_TYPE_DEL_GREF_MAPPING: u32 = 10;
+pub const XEN_NETIF_CTRL_STATUS_SUCCESS: u32 = 0;
+pub const XEN_NETIF_CTRL_STATUS_NOT_SUPPORTED: u32 = 1;
+pub const XEN_NETIF_CTRL_STATUS_INVALID_PARAMETER: u32 = 2;
+pub const XEN_NETIF_CTRL_STATUS_BUFFER_OVERFLOW: u32 = 3;
 pub const NETTXF_csum_blank: u32 = 1;
 pub const NETTXF_data_validated: u32 = 2;
 pub const NETTXF_more_data: u32 = 4;
@@ -439,6 +460,74 @@ pub struct blkif_back_ring {
 pub type blkif_sring_t = blkif_sring;
 pub type blkif_front_ring_t = blkif_front_ring;
 pub type blkif_back_ring_t = blkif_back_ring;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct xen_netif_ctrl_request {
+    pub id: u16,
+    pub type_: u16,
+    pub data: [u32; 3usize],
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct xen_netif_ctrl_response {
+    pub id: u16,
+    pub type_: u16,
+    pub status: u32,
+    pub data: u32,
+}
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub union xen_netif_ctrl_sring_entry {
+    pub req: xen_netif_ctrl_request,
+    pub rsp: xen_netif_ctrl_response,
+}
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct xen_netif_ctrl_sring {
+    pub req_prod: RING_IDX,
+    pub req_event: RING_IDX,
+    pub rsp_prod: RING_IDX,
+    pub rsp_event: RING_IDX,
+    pub pvt: xen_netif_ctrl_sring__bindgen_ty_1,
+    pub __pad: [u8; 44usize],
+    pub ring: [xen_netif_ctrl_sring_entry; 1usize],
+}
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub union xen_netif_ctrl_sring__bindgen_ty_1 {
+    pub netif: xen_netif_ctrl_sring__bindgen_ty_1__bindgen_ty_1,
+    pub tapif_user: xen_netif_ctrl_sring__bindgen_ty_1__bindgen_ty_2,
+    pub pvt_pad: [u8; 4usize],
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct xen_netif_ctrl_sring__bindgen_ty_1__bindgen_ty_1 {
+    pub smartpoll_active: u8,
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct xen_netif_ctrl_sring__bindgen_ty_1__bindgen_ty_2 {
+    pub msg: u8,
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct xen_netif_ctrl_front_ring {
+    pub req_prod_pvt: RING_IDX,
+    pub rsp_cons: RING_IDX,
+    pub nr_ents: ::core::ffi::c_uint,
+    pub sring: *mut xen_netif_ctrl_sring,
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct xen_netif_ctrl_back_ring {
+    pub rsp_prod_pvt: RING_IDX,
+    pub req_cons: RING_IDX,
+    pub nr_ents: ::core::ffi::c_uint,
+    pub sring: *mut xen_netif_ctrl_sring,
+}
+pub type xen_netif_ctrl_sring_t = xen_netif_ctrl_sring;
+pub type xen_netif_ctrl_front_ring_t = xen_netif_ctrl_front_ring;
+pub type xen_netif_ctrl_back_ring_t = xen_netif_ctrl_back_ring;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct netif_tx_request {

@@ -232,6 +232,28 @@ fn wire_checks(v: &mut Checks) {
         netif::ExtraInfo,
         [ty = "type", flags = "flags", u = "u"]
     );
+    wire_struct!(
+        v,
+        "struct xen_netif_ctrl_request",
+        netif::CtrlRequest,
+        [id = "id", ty = "type", data = "data"]
+    );
+    wire_struct!(
+        v,
+        "struct xen_netif_ctrl_response",
+        netif::CtrlResponse,
+        [id = "id", ty = "type", status = "status", data = "data"]
+    );
+    v.add(
+        "align of netif::CtrlRequest",
+        "_Alignof(struct xen_netif_ctrl_request)",
+        align_of::<netif::CtrlRequest>(),
+    );
+    v.add(
+        "align of netif::CtrlResponse",
+        "_Alignof(struct xen_netif_ctrl_response)",
+        align_of::<netif::CtrlResponse>(),
+    );
     // The union members, through our accessors: a slot whose byte i is i shows at which
     // offset each accessor reads.
     let e = netif::ExtraInfo::from_bytes(&[0, 1, 2, 3, 4, 5, 6, 7]);
@@ -314,6 +336,7 @@ fn wire_checks(v: &mut Checks) {
         "struct blkif_sring",
         "struct netif_tx_sring",
         "struct netif_rx_sring",
+        "struct xen_netif_ctrl_sring",
         "struct vscsiif_sring",
     ] {
         v.add(
@@ -340,11 +363,13 @@ fn wire_checks(v: &mut Checks) {
         "sizeof(union blkif_sring_entry)" => blkif::Request::SIZE.max(blkif::Response::SIZE),
         "sizeof(union netif_tx_sring_entry)" => netif::TxRequest::SIZE.max(netif::TxResponse::SIZE),
         "sizeof(union netif_rx_sring_entry)" => netif::RxRequest::SIZE.max(netif::RxResponse::SIZE),
+        "sizeof(union xen_netif_ctrl_sring_entry)" => netif::CtrlRequest::SIZE.max(netif::CtrlResponse::SIZE),
         "sizeof(union vscsiif_sring_entry)" => vscsiif::Request::SIZE.max(vscsiif::Response::SIZE),
         // REFERENCE.md's geometry: slots per one-page ring.
         "__CONST_RING_SIZE(blkif, 4096)" => 32,
         "__CONST_RING_SIZE(netif_tx, 4096)" => 256,
         "__CONST_RING_SIZE(netif_rx, 4096)" => 256,
+        "__CONST_RING_SIZE(xen_netif_ctrl, 4096)" => 128,
         "__CONST_RING_SIZE(vscsiif, 4096)" => 16,
     ]);
 
@@ -645,6 +670,31 @@ fn bindgen_checks(v: &mut Checks) {
             ring = "ring"
         ]
     );
+    bindgen_struct!(
+        v,
+        "struct xen_netif_ctrl_request",
+        b::xen_netif_ctrl_request,
+        [id = "id", type_ = "type", data = "data"]
+    );
+    bindgen_struct!(
+        v,
+        "struct xen_netif_ctrl_response",
+        b::xen_netif_ctrl_response,
+        [id = "id", type_ = "type", status = "status", data = "data"]
+    );
+    bindgen_union!(v, "union xen_netif_ctrl_sring_entry", b::xen_netif_ctrl_sring_entry,
+        ["req": b::xen_netif_ctrl_request, "rsp": b::xen_netif_ctrl_response]);
+    bindgen_struct!(
+        v,
+        "struct xen_netif_ctrl_sring",
+        b::xen_netif_ctrl_sring,
+        [
+            req_prod = "req_prod",
+            rsp_event = "rsp_event",
+            pvt = "pvt",
+            ring = "ring"
+        ]
+    );
 
     bindgen_struct!(
         v,
@@ -732,7 +782,10 @@ fn bindgen_checks(v: &mut Checks) {
 fn const_checks(v: &mut Checks) {
     use blkif::{DiscardFlags, Op, Status, VdiskInfo};
     use grant::GrantFlags;
-    use netif::{ExtraFlags, ExtraType, GsoType, NetRxFlags, NetTxFlags};
+    use netif::{
+        CtrlStatus, CtrlType, ExtraFlags, ExtraType, GsoType, HashAlgorithm, HashFlags, NetRxFlags,
+        NetTxFlags,
+    };
     use vscsiif::Act;
     use xenstore::MsgType;
 
@@ -798,6 +851,26 @@ fn const_checks(v: &mut Checks) {
         "XEN_NETIF_GSO_TYPE_NONE" => u8::from(GsoType::None),
         "XEN_NETIF_GSO_TYPE_TCPV4" => u8::from(GsoType::Tcpv4),
         "XEN_NETIF_GSO_TYPE_TCPV6" => u8::from(GsoType::Tcpv6),
+        "XEN_NETIF_CTRL_TYPE_GET_HASH_FLAGS" => u16::from(CtrlType::GetHashFlags),
+        "XEN_NETIF_CTRL_TYPE_SET_HASH_FLAGS" => u16::from(CtrlType::SetHashFlags),
+        "XEN_NETIF_CTRL_TYPE_SET_HASH_KEY" => u16::from(CtrlType::SetHashKey),
+        "XEN_NETIF_CTRL_TYPE_GET_HASH_MAPPING_SIZE" => u16::from(CtrlType::GetHashMappingSize),
+        "XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE" => u16::from(CtrlType::SetHashMappingSize),
+        "XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING" => u16::from(CtrlType::SetHashMapping),
+        "XEN_NETIF_CTRL_TYPE_SET_HASH_ALGORITHM" => u16::from(CtrlType::SetHashAlgorithm),
+        "XEN_NETIF_CTRL_TYPE_GET_GREF_MAPPING_SIZE" => u16::from(CtrlType::GetGrefMappingSize),
+        "XEN_NETIF_CTRL_TYPE_ADD_GREF_MAPPING" => u16::from(CtrlType::AddGrefMapping),
+        "XEN_NETIF_CTRL_TYPE_DEL_GREF_MAPPING" => u16::from(CtrlType::DelGrefMapping),
+        "XEN_NETIF_CTRL_STATUS_SUCCESS" => u32::from(CtrlStatus::Success),
+        "XEN_NETIF_CTRL_STATUS_NOT_SUPPORTED" => u32::from(CtrlStatus::NotSupported),
+        "XEN_NETIF_CTRL_STATUS_INVALID_PARAMETER" => u32::from(CtrlStatus::InvalidParameter),
+        "XEN_NETIF_CTRL_STATUS_BUFFER_OVERFLOW" => u32::from(CtrlStatus::BufferOverflow),
+        "XEN_NETIF_CTRL_HASH_ALGORITHM_NONE" => u32::from(HashAlgorithm::None),
+        "XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ" => u32::from(HashAlgorithm::Toeplitz),
+        "XEN_NETIF_CTRL_HASH_TYPE_IPV4" => HashFlags::IPV4.bits(),
+        "XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP" => HashFlags::IPV4_TCP.bits(),
+        "XEN_NETIF_CTRL_HASH_TYPE_IPV6" => HashFlags::IPV6.bits(),
+        "XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP" => HashFlags::IPV6_TCP.bits(),
         "NETIF_RSP_DROPPED" => netif::RSP_DROPPED,
         "NETIF_RSP_ERROR" => netif::RSP_ERROR,
         "NETIF_RSP_OKAY" => netif::RSP_OKAY,
