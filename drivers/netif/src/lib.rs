@@ -27,14 +27,21 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod back;
 pub mod front;
 pub mod rx;
 pub mod tx;
 
+pub use back::{
+    BackConfig, BackStats, BackTxPacket, Carrier, NetBack, Notifications, RxQueued, RxRefused,
+    RxSource, TxEvent, TxFragRef, TxPending, TxToken,
+};
 pub use front::{
     Error, Fault, FrontConfig, FrontStats, NetFront, RxPacket, SendError, TxCompletion, TxOutcome,
     RING_SLOTS,
 };
 pub use rx::{RxChecksum, RxError, RxGso, RxHash, RxLimits, RxMeta, RxParser};
-pub use tx::{Gso, TxChecksum, TxFrag, TxPacket, TxStatus};
+pub use tx::{
+    Gso, Mcast, TxChecksum, TxDrop, TxFault, TxFrag, TxLimits, TxMeta, TxPacket, TxParser, TxStatus,
+};
 pub use xen_core::platform::Progress;
