@@ -63,6 +63,12 @@ impl SimPacket {
     }
 }
 
+impl std::fmt::Debug for SimPacket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SimPacket({} pieces)", self.pieces.len())
+    }
+}
+
 impl Drop for SimPacket {
     fn drop(&mut self) {
         if let Some(c) = &self.freed {
