@@ -1,5 +1,5 @@
-//! The netif network-device protocol (`io/netif.h`): the frontend engine of one queue and the
-//! parsers it shares with a future backend, run by the kernel module and the host simulator.
+//! The netif network-device protocol (`io/netif.h`): the frontend and backend engines of one
+//! queue and the parsers they share, run by the kernel module and the host simulator.
 //!
 //! # What is here
 //!
@@ -8,6 +8,10 @@
 //! - [`rx`]: [`RxParser`], which takes RX responses in ring order, copied once, and chains
 //!   them into packets, checking status, `offset + size`, `more_data` chain length and
 //!   extra-info slots; a bad packet is dropped and reported, an endless chain is a fault.
+//! - [`NetBack`]: the backend of one queue (see [`back`]): TX chains parsed copy-once by
+//!   [`TxParser`], heads grant-copied, fragments grant-mapped (zero-copy) or copied, each slot
+//!   answered once; RX packets queued (bounded) and grant-copied into the posted buffers;
+//!   stall and drain timers driven by the glue's clock.
 //! - [`NetFront`]: the frontend of one queue. TX: each packet is copied into the engine's own
 //!   zeroed pages (Linux's `trusted=0`: nothing of the guest's memory is granted), packed
 //!   from offset 0 so it takes at most 16 data slots plus a GSO slot; checksum flags from the
@@ -23,22 +27,28 @@
 //! # Not here (yet)
 //!
 //! The XenBus handshake is the glue's, through `xen_core::feature::netif` and
-//! `xen_core::xenbus`. Multiple queues are one engine per queue. The control ring, granting
-//! the guest's pages in place (`trusted=1`) and the backend side are to come; see the
-//! README.
+//! `xen_core::xenbus`. Multiple queues are one engine per queue. The control ring and
+//! granting the guest's pages in place (`trusted=1`) are to come; see the README.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod back;
 pub mod ctrl;
 pub mod front;
 mod ids;
 pub mod rx;
 pub mod tx;
 
+pub use back::{
+    BackConfig, BackStats, BackTxPacket, Carrier, NetBack, Notifications, RxQueued, RxRefused,
+    RxSource, TxEvent, TxFragRef, TxPending, TxToken,
+};
 pub use front::{
     Error, Fault, FrontConfig, FrontStats, InlineRxTable, InlineTxTable, NetFront, RxEntry,
     RxPacket, SendError, TxCompletion, TxEntry, TxOutcome, RING_SLOTS,
 };
 pub use rx::{RxChecksum, RxError, RxGso, RxHash, RxLimits, RxMeta, RxParser};
-pub use tx::{Gso, TxChecksum, TxFrag, TxPacket, TxStatus};
+pub use tx::{
+    Gso, Mcast, TxChecksum, TxDrop, TxFault, TxFrag, TxLimits, TxMeta, TxPacket, TxParser, TxStatus,
+};
 pub use xen_core::platform::Progress;
