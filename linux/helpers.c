@@ -476,3 +476,491 @@ void xpvrs_bio_ctx_finish(struct xpvrs_bio_ctx *ctx)
 {
 	xpvrs_bio_ctx_put(ctx);
 }
+
+/* --- network devices (linux::net) ---------------------------------------------------- */
+
+#include <linux/etherdevice.h>
+#include <linux/ethtool.h>
+#include <linux/netdevice.h>
+#include <linux/rtnetlink.h>
+#include <linux/skbuff.h>
+#include "net_helpers.h"
+
+struct xpvrs_napi {
+	struct napi_struct napi;
+	struct net_device *nd;
+	u16 index;
+};
+
+/* netdev_priv() of our devices. */
+struct xpvrs_net {
+	const struct xpvrs_net_ops *ops;
+	const void *drv;
+	const char *driver;
+	char bus_info[32];
+	const char *const *stat_names;
+	u32 nr_stats;
+	u32 nr_napi;
+	struct xpvrs_napi napi[];
+};
+
+static struct xpvrs_net *xpvrs_net_of(struct net_device *nd)
+{
+	return netdev_priv(nd);
+}
+
+static netdev_features_t xpvrs_to_netdev_features(u32 f)
+{
+	netdev_features_t r = 0;
+
+	if (f & XPVRS_NETF_SG)
+		r |= NETIF_F_SG;
+	if (f & XPVRS_NETF_IP_CSUM)
+		r |= NETIF_F_IP_CSUM;
+	if (f & XPVRS_NETF_IPV6_CSUM)
+		r |= NETIF_F_IPV6_CSUM;
+	if (f & XPVRS_NETF_TSO)
+		r |= NETIF_F_TSO;
+	if (f & XPVRS_NETF_TSO6)
+		r |= NETIF_F_TSO6;
+	if (f & XPVRS_NETF_RXCSUM)
+		r |= NETIF_F_RXCSUM;
+	return r;
+}
+
+static u32 xpvrs_from_netdev_features(netdev_features_t f)
+{
+	return ((f & NETIF_F_SG) ? XPVRS_NETF_SG : 0) |
+	       ((f & NETIF_F_IP_CSUM) ? XPVRS_NETF_IP_CSUM : 0) |
+	       ((f & NETIF_F_IPV6_CSUM) ? XPVRS_NETF_IPV6_CSUM : 0) |
+	       ((f & NETIF_F_TSO) ? XPVRS_NETF_TSO : 0) |
+	       ((f & NETIF_F_TSO6) ? XPVRS_NETF_TSO6 : 0) |
+	       ((f & NETIF_F_RXCSUM) ? XPVRS_NETF_RXCSUM : 0);
+}
+
+/* The bits of enum xpvrs_net_feature; the driver decides only these. */
+#define XPVRS_NETF_MASK \
+	(NETIF_F_SG | NETIF_F_IP_CSUM | NETIF_F_IPV6_CSUM | NETIF_F_TSO | NETIF_F_TSO6 | \
+	 NETIF_F_RXCSUM)
+
+static int xpvrs_ndo_open(struct net_device *nd)
+{
+	struct xpvrs_net *n = xpvrs_net_of(nd);
+
+	return n->ops->open(n->drv, nd);
+}
+
+static int xpvrs_ndo_stop(struct net_device *nd)
+{
+	struct xpvrs_net *n = xpvrs_net_of(nd);
+
+	return n->ops->stop(n->drv, nd);
+}
+
+static netdev_tx_t xpvrs_ndo_xmit(struct sk_buff *skb, struct net_device *nd)
+{
+	struct xpvrs_net *n = xpvrs_net_of(nd);
+
+	return n->ops->xmit(n->drv, nd, skb, skb_get_queue_mapping(skb)) ? NETDEV_TX_BUSY :
+								       NETDEV_TX_OK;
+}
+
+static void xpvrs_ndo_stats(struct net_device *nd, struct rtnl_link_stats64 *s)
+{
+	struct xpvrs_net *n = xpvrs_net_of(nd);
+	struct xpvrs_net_stats v = {};
+
+	n->ops->stats(n->drv, &v);
+	s->rx_packets = v.rx_packets;
+	s->rx_bytes = v.rx_bytes;
+	s->rx_errors = v.rx_errors;
+	s->rx_dropped = v.rx_dropped;
+	s->tx_packets = v.tx_packets;
+	s->tx_bytes = v.tx_bytes;
+	s->tx_errors = v.tx_errors;
+	s->tx_dropped = v.tx_dropped;
+}
+
+static int xpvrs_ndo_change_mtu(struct net_device *nd, int mtu)
+{
+	struct xpvrs_net *n = xpvrs_net_of(nd);
+	int r = n->ops->change_mtu(n->drv, nd, mtu);
+
+	if (!r)
+		WRITE_ONCE(nd->mtu, mtu);
+	return r;
+}
+
+static netdev_features_t xpvrs_ndo_fix_features(struct net_device *nd, netdev_features_t f)
+{
+	struct xpvrs_net *n = xpvrs_net_of(nd);
+	u32 ours = n->ops->fix_features(n->drv, xpvrs_from_netdev_features(f));
+
+	return (f & ~XPVRS_NETF_MASK) | xpvrs_to_netdev_features(ours);
+}
+
+static const struct net_device_ops xpvrs_netdev_ops = {
+	.ndo_open = xpvrs_ndo_open,
+	.ndo_stop = xpvrs_ndo_stop,
+	.ndo_start_xmit = xpvrs_ndo_xmit,
+	.ndo_get_stats64 = xpvrs_ndo_stats,
+	.ndo_change_mtu = xpvrs_ndo_change_mtu,
+	.ndo_fix_features = xpvrs_ndo_fix_features,
+	.ndo_set_mac_address = eth_mac_addr,
+	.ndo_validate_addr = eth_validate_addr,
+};
+
+static void xpvrs_get_drvinfo(struct net_device *nd, struct ethtool_drvinfo *info)
+{
+	struct xpvrs_net *n = xpvrs_net_of(nd);
+
+	strscpy(info->driver, n->driver, sizeof(info->driver));
+	strscpy(info->bus_info, n->bus_info, sizeof(info->bus_info));
+}
+
+static int xpvrs_get_sset_count(struct net_device *nd, int set)
+{
+	return set == ETH_SS_STATS ? xpvrs_net_of(nd)->nr_stats : -EOPNOTSUPP;
+}
+
+static void xpvrs_get_strings(struct net_device *nd, u32 set, u8 *data)
+{
+	struct xpvrs_net *n = xpvrs_net_of(nd);
+	u32 i;
+
+	if (set != ETH_SS_STATS)
+		return;
+	for (i = 0; i < n->nr_stats; i++)
+		ethtool_puts(&data, n->stat_names[i]);
+}
+
+static void xpvrs_get_ethtool_stats(struct net_device *nd, struct ethtool_stats *st, u64 *data)
+{
+	struct xpvrs_net *n = xpvrs_net_of(nd);
+
+	memset(data, 0, sizeof(u64) * n->nr_stats);
+	n->ops->ethtool_stats(n->drv, data, n->nr_stats);
+}
+
+static const struct ethtool_ops xpvrs_ethtool_ops = {
+	.get_drvinfo = xpvrs_get_drvinfo,
+	.get_link = ethtool_op_get_link,
+	.get_sset_count = xpvrs_get_sset_count,
+	.get_strings = xpvrs_get_strings,
+	.get_ethtool_stats = xpvrs_get_ethtool_stats,
+};
+
+static int xpvrs_napi_poll(struct napi_struct *napi, int budget)
+{
+	struct xpvrs_napi *q = container_of(napi, struct xpvrs_napi, napi);
+	struct xpvrs_net *n = xpvrs_net_of(q->nd);
+
+	return n->ops->poll(n->drv, q->nd, q->index, budget);
+}
+
+struct net_device *xpvrs_net_alloc(const struct xpvrs_net_ops *ops, const void *drv,
+				   const struct xpvrs_net_params *p, struct device *parent)
+{
+	struct net_device *nd;
+	struct xpvrs_net *n;
+	u32 i;
+
+	if (!p->nr_queues || p->nr_queues > U16_MAX)
+		return NULL;
+	nd = alloc_etherdev_mq(struct_size(n, napi, p->nr_queues), p->nr_queues);
+	if (!nd)
+		return NULL;
+	n = netdev_priv(nd);
+	n->ops = ops;
+	n->drv = drv;
+	n->driver = p->driver;
+	strscpy(n->bus_info, p->bus_info, sizeof(n->bus_info));
+	n->stat_names = p->stat_names;
+	n->nr_stats = p->nr_stats;
+	n->nr_napi = p->nr_queues;
+	for (i = 0; i < p->nr_queues; i++) {
+		n->napi[i].nd = nd;
+		n->napi[i].index = i;
+		netif_napi_add(nd, &n->napi[i].napi, xpvrs_napi_poll);
+	}
+	nd->netdev_ops = &xpvrs_netdev_ops;
+	nd->ethtool_ops = &xpvrs_ethtool_ops;
+	nd->hw_features = xpvrs_to_netdev_features(p->hw_features);
+	nd->features = xpvrs_to_netdev_features(p->features) | NETIF_F_GSO_ROBUST;
+	nd->min_mtu = p->min_mtu;
+	nd->max_mtu = p->max_mtu;
+	nd->mtu = p->mtu;
+	eth_hw_addr_set(nd, p->mac);
+	SET_NETDEV_DEV(nd, parent);
+	netif_carrier_off(nd);
+	return nd;
+}
+
+int xpvrs_net_register(struct net_device *nd)
+{
+	return register_netdev(nd);
+}
+
+void xpvrs_net_unregister(struct net_device *nd)
+{
+	unregister_netdev(nd);
+}
+
+void xpvrs_net_free(struct net_device *nd)
+{
+	struct xpvrs_net *n = xpvrs_net_of(nd);
+	u32 i;
+
+	for (i = 0; i < n->nr_napi; i++)
+		netif_napi_del(&n->napi[i].napi);
+	free_netdev(nd);
+}
+
+const char *xpvrs_net_name(struct net_device *nd)
+{
+	return nd->name;
+}
+
+void xpvrs_net_carrier(struct net_device *nd, bool on)
+{
+	if (on)
+		netif_carrier_on(nd);
+	else
+		netif_carrier_off(nd);
+}
+
+bool xpvrs_net_running(struct net_device *nd)
+{
+	return netif_running(nd);
+}
+
+void xpvrs_net_update_features(struct net_device *nd)
+{
+	rtnl_lock();
+	netdev_update_features(nd);
+	rtnl_unlock();
+}
+
+int xpvrs_net_set_mtu(struct net_device *nd, u32 mtu)
+{
+	int r;
+
+	rtnl_lock();
+	r = dev_set_mtu(nd, mtu);
+	rtnl_unlock();
+	return r;
+}
+
+u32 xpvrs_net_mtu(struct net_device *nd)
+{
+	return READ_ONCE(nd->mtu);
+}
+
+u32 xpvrs_net_features(struct net_device *nd)
+{
+	return xpvrs_from_netdev_features(nd->features);
+}
+
+int xpvrs_net_set_queues(struct net_device *nd, u32 nq)
+{
+	int r;
+
+	rtnl_lock();
+	r = netif_set_real_num_tx_queues(nd, nq);
+	if (!r)
+		r = netif_set_real_num_rx_queues(nd, nq);
+	rtnl_unlock();
+	return r;
+}
+
+static struct napi_struct *xpvrs_napi_of(struct net_device *nd, u16 q)
+{
+	struct xpvrs_net *n = xpvrs_net_of(nd);
+
+	return q < n->nr_napi ? &n->napi[q].napi : NULL;
+}
+
+void xpvrs_napi_enable(struct net_device *nd, u16 q)
+{
+	struct napi_struct *napi = xpvrs_napi_of(nd, q);
+
+	if (napi)
+		napi_enable(napi);
+}
+
+void xpvrs_napi_disable(struct net_device *nd, u16 q)
+{
+	struct napi_struct *napi = xpvrs_napi_of(nd, q);
+
+	if (napi)
+		napi_disable(napi);
+}
+
+void xpvrs_napi_schedule(struct net_device *nd, u16 q)
+{
+	struct napi_struct *napi = xpvrs_napi_of(nd, q);
+
+	if (napi)
+		napi_schedule(napi);
+}
+
+bool xpvrs_napi_complete(struct net_device *nd, u16 q, int done)
+{
+	struct napi_struct *napi = xpvrs_napi_of(nd, q);
+
+	return napi ? napi_complete_done(napi, done) : false;
+}
+
+void xpvrs_napi_gro_receive(struct net_device *nd, u16 q, struct sk_buff *skb)
+{
+	struct napi_struct *napi = xpvrs_napi_of(nd, q);
+
+	if (napi)
+		napi_gro_receive(napi, skb);
+	else
+		dev_kfree_skb_any(skb);
+}
+
+void xpvrs_txq_stop(struct net_device *nd, u16 q)
+{
+	if (q < nd->real_num_tx_queues)
+		netif_tx_stop_queue(netdev_get_tx_queue(nd, q));
+}
+
+void xpvrs_txq_wake(struct net_device *nd, u16 q)
+{
+	if (q < nd->real_num_tx_queues)
+		netif_tx_wake_queue(netdev_get_tx_queue(nd, q));
+}
+
+bool xpvrs_txq_stopped(struct net_device *nd, u16 q)
+{
+	return q < nd->real_num_tx_queues &&
+	       netif_tx_queue_stopped(netdev_get_tx_queue(nd, q));
+}
+
+void xpvrs_txq_disable_all(struct net_device *nd)
+{
+	netif_tx_disable(nd);
+}
+
+void xpvrs_txq_start_all(struct net_device *nd)
+{
+	netif_tx_start_all_queues(nd);
+}
+
+void xpvrs_skb_info(struct sk_buff *skb, struct xpvrs_skb_info *i)
+{
+	struct skb_shared_info *sh = skb_shinfo(skb);
+
+	i->head = skb->data;
+	i->head_len = skb_headlen(skb);
+	i->len = skb->len;
+	i->nr_frags = sh->nr_frags;
+	i->csum = skb->ip_summed == CHECKSUM_PARTIAL ? 1 :
+		  skb->ip_summed == CHECKSUM_UNNECESSARY ? 2 : 0;
+	i->gso = 0;
+	i->gso_size = 0;
+	if (skb_is_gso(skb)) {
+		i->gso = (sh->gso_type & SKB_GSO_TCPV4) ? 1 :
+			 (sh->gso_type & SKB_GSO_TCPV6) ? 2 : 3;
+		i->gso_size = sh->gso_size;
+	}
+}
+
+bool xpvrs_skb_frag(struct sk_buff *skb, u32 i, const u8 **data, u32 *len, u32 *page_offset)
+{
+	const skb_frag_t *f;
+
+	if (i >= skb_shinfo(skb)->nr_frags)
+		return false;
+	f = &skb_shinfo(skb)->frags[i];
+	/* Frag pages of a device without NETIF_F_HIGHDMA are in the direct map. */
+	*data = skb_frag_address(f);
+	*len = skb_frag_size(f);
+	*page_offset = skb_frag_off(f) & ~PAGE_MASK;
+	return true;
+}
+
+int xpvrs_skb_linearize(struct sk_buff *skb)
+{
+	return skb_linearize(skb);
+}
+
+void xpvrs_skb_consume(struct sk_buff *skb)
+{
+	dev_consume_skb_any(skb);
+}
+
+void xpvrs_skb_free(struct sk_buff *skb)
+{
+	dev_kfree_skb_any(skb);
+}
+
+struct sk_buff *xpvrs_skb_rx_alloc(struct net_device *nd, u16 q, u32 head_len)
+{
+	struct napi_struct *napi = xpvrs_napi_of(nd, q);
+
+	return napi ? napi_alloc_skb(napi, head_len) : NULL;
+}
+
+u8 *xpvrs_skb_put(struct sk_buff *skb, u32 len)
+{
+	if (len > skb_tailroom(skb))
+		return NULL;
+	return skb_put(skb, len);
+}
+
+bool xpvrs_skb_add_page(struct sk_buff *skb, void *page_addr, u32 offset, u32 len)
+{
+	int i = skb_shinfo(skb)->nr_frags;
+
+	if (i >= MAX_SKB_FRAGS || offset + len > PAGE_SIZE)
+		return false;
+	skb_add_rx_frag(skb, i, virt_to_page(page_addr), offset, len, PAGE_SIZE);
+	return true;
+}
+
+int xpvrs_skb_rx_finish(struct net_device *nd, struct sk_buff *skb, u8 csum, u8 gso,
+			u16 gso_size)
+{
+	bool recalculate = false;
+	int r;
+
+	if (gso == 1 || gso == 2) {
+		skb_shinfo(skb)->gso_size = gso_size;
+		skb_shinfo(skb)->gso_type = (gso == 1 ? SKB_GSO_TCPV4 : SKB_GSO_TCPV6) |
+					    SKB_GSO_DODGY;
+		skb_shinfo(skb)->gso_segs = 0;
+	}
+	skb->protocol = eth_type_trans(skb, nd);
+	/* skb_checksum_setup() finds the IP header here. */
+	skb_reset_network_header(skb);
+	if (csum == 1) {
+		skb->ip_summed = CHECKSUM_PARTIAL;
+	} else if (gso == 1 || gso == 2) {
+		/* A GSO packet must be CHECKSUM_PARTIAL: its checksum is recomputed. */
+		skb->ip_summed = CHECKSUM_PARTIAL;
+		recalculate = true;
+	} else if (csum == 2) {
+		skb->ip_summed = CHECKSUM_UNNECESSARY;
+	}
+	if (skb->ip_summed == CHECKSUM_PARTIAL) {
+		r = skb_checksum_setup(skb, recalculate);
+		if (r) {
+			dev_kfree_skb_any(skb);
+			return r;
+		}
+	}
+	return 0;
+}
+
+void xpvrs_local_bh_disable(void)
+{
+	local_bh_disable();
+}
+
+void xpvrs_local_bh_enable(void)
+{
+	local_bh_enable();
+}

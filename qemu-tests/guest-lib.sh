@@ -260,6 +260,19 @@ wait_for_dev() {
 # unload_blkfront (domU): unbind every disk from our blkfront (the XenBus core holds the module
 # while a device is bound), unload it, and check its unload line says every grant, ring,
 # channel and watch was given back.
+# unload_netfront (domU): unbind every vif from our netfront, unload it, and check its unload
+# report (no grant, ring or channel left).
+unload_netfront() {
+    for _v in /sys/bus/xen/drivers/xenpvrs-netfront/vif-*; do
+        [ -e "$_v" ] || continue
+        echo "${_v##*/}" > /sys/bus/xen/drivers/xenpvrs-netfront/unbind || fail "unbind ${_v##*/}"
+    done
+    check rmmod-netfront rmmod xenpvrs_netfront
+    kscan XENPVRS-NETFRONT unload
+    log "unload: $KLAST"
+    check_eq netfront-unload-clean 1 "$(kv "$KLAST" clean)"
+}
+
 unload_blkfront() {
     for _v in /sys/bus/xen/drivers/xenpvrs-blkfront/vbd-*; do
         [ -e "$_v" ] || continue

@@ -58,7 +58,9 @@ common_root() {
     chmod +x "$r/sbin/xen-pv-rs-hotplug"
     mkdir -p "$r/etc/modprobe.d"
     cp "$ROOT"/drivers/modprobe.d/*.conf "$r/etc/modprobe.d/"
-    copy_bin "$r" /sbin/mke2fs /sbin/e2fsck
+    copy_bin "$r" /sbin/mke2fs /sbin/e2fsck /usr/sbin/ethtool
+    cp "$ROOT/target/release/xudp" "$r/usr/bin/xudp"
+    copy_bin "$r" "$ROOT/target/release/xudp"
     cp "$ROOT/target/release/xpattern" "$r/usr/bin/xpattern"
     copy_bin "$r" "$ROOT/target/release/xpattern"
     cp "$ROOT/target/static/fpu-probe" "$r/usr/bin/fpu-probe"
@@ -72,8 +74,9 @@ common_root() {
 }
 
 # Test tools of ours (tests/src/bin): xs-interop (our XenStore client against the real xenstored)
-# and xpattern (fast, position-dependent data patterns for disks and streams).
-(cd "$ROOT" && cargo build --release -q -p xen-sim --bin xs-interop --bin xpattern) ||
+# xpattern (fast, position-dependent data patterns for disks and streams) and xudp (UDP
+# datagrams of every size, echoed and compared).
+(cd "$ROOT" && cargo build --release -q -p xen-sim --bin xs-interop --bin xpattern --bin xudp) ||
     { echo "image: building the test tools failed" >&2; exit 1; }
 # fpu-probe (tests/src/bin, the harness-fpu self-test): one static binary from one source file,
 # with the toolchain cargo uses.

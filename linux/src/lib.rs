@@ -9,12 +9,13 @@
 //! |---|---|---|
 //! | [`block::mq`] | blk-mq tag sets, `gendisk`, requests | [`block::mq::Disk`], [`block::mq::Request`]: a multi-queue disk served by safe code |
 //! | [`block::bio`] | `bdev_file_open_by_dev`, `bio_alloc`, `submit_bio` | [`block::bio::BlockDevice`], [`block::bio::BioCtx`]: a backend's disk and its asynchronous I/O |
+//! | [`net`] | `alloc_etherdev_mq`, NAPI, `net_device_ops`, `ethtool_ops`, skbs | [`net::NetDevice`], [`net::TxSkb`], [`net::RxSkb`]: an Ethernet device with per-queue NAPI served by safe code |
 //! | [`debugfs`] | `debugfs_create_dir`, `debugfs_create_u64` | [`debugfs::DebugCounters`]: a queue's counters as files |
 //! | [`timer`] | `timer_setup`, `mod_timer`, `timer_shutdown_sync` | [`timer::Ticker`]: a periodic callback holding its object |
 //! | [`workqueue`] | `cancel_work_sync` | [`workqueue::cancel_sync`] |
 //! | [`page`] | `struct page` | [`page::PagePtr`] for bios, [`page::KernelPage`] for request copies |
 //!
-//! The network, SCSI host, target core and memory layers of the coming drivers belong here
+//! The SCSI host, target core and memory layers of the coming drivers belong here
 //! too. `xen_kernel` (the Xen glue) depends on this crate; this crate depends on `kernel` only.
 
 #![no_std]
@@ -23,6 +24,7 @@ const __LOG_PREFIX: &[u8] = b"linux\0";
 
 pub mod block;
 pub mod debugfs;
+pub mod net;
 pub mod page;
 pub mod timer;
 pub mod workqueue;

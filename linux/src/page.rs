@@ -56,3 +56,17 @@ impl PagePtr {
     }
 }
 
+
+/// An order-0 page of the kernel's direct map whose owner can give its reference away (to an
+/// skb, which frees it with `put_page`).
+///
+/// # Safety
+///
+/// `kernel_addr` returns the address of a whole order-0 page of the direct map, with a page
+/// reference that `self` owns; after `give_up` the owner no longer uses or frees the page.
+pub unsafe trait GivePage: Sized {
+    /// The page's address.
+    fn kernel_addr(&self) -> NonNull<u8>;
+    /// Gives the page's reference away: the page is no longer this value's to free.
+    fn give_up(self);
+}

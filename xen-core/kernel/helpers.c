@@ -57,6 +57,12 @@ void *xpvrs_alloc_page(void)
 	return (void *)get_zeroed_page(GFP_NOIO);
 }
 
+void *xpvrs_alloc_page_atomic(void)
+{
+	/* For NAPI polls and start_xmit, which must not sleep. */
+	return (void *)get_zeroed_page(GFP_ATOMIC | __GFP_NOWARN);
+}
+
 void xpvrs_free_page(void *addr)
 {
 	free_page((unsigned long)addr);

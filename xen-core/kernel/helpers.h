@@ -17,6 +17,7 @@ bool xpvrs_xen_domain(void);
 bool xpvrs_xen_initial_domain(void);
 void xpvrs_notify_evtchn(evtchn_port_t port);
 void *xpvrs_alloc_page(void);
+void *xpvrs_alloc_page_atomic(void);
 void xpvrs_free_page(void *addr);
 unsigned long xpvrs_virt_to_gfn(const void *addr);
 int xpvrs_setup_ring(struct xenbus_device *dev, void **vaddr, unsigned int nr_pages,

@@ -119,6 +119,13 @@ impl Device {
         self.as_raw().cast()
     }
 
+    /// The device as the driver core sees it (a parent for a `net_device`, say).
+    pub fn as_device(&self) -> &kernel::device::Device {
+        // SAFETY: `dev` is the embedded `struct device` of the live XenBus device, which lives
+        // as long as `self` (type invariant).
+        unsafe { kernel::device::Device::as_ref(ptr::addr_of_mut!((*self.as_raw()).dev).cast()) }
+    }
+
     /// Our XenStore directory, e.g. `device/echo/0` (frontends) or `backend/echo/1/0`.
     pub fn nodename(&self) -> &CStr {
         // SAFETY: the XenBus core sets `nodename` to a NUL-terminated string before probe and

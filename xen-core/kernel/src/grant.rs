@@ -102,6 +102,15 @@ impl LocalPage {
         NonNull::new(addr.cast()).map(|addr| LocalPage { addr })
     }
 
+    /// A new zeroed page, allocated without sleeping (for softirq and `start_xmit` paths);
+    /// `None` when memory is short.
+    pub fn new_atomic() -> Option<LocalPage> {
+        // SAFETY: no preconditions; returns a page or NULL, never sleeps.
+        let addr = unsafe { b::xpvrs_alloc_page_atomic() };
+        // INVARIANT: a fresh page we own.
+        NonNull::new(addr.cast()).map(|addr| LocalPage { addr })
+    }
+
     /// The page's kernel address, for C code that copies whole pages (e.g. the block layer's
     /// request copy in `linux::block::mq`); valid while `self` is borrowed.
     pub fn as_ptr(&self) -> *mut u8 {
@@ -126,6 +135,18 @@ impl LocalPage {
 unsafe impl KernelPage for LocalPage {
     fn kernel_addr(&self) -> NonNull<u8> {
         self.addr
+    }
+}
+
+// SAFETY: an order-0 page of the direct map from `get_zeroed_page`, with the one reference we
+// own (type invariant); `give_up` forgets it, so it is never freed here.
+unsafe impl linux::page::GivePage for LocalPage {
+    fn kernel_addr(&self) -> NonNull<u8> {
+        self.addr
+    }
+
+    fn give_up(self) {
+        core::mem::forget(self);
     }
 }
 

@@ -1,0 +1,1283 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `xenpvrs_netfront`: the Xen virtual network interface frontend, xen-netif's `NetFront`
+//! engine behind a Linux `net_device`.
+//!
+//! One [`Dev`] per `device/vif/<id>`: it owns the interface (`eth<N>`, created at probe with
+//! the MAC from our `mac` key, carrier off until connected) and runs the XenBus handshake in a
+//! work item driven by the backend's state. It connects first, as netif requires (Linux's
+//! netback maps the rings only once it sees the frontend Connected). One [`Queue`] per
+//! negotiated queue: its own engine, TX and RX rings, event channel and NAPI context. The
+//! event channel's interrupt only schedules NAPI; the poll handles TX completions and RX,
+//! refills the RX ring, wakes the TX queue, and sends the late EOI once the queue is idle, so
+//! a backend that floods the channel is throttled.
+//!
+//! Every packet is copied through the engine's own zeroed, granted pages (Linux's
+//! `trusted=0`, always): no page of the guest's is ever granted to the backend. Received
+//! data lands in pages the engine posted; their grants are ended before the data is read, and
+//! the pages then go to the skb. Every response is copied once and checked by the engine; one
+//! that breaks the protocol fails the queue (its packets are dropped), never the kernel.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use kernel::prelude::*;
+use kernel::str::CString;
+use kernel::sync::{Arc, ArcBorrow, Mutex, SpinLock};
+use kernel::workqueue::{self, impl_has_work, new_work, Work, WorkItem};
+use kernel::{c_str, fmt, new_mutex, new_spinlock};
+use linux::net::{
+    self, BhOff, Checksum, Features, NetDevice, NetParams, NetRef, NetStats, RxSkb, TxSkb,
+};
+use linux::workqueue::cancel_sync;
+use xen_core::feature::netif::{
+    read_mtu, write_queue, BackOffer, Channels, FrontLimits, FrontRequest, MacAddr, Offload,
+    QueueRings, MAX_MTU, MIN_MTU,
+};
+use xen_core::feature::{FeatureError, StoreDir};
+use xen_core::platform::PageAlloc;
+use xen_core::xenbus::{Action, Event, Input, Machine, Perform};
+use xen_core::xs::{with_transaction, TxId};
+use xen_evtchn::{EvtchnError, EvtchnOps};
+use xen_grant::{
+    Access, AccessError, BatchError, CopyOp, EndAccess, GrantError, GrantOps, MapRequest,
+    MapResult, UnmapResult,
+};
+use xen_kernel::bus::{self, peer_state, Device, DeviceHandle, HandshakeError, Side};
+use xen_kernel::evtchn::Channel;
+use xen_kernel::grant::{Grants, LocalPage};
+use xen_kernel::platform::{Mapped, Page};
+use xen_kernel::ring::FrontRingPages;
+use xen_kernel::store::KernelStore;
+use xen_kernel::{stats, Kick, KickReason};
+use xen_netif::front::{FrontConfig, FrontStats, RxEntry, TxEntry};
+use xen_netif::rx::RxChecksum;
+use xen_netif::tx::{Gso, TxChecksum, TxFrag, TxPacket};
+use xen_netif::{NetFront, SendError};
+use xen_sys::wire::netif::GsoType;
+use xen_sys::{DomId, GrantRef, Port, XenbusState};
+
+module! {
+    type: NetFrontModule,
+    name: "xenpvrs_netfront",
+    author: "xen-pv-rs",
+    description: "xen-pv-rs: Xen virtual network interface frontend",
+    license: "GPL",
+    alias: ["xen:vif"],
+}
+
+extern "C" {
+    fn xpvrs_netfront_max_queues() -> u32;
+    fn xpvrs_netfront_trusted() -> bool;
+}
+
+/// TX ids and RX buffers per queue: the rings' size.
+const IDS: usize = xen_netif::front::RING_SLOTS;
+/// Most queues (Linux's `max_queues` default is the online CPUs, at most 8).
+const MAX_QUEUES: u16 = 8;
+/// Bytes of a received packet copied into the skb's linear part; the rest stays in the
+/// pages, attached as fragments (a packet this short keeps its page in the engine).
+const RX_COPY: usize = 256;
+/// Most packets one poll delivers (the NAPI weight).
+const BUDGET: usize = 64;
+
+// --- the platform ---------------------------------------------------------------------------
+
+/// What a queue's interrupt does: schedule its NAPI poll, which owes the port a late EOI.
+struct IrqTarget {
+    net: NetRef,
+    queue: u16,
+    eoi_owed: AtomicBool,
+}
+
+impl Kick for IrqTarget {
+    fn kick(this: ArcBorrow<'_, Self>, reason: KickReason) {
+        if reason == KickReason::Event {
+            this.eoi_owed.store(true, Ordering::Release);
+            this.net.napi_schedule(this.queue);
+        }
+    }
+}
+
+/// The engine's platform: grants, the queue's event channel, and pages allocated without
+/// sleeping (the engine allocates in `start_xmit` and in the NAPI poll).
+struct NetEnv {
+    grants: Grants,
+    chan: Channel<IrqTarget>,
+}
+
+impl GrantOps for NetEnv {
+    type Page = Page;
+    type Mapping = Mapped;
+
+    fn zero_page(&self, page: &mut Page) {
+        self.grants.zero_page(&mut page.0)
+    }
+
+    fn grant_access(
+        &self,
+        domid: DomId,
+        page: &Page,
+        access: Access,
+    ) -> Result<GrantRef, AccessError> {
+        self.grants.grant_access(domid, &page.0, access)
+    }
+
+    fn end_access(&self, gref: GrantRef) -> EndAccess {
+        self.grants.end_access(gref)
+    }
+
+    fn defer_free(&self, gref: GrantRef, page: Page) {
+        self.grants.defer_free(gref, page.0)
+    }
+
+    /// A frontend maps nothing.
+    fn map_batch(&self, _r: &[MapRequest], _m: &mut [MapResult<Mapped>]) -> Result<(), BatchError> {
+        Err(BatchError::TooLarge)
+    }
+
+    /// A frontend maps nothing.
+    fn unmap_batch(
+        &self,
+        _m: &mut [Option<Mapped>],
+        _r: &mut [UnmapResult],
+    ) -> Result<(), BatchError> {
+        Err(BatchError::TooLarge)
+    }
+
+    /// A frontend copies nothing through the grant table.
+    fn copy_batch(
+        &self,
+        _o: &[CopyOp<'_, Page>],
+        results: &mut [Result<(), GrantError>],
+    ) -> Result<(), BatchError> {
+        for r in results.iter_mut() {
+            *r = Err(GrantError::GeneralError);
+        }
+        Ok(())
+    }
+}
+
+impl EvtchnOps for NetEnv {
+    fn alloc_unbound(&self, remote: DomId) -> Result<Port, EvtchnError> {
+        self.chan.alloc_unbound(remote)
+    }
+    fn bind_interdomain(&self, remote: DomId, remote_port: Port) -> Result<Port, EvtchnError> {
+        self.chan.bind_interdomain(remote, remote_port)
+    }
+    fn notify(&self, port: Port) -> Result<(), EvtchnError> {
+        self.chan.notify(port)
+    }
+    fn mask(&self, port: Port) -> Result<(), EvtchnError> {
+        self.chan.mask(port)
+    }
+    fn unmask(&self, port: Port) -> Result<(), EvtchnError> {
+        self.chan.unmask(port)
+    }
+    fn close(&self, port: Port) -> Result<(), EvtchnError> {
+        self.chan.close(port)
+    }
+}
+
+impl PageAlloc for NetEnv {
+    type Page = Page;
+    fn alloc_page(&self) -> Option<Page> {
+        LocalPage::new_atomic().map(Page)
+    }
+}
+
+/// A queue's id tables, on the heap (tens of KiB: too large for a stack).
+struct TxTable(KVec<TxEntry<Page>>);
+struct RxTable(KVec<RxEntry<Page>>);
+
+impl AsRef<[TxEntry<Page>]> for TxTable {
+    fn as_ref(&self) -> &[TxEntry<Page>] {
+        &self.0
+    }
+}
+impl AsMut<[TxEntry<Page>]> for TxTable {
+    fn as_mut(&mut self) -> &mut [TxEntry<Page>] {
+        &mut self.0
+    }
+}
+impl AsRef<[RxEntry<Page>]> for RxTable {
+    fn as_ref(&self) -> &[RxEntry<Page>] {
+        &self.0
+    }
+}
+impl AsMut<[RxEntry<Page>]> for RxTable {
+    fn as_mut(&mut self) -> &mut [RxEntry<Page>] {
+        &mut self.0
+    }
+}
+
+type Engine = NetFront<NetEnv, FrontRingPages, IDS, TxTable, RxTable>;
+
+// --- counters ---------------------------------------------------------------------------------
+
+/// `ethtool -S`: the device's totals, then each queue's packets.
+const TOTALS: usize = 22;
+const PER_QUEUE: usize = 2;
+const STAT_NAMES: [&kernel::str::CStr; TOTALS + PER_QUEUE * MAX_QUEUES as usize] = [
+    c_str!("tx_packets"),
+    c_str!("tx_bytes"),
+    c_str!("tx_slots"),
+    c_str!("tx_errors"),
+    c_str!("tx_aborted"),
+    c_str!("tx_linearised"),
+    c_str!("tx_gso"),
+    c_str!("tx_dropped"),
+    c_str!("rx_packets"),
+    c_str!("rx_bytes"),
+    c_str!("rx_slots"),
+    c_str!("rx_errors"),
+    c_str!("rx_gso"),
+    c_str!("rx_dropped"),
+    c_str!("notifications_sent"),
+    c_str!("events_received"),
+    c_str!("spurious_events"),
+    c_str!("grants"),
+    c_str!("grant_ends"),
+    c_str!("deferred_frees"),
+    c_str!("copied_bytes"),
+    c_str!("page_allocs"),
+    c_str!("queue0_tx_packets"),
+    c_str!("queue0_rx_packets"),
+    c_str!("queue1_tx_packets"),
+    c_str!("queue1_rx_packets"),
+    c_str!("queue2_tx_packets"),
+    c_str!("queue2_rx_packets"),
+    c_str!("queue3_tx_packets"),
+    c_str!("queue3_rx_packets"),
+    c_str!("queue4_tx_packets"),
+    c_str!("queue4_rx_packets"),
+    c_str!("queue5_tx_packets"),
+    c_str!("queue5_rx_packets"),
+    c_str!("queue6_tx_packets"),
+    c_str!("queue6_rx_packets"),
+    c_str!("queue7_tx_packets"),
+    c_str!("queue7_rx_packets"),
+];
+
+/// A queue's counters: the engines' (summed over its connections) and the glue's own.
+#[derive(Clone, Copy, Default)]
+struct Counts {
+    /// Totals of engines already dropped (earlier connections).
+    past: FrontStats,
+    tx_dropped: u64,
+    rx_dropped: u64,
+}
+
+fn add(a: &FrontStats, b: &FrontStats) -> FrontStats {
+    FrontStats {
+        tx_packets: a.tx_packets.wrapping_add(b.tx_packets),
+        tx_bytes: a.tx_bytes.wrapping_add(b.tx_bytes),
+        tx_slots: a.tx_slots.wrapping_add(b.tx_slots),
+        tx_errors: a.tx_errors.wrapping_add(b.tx_errors),
+        tx_aborted: a.tx_aborted.wrapping_add(b.tx_aborted),
+        tx_linearised: a.tx_linearised.wrapping_add(b.tx_linearised),
+        tx_gso: a.tx_gso.wrapping_add(b.tx_gso),
+        rx_packets: a.rx_packets.wrapping_add(b.rx_packets),
+        rx_bytes: a.rx_bytes.wrapping_add(b.rx_bytes),
+        rx_slots: a.rx_slots.wrapping_add(b.rx_slots),
+        rx_errors: a.rx_errors.wrapping_add(b.rx_errors),
+        rx_gso: a.rx_gso.wrapping_add(b.rx_gso),
+        notifications: a.notifications.wrapping_add(b.notifications),
+        events: a.events.wrapping_add(b.events),
+        spurious_events: a.spurious_events.wrapping_add(b.spurious_events),
+        grants: a.grants.wrapping_add(b.grants),
+        grant_ends: a.grant_ends.wrapping_add(b.grant_ends),
+        deferred_frees: a.deferred_frees.wrapping_add(b.deferred_frees),
+        copied_bytes: a.copied_bytes.wrapping_add(b.copied_bytes),
+        page_allocs: a.page_allocs.wrapping_add(b.page_allocs),
+    }
+}
+
+// --- one queue ----------------------------------------------------------------------------------
+
+struct QState {
+    engine: Option<KBox<Engine>>,
+    irq: Option<Arc<IrqTarget>>,
+    /// Connected: packets may go to the ring.
+    ready: bool,
+    /// Work was found since the last EOI (else the EOI says spurious).
+    worked: bool,
+    counts: Counts,
+}
+
+/// One queue: engine, rings, channel; served by its NAPI context and `start_xmit`.
+#[pin_data]
+struct Queue {
+    index: u16,
+    /// Taken by `start_xmit` and the NAPI poll (bottom halves off), and by process context
+    /// only with bottom halves off ([`BhOff`]).
+    #[pin]
+    state: SpinLock<QState>,
+}
+
+impl Queue {
+    fn new(index: u16) -> impl PinInit<Self> {
+        pin_init!(Queue {
+            index,
+            state <- new_spinlock!(QState {
+                engine: None,
+                irq: None,
+                ready: false,
+                worked: false,
+                counts: Counts::default(),
+            }),
+        })
+    }
+
+    /// Builds the queue's rings, channel and engine (process context); returns what goes into
+    /// XenStore.
+    #[inline(never)]
+    fn setup(&self, dev: &DeviceHandle, net: NetRef, config: FrontConfig) -> Result<QueueRings> {
+        let backend = dev.otherend_id();
+        let tx_ring = FrontRingPages::new(dev, 1)?;
+        let rx_ring = FrontRingPages::new(dev, 1)?;
+        let tx_ref = tx_ring.gref(0).ok_or(EINVAL)?;
+        let rx_ref = rx_ring.gref(0).ok_or(EINVAL)?;
+        let irq = Arc::new(
+            IrqTarget {
+                net,
+                queue: self.index,
+                eoi_owed: AtomicBool::new(false),
+            },
+            GFP_KERNEL,
+        )?;
+        let env = NetEnv {
+            grants: Grants::new(),
+            chan: Channel::new(dev.clone(), irq.clone(), c_str!("xenpvrs-netfront")),
+        };
+        let port = env.alloc_unbound(backend).map_err(|_| EIO)?;
+        let mut tx = KVec::with_capacity(IDS, GFP_KERNEL)?;
+        let mut rx = KVec::with_capacity(IDS, GFP_KERNEL)?;
+        for _ in 0..IDS {
+            tx.push(TxEntry::new(), GFP_KERNEL)?;
+            rx.push(RxEntry::new(), GFP_KERNEL)?;
+        }
+        let engine = Engine::with_tables(
+            env,
+            tx_ring,
+            rx_ring,
+            backend,
+            (port, port),
+            config,
+            TxTable(tx),
+            RxTable(rx),
+        )
+        .map_err(|_| EINVAL)?;
+        let engine = KBox::new(engine, GFP_KERNEL)?;
+        let old = {
+            let _bh = BhOff::new();
+            let mut st = self.state.lock();
+            st.ready = false;
+            st.worked = false;
+            st.irq = Some(irq);
+            st.engine.replace(engine)
+        };
+        drop(old);
+        Ok(QueueRings {
+            tx_ref,
+            rx_ref,
+            channels: Channels::Shared(port),
+        })
+    }
+
+    /// Connected: posts the RX buffers and lets packets through.
+    fn start(&self) -> Result {
+        let _bh = BhOff::new();
+        let mut st = self.state.lock();
+        let engine = st.engine.as_mut().ok_or(EINVAL)?;
+        engine.refill_rx().map_err(|_| EIO)?;
+        st.ready = true;
+        Ok(())
+    }
+
+    /// Takes the engine out (closing it: every grant ended or deferred, packets in flight
+    /// reported) and drops it with its channel and rings outside the lock.
+    fn shutdown(&self) {
+        let engine = {
+            let _bh = BhOff::new();
+            let mut st = self.state.lock();
+            st.ready = false;
+            st.irq = None;
+            let mut engine = st.engine.take();
+            if let Some(e) = engine.as_mut() {
+                e.close(|_| {});
+                let s = e.stats();
+                st.counts.past = add(&st.counts.past, &s);
+            }
+            engine
+        };
+        // Unbinds the interrupt (waiting for a running handler) and releases the rings.
+        drop(engine);
+    }
+
+    /// The queue's totals (process context or any context with bottom halves off).
+    fn stats(&self) -> (FrontStats, Counts) {
+        let _bh = BhOff::new();
+        let st = self.state.lock();
+        let now = st.engine.as_ref().map(|e| e.stats()).unwrap_or_default();
+        (add(&st.counts.past, &now), st.counts)
+    }
+
+    /// `start_xmit` on this queue (bottom halves off).
+    fn xmit(&self, net: &NetRef, skb: TxSkb) -> Result<(), TxSkb> {
+        let info = skb.info();
+        let mut frags = [TxFrag::new(&[]); 18];
+        let nfrags = info.nr_frags as usize;
+        if nfrags > frags.len() {
+            // More fragments than any skb has (MAX_SKB_FRAGS is 17).
+            self.state.lock().counts.tx_dropped += 1;
+            return Ok(());
+        }
+        for (i, f) in frags.iter_mut().enumerate().take(nfrags) {
+            match skb.frag(i as u32) {
+                Some((data, page_offset)) => *f = TxFrag { data, page_offset },
+                None => {
+                    self.state.lock().counts.tx_dropped += 1;
+                    return Ok(());
+                }
+            }
+        }
+        let gso = match info.gso {
+            None => None,
+            Some(net::Gso::Tcpv4(size)) => Some(Gso {
+                ty: GsoType::Tcpv4,
+                size,
+            }),
+            Some(net::Gso::Tcpv6(size)) => Some(Gso {
+                ty: GsoType::Tcpv6,
+                size,
+            }),
+            Some(net::Gso::Other) => {
+                self.state.lock().counts.tx_dropped += 1;
+                return Ok(());
+            }
+        };
+        let csum = match info.csum {
+            Checksum::None => TxChecksum::None,
+            Checksum::Partial => TxChecksum::Partial,
+            Checksum::Unnecessary => TxChecksum::Unnecessary,
+        };
+        let packet = TxPacket {
+            head: TxFrag::new(skb.head()),
+            frags: frags.get(..nfrags).unwrap_or(&[]),
+            csum,
+            gso,
+        };
+        let mut st = self.state.lock();
+        let QState {
+            engine,
+            ready,
+            counts,
+            ..
+        } = &mut *st;
+        let engine = match engine.as_mut() {
+            Some(e) if *ready => e,
+            _ => {
+                counts.tx_dropped += 1;
+                return Ok(());
+            }
+        };
+        match engine.send(&packet, 0) {
+            Ok(()) => {
+                let _ = engine.push_tx();
+                if !engine.tx_room() {
+                    // Woken by the poll once completions free room.
+                    net.tx_stop(self.index);
+                }
+                drop(st);
+                // The engine copied the packet: it is sent as far as the stack is concerned.
+                skb.consume();
+                Ok(())
+            }
+            Err(SendError::Busy) => {
+                let _ = engine.push_tx();
+                net.tx_stop(self.index);
+                Err(skb)
+            }
+            Err(_) => {
+                counts.tx_dropped += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// The NAPI poll (softirq).
+    fn poll(&self, napi: &net::Napi<'_>, budget: i32) -> i32 {
+        let net = napi.net();
+        let q = self.index;
+        let budget = usize::try_from(budget).unwrap_or(0).clamp(1, BUDGET);
+        let mut skbs: [Option<(RxSkb, Checksum, Option<net::Gso>)>; BUDGET] =
+            [const { None }; BUDGET];
+        let mut n = 0usize;
+        let mut more = false;
+        let mut st = self.state.lock();
+        let QState {
+            engine,
+            irq,
+            worked,
+            counts,
+            ..
+        } = &mut *st;
+        let Some(e) = engine.as_mut() else {
+            drop(st);
+            napi.complete_done(0);
+            return 0;
+        };
+        match e.tx_event(|_| {}) {
+            Ok(p) => {
+                more |= p.more;
+                *worked |= !p.spurious;
+            }
+            Err(err) => pr_err!(
+                "XENPVRS-NETFRONT {} queue {}: backend broke the TX protocol ({:?}); queue failed\n",
+                net.name(),
+                q,
+                err
+            ),
+        }
+        if net.tx_stopped(q) && e.tx_room() {
+            net.tx_wake(q);
+        }
+        let mut dropped = 0u64;
+        let polled = e.poll(budget as u32, |pkt| match build_skb(net, q, pkt) {
+            Some(skb) => match skbs.get_mut(n) {
+                Some(slot) => {
+                    *slot = Some(skb);
+                    n += 1;
+                }
+                None => dropped += 1,
+            },
+            None => dropped += 1,
+        });
+        match polled {
+            Ok(p) => {
+                more |= p.more;
+                *worked |= !p.spurious;
+            }
+            Err(err) => pr_err!(
+                "XENPVRS-NETFRONT {} queue {}: backend broke the RX protocol ({:?}); queue failed\n",
+                net.name(),
+                q,
+                err
+            ),
+        }
+        counts.rx_dropped = counts.rx_dropped.wrapping_add(dropped);
+        // Pages taken by skbs are replaced here (atomic allocations); a ring left with no
+        // buffer at all is retried by polling again rather than stalling.
+        let _ = e.refill_rx();
+        if e.rx_posted() == 0 && !e.is_failed() {
+            more = true;
+        }
+        let done = n.min(budget);
+        drop(st);
+        // Delivered outside the lock: the stack may send on this very queue from here (an ARP
+        // reply, a TCP ACK), and so may `complete_done` below, which flushes GRO.
+        for slot in skbs.iter_mut().take(n) {
+            if let Some((skb, csum, gso)) = slot.take() {
+                if net.receive(q, skb, csum, gso).is_err() {
+                    self.state.lock().counts.rx_dropped += 1;
+                }
+            }
+        }
+        if more || done >= budget {
+            // Polled again: the EOI waits for the end of the work.
+            return budget as i32;
+        }
+        if !napi.complete_done(done as i32) {
+            // Rescheduled (or busy-polled): the next poll ends the work.
+            return done as i32;
+        }
+        // Idle: the port may raise its next event.
+        let mut st = self.state.lock();
+        let QState {
+            engine, irq, worked, ..
+        } = &mut *st;
+        if let (Some(e), Some(t)) = (engine.as_ref(), irq.as_ref()) {
+            if t.eoi_owed.swap(false, Ordering::AcqRel) {
+                e.env().chan.eoi(!*worked);
+                *worked = false;
+            }
+        }
+        done as i32
+    }
+}
+
+/// An skb for a received packet: its first bytes copied, the rest of its pages attached.
+fn build_skb(
+    net: &NetRef,
+    q: u16,
+    pkt: &mut xen_netif::front::RxPacket<Page>,
+) -> Option<(RxSkb, Checksum, Option<net::Gso>)> {
+    let copy = (pkt.meta.len as usize).min(RX_COPY);
+    let mut skb = net.rx_skb(q, copy as u32)?;
+    let mut head = [0u8; RX_COPY];
+    let head = head.get_mut(..copy)?;
+    // The first bytes, which may span fragments.
+    let mut copied = 0usize;
+    let mut used = [0u16; 18];
+    for (i, u) in used.iter_mut().enumerate().take(pkt.frag_count()) {
+        if copied == copy {
+            break;
+        }
+        let (page, off, len) = pkt.frag(i)?;
+        let take = usize::from(len).min(copy - copied);
+        if !page?
+            .0
+            .read_bytes(usize::from(off), head.get_mut(copied..copied + take)?)
+        {
+            return None;
+        }
+        copied += take;
+        *u = take as u16;
+    }
+    if !skb.put(head) {
+        return None;
+    }
+    // The rest: whole pages handed to the skb (the engine posts fresh ones).
+    for (i, u) in used.iter().enumerate().take(pkt.frag_count()) {
+        let (_, _, len) = pkt.frag(i)?;
+        if *u == len {
+            continue;
+        }
+        let (page, off, len) = pkt.take_page(i)?;
+        let start = u32::from(off) + u32::from(*u);
+        let rest = u32::from(len).checked_sub(u32::from(*u))?;
+        if skb.add_page(page.0, start, rest).is_err() {
+            return None;
+        }
+    }
+    let csum = match pkt.meta.csum {
+        RxChecksum::None => Checksum::None,
+        RxChecksum::Unnecessary => Checksum::Unnecessary,
+        RxChecksum::Partial => Checksum::Partial,
+    };
+    let gso = pkt.meta.gso.map(|g| match g.ty {
+        GsoType::Tcpv6 => net::Gso::Tcpv6(g.size),
+        _ => net::Gso::Tcpv4(g.size),
+    });
+    Some((skb, csum, gso))
+}
+
+// --- the net_device ---------------------------------------------------------------------------
+
+/// What the `net_device` callbacks see: the queues and the negotiated offloads.
+struct Net {
+    queues: KVec<Pin<KBox<Queue>>>,
+    /// Queues connected (0 while disconnected).
+    active: AtomicU32,
+    /// What the backend offers, as `Features` bits (`fix_features`).
+    offered: AtomicU32,
+}
+
+impl Net {
+    fn queue(&self, q: u16) -> Option<&Queue> {
+        self.queues.get(usize::from(q)).map(|b| &**b)
+    }
+}
+
+fn offload_features(o: &Offload) -> Features {
+    let mut f = Features::RXCSUM;
+    if o.sg {
+        f = f.with(Features::SG);
+    }
+    if o.ipv4_csum {
+        f = f.with(Features::IP_CSUM);
+    }
+    if o.ipv6_csum {
+        f = f.with(Features::IPV6_CSUM);
+    }
+    if o.gso_tcpv4 {
+        f = f.with(Features::TSO);
+    }
+    if o.gso_tcpv6 {
+        f = f.with(Features::TSO6);
+    }
+    f
+}
+
+impl net::Operations for Net {
+    fn open(this: ArcBorrow<'_, Self>, net: &NetRef) -> Result {
+        for q in 0..this.queues.len() as u16 {
+            net.napi_enable(q);
+        }
+        net.tx_start_all();
+        // Anything that arrived while the interface was down.
+        for q in 0..this.active.load(Ordering::Acquire) as u16 {
+            net.napi_schedule(q);
+        }
+        Ok(())
+    }
+
+    fn stop(this: ArcBorrow<'_, Self>, net: &NetRef) -> Result {
+        net.tx_disable_all();
+        for q in 0..this.queues.len() as u16 {
+            net.napi_disable(q);
+        }
+        Ok(())
+    }
+
+    fn start_xmit(
+        this: ArcBorrow<'_, Self>,
+        net: &NetRef,
+        queue: u16,
+        skb: TxSkb,
+    ) -> Result<(), TxSkb> {
+        match this.queue(queue) {
+            Some(q) => q.xmit(net, skb),
+            // The stack picks among the real queues, which are ours: drop it.
+            None => Ok(()),
+        }
+    }
+
+    fn poll(this: ArcBorrow<'_, Self>, napi: &net::Napi<'_>, budget: i32) -> i32 {
+        match this.queue(napi.queue()) {
+            Some(q) => q.poll(napi, budget),
+            None => {
+                napi.complete_done(0);
+                0
+            }
+        }
+    }
+
+    fn stats(this: ArcBorrow<'_, Self>, s: &mut NetStats) {
+        for q in this.queues.iter() {
+            let (f, c) = q.stats();
+            s.tx_packets += f.tx_packets;
+            s.tx_bytes += f.tx_bytes;
+            s.tx_errors += f.tx_errors + f.tx_aborted;
+            s.tx_dropped += c.tx_dropped;
+            s.rx_packets += f.rx_packets;
+            s.rx_bytes += f.rx_bytes;
+            s.rx_errors += f.rx_errors;
+            s.rx_dropped += c.rx_dropped;
+        }
+    }
+
+    fn change_mtu(this: ArcBorrow<'_, Self>, net: &NetRef, mtu: u32) -> Result {
+        // Without scatter-gather a packet must fit one page.
+        let sg = net.features().contains(Features::SG)
+            && Features(this.offered.load(Ordering::Acquire)).contains(Features::SG);
+        if mtu > 1500 && !sg {
+            return Err(EINVAL);
+        }
+        Ok(())
+    }
+
+    fn fix_features(this: ArcBorrow<'_, Self>, wanted: Features) -> Features {
+        let offered = Features(this.offered.load(Ordering::Acquire));
+        let switchable = Features::SG
+            .with(Features::IPV6_CSUM)
+            .with(Features::TSO)
+            .with(Features::TSO6);
+        Features(wanted.0 & !(switchable.0 & !offered.0))
+    }
+
+    fn ethtool_stats(this: ArcBorrow<'_, Self>, vals: &mut [u64]) {
+        let mut t = FrontStats::default();
+        let mut tx_dropped = 0u64;
+        let mut rx_dropped = 0u64;
+        for (i, q) in this.queues.iter().enumerate() {
+            let (f, c) = q.stats();
+            t = add(&t, &f);
+            tx_dropped += c.tx_dropped;
+            rx_dropped += c.rx_dropped;
+            if let Some(v) = vals.get_mut(TOTALS + PER_QUEUE * i) {
+                *v = f.tx_packets;
+            }
+            if let Some(v) = vals.get_mut(TOTALS + PER_QUEUE * i + 1) {
+                *v = f.rx_packets;
+            }
+        }
+        let totals = [
+            t.tx_packets,
+            t.tx_bytes,
+            t.tx_slots,
+            t.tx_errors,
+            t.tx_aborted,
+            t.tx_linearised,
+            t.tx_gso,
+            tx_dropped,
+            t.rx_packets,
+            t.rx_bytes,
+            t.rx_slots,
+            t.rx_errors,
+            t.rx_gso,
+            rx_dropped,
+            t.notifications,
+            t.events,
+            t.spurious_events,
+            t.grants,
+            t.grant_ends,
+            t.deferred_frees,
+            t.copied_bytes,
+            t.page_allocs,
+        ];
+        for (v, t) in vals.iter_mut().zip(totals) {
+            *v = t;
+        }
+    }
+}
+
+// --- the device ---------------------------------------------------------------------------------
+
+struct Ctl {
+    machine: Machine,
+    st: CtlState,
+}
+
+struct CtlState {
+    store: Option<KernelStore<Dev>>,
+    offer: Option<BackOffer>,
+    request: Option<FrontRequest>,
+    offload: Offload,
+    limits: FrontLimits,
+    connected: bool,
+    connections: u32,
+}
+
+/// One virtual network interface.
+#[pin_data]
+struct Dev {
+    handle: DeviceHandle,
+    net: Arc<Net>,
+    /// The interface; `None` only while probe builds it and after remove.
+    #[pin]
+    netdev: Mutex<Option<NetDevice<Net>>>,
+    #[pin]
+    ctl: Mutex<Ctl>,
+    #[pin]
+    ctl_work: Work<Dev, 0>,
+    backend_state: AtomicU32,
+    resumed: AtomicU64,
+}
+
+impl_has_work! {
+    impl HasWork<Self, 0> for Dev { self.ctl_work }
+}
+
+impl Kick for Dev {
+    /// No watches are registered through the device's store.
+    fn kick(_this: ArcBorrow<'_, Self>, _reason: KickReason) {}
+}
+
+impl WorkItem<0> for Dev {
+    type Pointer = Arc<Dev>;
+
+    fn run(this: Arc<Dev>) {
+        let Some(backend) = peer_state(&this.backend_state) else {
+            return;
+        };
+        let mut guard = this.ctl.lock();
+        this.drive(&mut guard, Input::Peer(backend), false);
+    }
+}
+
+impl Dev {
+    fn drive(self: &Arc<Self>, ctl: &mut Ctl, input: Input<'_>, resuming: bool) {
+        let Ctl { machine, st } = ctl;
+        machine.drive(
+            input,
+            &mut Glue {
+                dev: self,
+                st,
+                resuming,
+            },
+        );
+    }
+
+    fn netref(&self) -> Option<NetRef> {
+        self.netdev.lock().as_ref().map(|n| n.net())
+    }
+
+    fn read_offer(&self, st: &mut CtlState) -> Result<(), HandshakeError> {
+        let store = st.store.as_mut().ok_or(EINVAL)?;
+        let other = self.handle.otherend_path()?;
+        st.offer = Some(BackOffer::read(&mut StoreDir::new(
+            store,
+            other.as_path()?,
+            TxId::NONE,
+        ))?);
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn publish_rings(self: &Arc<Self>, st: &mut CtlState) -> Result<(), HandshakeError> {
+        let offer = st.offer.ok_or(EINVAL)?;
+        let (req, offload) = FrontRequest::negotiate(&st.limits, &offer)?;
+        let net = self.netref().ok_or(ENODEV)?;
+        let nq = usize::try_from(req.num_queues).map_err(|_| EINVAL)?;
+        let config = FrontConfig {
+            tx: offload,
+            rx: req.offload,
+            tx_budget: BUDGET as u32,
+        };
+        let mut rings = KVec::new();
+        for q in self.net.queues.iter().take(nq) {
+            rings.push(q.setup(&self.handle, net, config)?, GFP_KERNEL)?;
+        }
+        st.request = Some(req);
+        st.offload = offload;
+        let store = st.store.as_mut().ok_or(EINVAL)?;
+        let me = self.handle.nodename_path()?;
+        with_transaction(store, 16, |s, tx| -> Result<(), FeatureError> {
+            let mut dir = StoreDir::new(s, me.as_path()?, tx);
+            req.write(&mut dir)?;
+            for (q, r) in rings.iter().enumerate() {
+                write_queue(&mut dir, &req, q as u32, r)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    fn connect(self: &Arc<Self>, st: &mut CtlState) -> Result<(), HandshakeError> {
+        let req = st.request.ok_or(EINVAL)?;
+        let net = self.netref().ok_or(ENODEV)?;
+        let nq = u16::try_from(req.num_queues).map_err(|_| EINVAL)?;
+        self.net
+            .offered
+            .store(offload_features(&st.offload).0, Ordering::Release);
+        net.set_queues(nq)?;
+        net.update_features();
+        for q in self.net.queues.iter().take(usize::from(nq)) {
+            q.start()?;
+        }
+        self.net.active.store(u32::from(nq), Ordering::Release);
+        // The toolstack's MTU, as Linux's netfront takes it.
+        let mtu = {
+            let store = st.store.as_mut().ok_or(EINVAL)?;
+            let other = self.handle.otherend_path()?;
+            read_mtu(&mut StoreDir::new(store, other.as_path()?, TxId::NONE)).unwrap_or(1500)
+        };
+        if mtu != net.mtu() {
+            if let Err(e) = net.set_mtu(mtu) {
+                pr_warn!(
+                    "XENPVRS-NETFRONT {}: cannot take the backend's mtu {} ({:?})\n",
+                    net.name(),
+                    mtu,
+                    e
+                );
+            }
+        }
+        net.set_carrier(true);
+        net.tx_start_all();
+        if net.is_running() {
+            for q in 0..nq {
+                net.napi_schedule(q);
+            }
+        }
+        st.connected = true;
+        st.connections = st.connections.wrapping_add(1);
+        let o = st.offload;
+        pr_info!(
+            "XENPVRS-NETFRONT {}: connected queues={} sg={} tso4={} tso6={} csum4={} csum6={} mtu={} split-event-channels=0 trusted=0\n",
+            net.name(),
+            nq,
+            u8::from(o.sg),
+            u8::from(o.gso_tcpv4),
+            u8::from(o.gso_tcpv6),
+            u8::from(o.ipv4_csum),
+            u8::from(o.ipv6_csum),
+            net.mtu()
+        );
+        Ok(())
+    }
+
+    /// `Quiesce`: no more packets to the rings.
+    fn quiesce(&self) {
+        if let Some(net) = self.netref() {
+            net.set_carrier(false);
+            net.tx_disable_all();
+        }
+    }
+
+    /// `Disconnect`: drops every queue's engine (ending or deferring every grant, unbinding the
+    /// channels); the interface stays, carrier off. Idempotent.
+    fn disconnect(&self, st: &mut CtlState, why: &str) {
+        let net = self.netref();
+        if let Some(net) = net.as_ref() {
+            net.set_carrier(false);
+            net.tx_disable_all();
+        }
+        self.net.active.store(0, Ordering::Release);
+        for q in self.net.queues.iter() {
+            q.shutdown();
+        }
+        let was = st.connected || st.request.is_some();
+        st.connected = false;
+        st.request = None;
+        if was {
+            pr_info!(
+                "XENPVRS-NETFRONT {}: disconnected ({})\n",
+                net.as_ref().map_or(c_str!("?"), |n| n.name()),
+                why
+            );
+        }
+    }
+}
+
+struct Glue<'a> {
+    dev: &'a Arc<Dev>,
+    st: &'a mut CtlState,
+    resuming: bool,
+}
+
+impl Perform for Glue<'_> {
+    type Error = HandshakeError;
+
+    fn perform(&mut self, action: Action) -> Result<(), HandshakeError> {
+        let dev = self.dev;
+        match action {
+            Action::ReadPeerFeatures => dev.read_offer(self.st),
+            Action::PublishRingRefs => dev.publish_rings(self.st),
+            // Nothing to read: the MAC was read at probe, the MTU is taken at connect.
+            Action::ReadDeviceProperties => Ok(()),
+            Action::Connect => dev.connect(self.st),
+            Action::Quiesce => {
+                dev.quiesce();
+                Ok(())
+            }
+            Action::Disconnect => {
+                let why = if self.resuming {
+                    "restored; reconnecting"
+                } else {
+                    match XenbusState::try_from(dev.backend_state.load(Ordering::Acquire)) {
+                        Ok(XenbusState::Closing | XenbusState::Closed) => "backend closed",
+                        Ok(XenbusState::Unknown) | Err(_) => "backend gone",
+                        Ok(_) => "closed",
+                    }
+                };
+                dev.disconnect(self.st, why);
+                Ok(())
+            }
+            Action::SwitchState(state) => Ok(dev.handle.switch_state(state)?),
+            Action::ReportInvalidPeerState => {
+                pr_warn!(
+                    "XENPVRS-NETFRONT {}: the backend's state is not a XenBus state\n",
+                    dev.handle.nodename()
+                );
+                Ok(())
+            }
+            Action::PublishFeatures
+            | Action::MapRing
+            | Action::PublishDeviceProperties
+            | Action::Reconfigure => Ok(()),
+        }
+    }
+
+    fn failed(&mut self, action: Action, e: HandshakeError, gave_up: bool) {
+        let dev = self.dev;
+        if !gave_up {
+            pr_warn!(
+                "XENPVRS-NETFRONT {}: {:?} failed ({})\n",
+                dev.handle.nodename(),
+                action,
+                e
+            );
+            return;
+        }
+        pr_err!(
+            "XENPVRS-NETFRONT {}: handshake failed ({}) in {:?}\n",
+            dev.handle.nodename(),
+            e,
+            action
+        );
+        match CString::try_from_fmt(fmt!("handshake failed: {e}")) {
+            Ok(msg) => dev.handle.error(e.errno(), &msg),
+            Err(_) => dev
+                .handle
+                .error(e.errno(), c_str!("xenpvrs-netfront: handshake failed")),
+        }
+    }
+}
+
+/// Our `mac` key.
+fn read_mac(store: &mut KernelStore<Dev>, dev: &Device) -> Result<MacAddr> {
+    let me = dev.nodename_path().map_err(|_| EINVAL)?;
+    MacAddr::read(&mut StoreDir::new(
+        store,
+        me.as_path().map_err(|_| EINVAL)?,
+        TxId::NONE,
+    ))
+    .map_err(|e| {
+        pr_err!(
+            "XENPVRS-NETFRONT {}: no usable mac ({:?})\n",
+            dev.nodename(),
+            e
+        );
+        ENODEV
+    })
+}
+
+fn max_queues() -> u16 {
+    // SAFETY: reads a module parameter.
+    let q = unsafe { xpvrs_netfront_max_queues() };
+    u16::try_from(q).unwrap_or(MAX_QUEUES).clamp(1, MAX_QUEUES)
+}
+
+struct Driver;
+
+impl bus::Driver for Driver {
+    type Data = Dev;
+    const SIDE: Side = Side::Frontend;
+    const TYPE: &'static kernel::str::CStr = c_str!("vif");
+
+    fn probe(dev: &Device) -> Result<Arc<Dev>> {
+        let nq = max_queues();
+        let mut queues = KVec::with_capacity(usize::from(nq), GFP_KERNEL)?;
+        for i in 0..nq {
+            queues.push(KBox::pin_init(Queue::new(i), GFP_KERNEL)?, GFP_KERNEL)?;
+        }
+        let net = Arc::new(
+            Net {
+                queues,
+                active: AtomicU32::new(0),
+                offered: AtomicU32::new(0),
+            },
+            GFP_KERNEL,
+        )?;
+        let shared = net.clone();
+        let this = Arc::pin_init(
+            pin_init!(Dev {
+                handle: dev.handle(),
+                net: shared,
+                netdev <- new_mutex!(None),
+                ctl <- new_mutex!(Ctl {
+                    machine: Machine::new_connecting_first(),
+                    st: CtlState {
+                        store: None,
+                        offer: None,
+                        request: None,
+                        offload: Offload::default(),
+                        limits: FrontLimits {
+                            max_queues: u32::from(nq),
+                            split_event_channels: false,
+                            offload: Offload::ALL,
+                            multicast_control: false,
+                            xdp_headroom: None,
+                        },
+                        connected: false,
+                        connections: 0,
+                    },
+                }),
+                ctl_work <- new_work!("Dev::ctl_work"),
+                backend_state: AtomicU32::new(bus::PEER_NOT_SEEN),
+                resumed: AtomicU64::new(0),
+            }),
+            GFP_KERNEL,
+        )?;
+        let mut store = KernelStore::new(this.clone());
+        let mac = read_mac(&mut store, dev)?;
+        let bus_info = CString::try_from_fmt(fmt!("{}", dev.nodename()))?;
+        let all = Features::SG
+            .with(Features::IP_CSUM)
+            .with(Features::IPV6_CSUM)
+            .with(Features::TSO)
+            .with(Features::TSO6)
+            .with(Features::RXCSUM);
+        let params = NetParams {
+            nr_queues: nq,
+            mac: mac.0,
+            mtu: 1500,
+            min_mtu: MIN_MTU,
+            max_mtu: MAX_MTU,
+            hw_features: Features::SG
+                .with(Features::IPV6_CSUM)
+                .with(Features::TSO)
+                .with(Features::TSO6),
+            features: all,
+            driver: c_str!("xenpvrs_netfront"),
+            bus_info: &bus_info,
+            stat_names: STAT_NAMES
+                .get(..TOTALS + PER_QUEUE * usize::from(nq))
+                .unwrap_or(&STAT_NAMES),
+        };
+        let mut netdev = NetDevice::new(&params, net, dev.as_device())?;
+        netdev.register()?;
+        let name = CString::try_from_fmt(fmt!("{}", netdev.net().name()))?;
+        *this.netdev.lock() = Some(netdev);
+        {
+            let mut ctl = this.ctl.lock();
+            ctl.st.store = Some(store);
+        }
+        let _ = dev.switch_state(XenbusState::Initialising);
+        this.drive(&mut this.ctl.lock(), Input::Event(Event::Start), false);
+        pr_info!(
+            "XENPVRS-NETFRONT probe {} {} mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} max_queues={}\n",
+            dev.nodename(),
+            name.to_str().unwrap_or("?"),
+            mac.0[0],
+            mac.0[1],
+            mac.0[2],
+            mac.0[3],
+            mac.0[4],
+            mac.0[5],
+            nq
+        );
+        Ok(this)
+    }
+
+    fn resume(this: ArcBorrow<'_, Dev>, _dev: &Device) -> Result {
+        // Restored: the backend that had our rings is gone. The interface stays (with its
+        // addresses and sockets); the machine disconnects the engines and joins the new
+        // backend.
+        let this: Arc<Dev> = this.into();
+        cancel_sync(&this.ctl_work);
+        this.backend_state
+            .store(bus::PEER_NOT_SEEN, Ordering::Release);
+        this.resumed.fetch_add(1, Ordering::Relaxed);
+        let mut guard = this.ctl.lock();
+        this.drive(&mut guard, Input::Resume, true);
+        Ok(())
+    }
+
+    fn otherend_changed(data: ArcBorrow<'_, Dev>, _dev: &Device, state: XenbusState) {
+        data.backend_state
+            .store(u32::from(state), Ordering::Release);
+        let this: Arc<Dev> = data.into();
+        let _ = workqueue::system().enqueue::<Arc<Dev>, 0>(this);
+    }
+
+    fn remove(this: Arc<Dev>, _dev: &Device) {
+        cancel_sync(&this.ctl_work);
+        {
+            let mut guard = this.ctl.lock();
+            this.drive(&mut guard, Input::Event(Event::Removed), false);
+            guard.st.store = None;
+        }
+        // Every channel is unbound (Disconnect): nothing schedules NAPI any more.
+        let netdev = this.netdev.lock().take();
+        drop(netdev);
+        pr_info!("XENPVRS-NETFRONT {}: removed\n", this.handle.nodename());
+    }
+}
+
+struct NetFrontModule {
+    _reg: Pin<KBox<bus::Registration<Driver>>>,
+    _report: stats::UnloadReport,
+}
+
+impl kernel::Module for NetFrontModule {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        if !xen_kernel::xen_domain() {
+            return Err(ENODEV);
+        }
+        let reg = KBox::pin_init(
+            bus::Registration::<Driver>::new(c_str!("xenpvrs-netfront")),
+            GFP_KERNEL,
+        )?;
+        pr_info!(
+            "XENPVRS-NETFRONT loaded max_queues={} trusted={}\n",
+            max_queues(),
+            // SAFETY: reads a module parameter.
+            u8::from(unsafe { xpvrs_netfront_trusted() })
+        );
+        Ok(NetFrontModule {
+            _reg: reg,
+            _report: stats::UnloadReport("XENPVRS-NETFRONT"),
+        })
+    }
+}
