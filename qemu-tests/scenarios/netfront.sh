@@ -4,7 +4,8 @@
 # - TCP, 256 MiB guest -> dom0 (dom0 verifies) and 256 MiB dom0 -> guest (the guest verifies);
 # - UDP datagrams of every size class up to 65507 bytes, each echoed by dom0 and compared, at
 #   MTU 1500 and again at MTU 9000 (dom0 raises its vif and bridge when the guest asks);
-# - pings of 56 and 8000 bytes, and of 8972 bytes unfragmented at MTU 9000;
+# - pings of 56 and 8000 bytes, a flood of 2000 (each sent when the last reply is in), and
+#   of 8972 bytes unfragmented at MTU 9000;
 # - UDP again with checksum offload and TSO off (ethtool -K), then both on again;
 # then shows its counters (ethtool -S: both queues carried packets) and unloads the driver.
 TIMEOUT=900
@@ -78,6 +79,10 @@ domu_main() {
 
     check udp-mtu-1500 xudp client 10.0.0.1 6000 "$SEED" 65507
     check ping ping -c 20 -q 10.0.0.1
+    # A ping flood: the next echo as soon as the reply is in, 2000 of them, none lost.
+    flood=$(ping -A -c 2000 -w 120 -q 10.0.0.1 | grep 'packets transmitted')
+    log "ping flood: $flood"
+    check_eq ping-flood-no-loss "2000 packets transmitted, 2000 packets received, 0% packet loss" "$flood"
     check ping-8000 ping -c 10 -s 8000 -q 10.0.0.1
 
     # MTU 9000 on both ends.

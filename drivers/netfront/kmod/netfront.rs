@@ -973,8 +973,10 @@ impl Dev {
         st.connections = st.connections.wrapping_add(1);
         let o = st.offload;
         pr_info!(
-            "XENPVRS-NETFRONT {}: connected queues={} sg={} tso4={} tso6={} csum4={} csum6={} mtu={} split-event-channels=0 trusted=0\n",
+            "XENPVRS-NETFRONT {}: connected connections={} resumes={} queues={} sg={} tso4={} tso6={} csum4={} csum6={} mtu={} split-event-channels=0 trusted=0\n",
             net.name(),
+            st.connections,
+            self.resumed.load(Ordering::Relaxed),
             nq,
             u8::from(o.sg),
             u8::from(o.gso_tcpv4),
