@@ -59,6 +59,11 @@ domu_main() {
     until ping -c 1 -W 1 10.0.0.1 >/dev/null 2>&1 || [ $n -eq 0 ]; do n=$((n - 1)); done
     check_eq carrier 1 "$(cat /sys/class/net/eth0/carrier)"
     check_eq queues 2 "$(ls -d /sys/class/net/eth0/queues/tx-* | wc -l)"
+    kscan XENPVRS-NETFRONT "eth0: connected"
+    log "$KLAST"
+    # Linux's netback offers split event channels: a TX and an RX channel per queue.
+    check_eq split-event-channels 1 "$(kv "$KLAST" split-event-channels)"
+    check_eq channels-in-proc-interrupts 4 "$(grep -cE 'xenpvrs-netfront-(tx|rx)' /proc/interrupts)"
 
     # TCP up: dom0 verifies every byte and answers on 5001.
     check tcp-up sh -c "xpattern gen $NET_BYTES $SEED | nc 10.0.0.1 5000"

@@ -97,11 +97,27 @@ impl Kick for IrqTarget {
     }
 }
 
-/// The engine's platform: grants, the queue's event channel, and pages allocated without
-/// sleeping (the engine allocates in `start_xmit` and in the NAPI poll).
+/// The engine's platform: grants, the queue's event channel (its TX channel with split event
+/// channels, then `rx_chan` is the RX one), and pages allocated without sleeping (the engine
+/// allocates in `start_xmit` and in the NAPI poll).
 struct NetEnv {
     grants: Grants,
     chan: Channel<IrqTarget>,
+    rx_chan: Option<Channel<IrqTarget>>,
+}
+
+impl NetEnv {
+    /// `op` on whichever channel holds `port`.
+    fn on_port(
+        &self,
+        port: Port,
+        op: impl Fn(&Channel<IrqTarget>, Port) -> Result<(), EvtchnError>,
+    ) -> Result<(), EvtchnError> {
+        match (op(&self.chan, port), self.rx_chan.as_ref()) {
+            (Err(EvtchnError::InvalidPort), Some(rx)) => op(rx, port),
+            (r, _) => r,
+        }
+    }
 }
 
 impl GrantOps for NetEnv {
@@ -164,16 +180,16 @@ impl EvtchnOps for NetEnv {
         self.chan.bind_interdomain(remote, remote_port)
     }
     fn notify(&self, port: Port) -> Result<(), EvtchnError> {
-        self.chan.notify(port)
+        self.on_port(port, |c, p| c.notify(p))
     }
     fn mask(&self, port: Port) -> Result<(), EvtchnError> {
-        self.chan.mask(port)
+        self.on_port(port, |c, p| c.mask(p))
     }
     fn unmask(&self, port: Port) -> Result<(), EvtchnError> {
-        self.chan.unmask(port)
+        self.on_port(port, |c, p| c.unmask(p))
     }
     fn close(&self, port: Port) -> Result<(), EvtchnError> {
-        self.chan.close(port)
+        self.on_port(port, |c, p| c.close(p))
     }
 }
 
@@ -295,7 +311,10 @@ fn add(a: &FrontStats, b: &FrontStats) -> FrontStats {
 
 struct QState {
     engine: Option<KBox<Engine>>,
+    /// The interrupt targets: the queue's channel (TX with split channels), and the RX
+    /// channel's with split channels.
     irq: Option<Arc<IrqTarget>>,
+    rx_irq: Option<Arc<IrqTarget>>,
     /// Connected: packets may go to the ring.
     ready: bool,
     /// Work was found since the last EOI (else the EOI says spurious).
@@ -320,6 +339,7 @@ impl Queue {
             state <- new_spinlock!(QState {
                 engine: None,
                 irq: None,
+                rx_irq: None,
                 ready: false,
                 worked: false,
                 counts: Counts::default(),
@@ -330,25 +350,50 @@ impl Queue {
     /// Builds the queue's rings, channel and engine (process context); returns what goes into
     /// XenStore.
     #[inline(never)]
-    fn setup(&self, dev: &DeviceHandle, net: NetRef, config: FrontConfig) -> Result<QueueRings> {
+    fn setup(
+        &self,
+        dev: &DeviceHandle,
+        net: NetRef,
+        config: FrontConfig,
+        split: bool,
+    ) -> Result<QueueRings> {
         let backend = dev.otherend_id();
         let tx_ring = FrontRingPages::new(dev, 1)?;
         let rx_ring = FrontRingPages::new(dev, 1)?;
         let tx_ref = tx_ring.gref(0).ok_or(EINVAL)?;
         let rx_ref = rx_ring.gref(0).ok_or(EINVAL)?;
-        let irq = Arc::new(
-            IrqTarget {
-                net,
-                queue: self.index,
-                eoi_owed: AtomicBool::new(false),
-            },
-            GFP_KERNEL,
-        )?;
+        let target = || {
+            Arc::new(
+                IrqTarget {
+                    net,
+                    queue: self.index,
+                    eoi_owed: AtomicBool::new(false),
+                },
+                GFP_KERNEL,
+            )
+        };
+        let irq = target()?;
+        let rx_irq = if split { Some(target()?) } else { None };
         let env = NetEnv {
             grants: Grants::new(),
-            chan: Channel::new(dev.clone(), irq.clone(), c_str!("xenpvrs-netfront")),
+            chan: Channel::new(
+                dev.clone(),
+                irq.clone(),
+                if split {
+                    c_str!("xenpvrs-netfront-tx")
+                } else {
+                    c_str!("xenpvrs-netfront")
+                },
+            ),
+            rx_chan: rx_irq
+                .as_ref()
+                .map(|t| Channel::new(dev.clone(), t.clone(), c_str!("xenpvrs-netfront-rx"))),
         };
-        let port = env.alloc_unbound(backend).map_err(|_| EIO)?;
+        let port = env.chan.alloc_unbound(backend).map_err(|_| EIO)?;
+        let rx_port = match env.rx_chan.as_ref() {
+            Some(c) => c.alloc_unbound(backend).map_err(|_| EIO)?,
+            None => port,
+        };
         let mut tx = KVec::with_capacity(IDS, GFP_KERNEL)?;
         let mut rx = KVec::with_capacity(IDS, GFP_KERNEL)?;
         for _ in 0..IDS {
@@ -360,7 +405,7 @@ impl Queue {
             tx_ring,
             rx_ring,
             backend,
-            (port, port),
+            (port, rx_port),
             config,
             TxTable(tx),
             RxTable(rx),
@@ -373,13 +418,21 @@ impl Queue {
             st.ready = false;
             st.worked = false;
             st.irq = Some(irq);
+            st.rx_irq = rx_irq;
             st.engine.replace(engine)
         };
         drop(old);
         Ok(QueueRings {
             tx_ref,
             rx_ref,
-            channels: Channels::Shared(port),
+            channels: if split {
+                Channels::Split {
+                    tx: port,
+                    rx: rx_port,
+                }
+            } else {
+                Channels::Shared(port)
+            },
         })
     }
 
@@ -401,6 +454,7 @@ impl Queue {
             let mut st = self.state.lock();
             st.ready = false;
             st.irq = None;
+            st.rx_irq = None;
             let mut engine = st.engine.take();
             if let Some(e) = engine.as_mut() {
                 e.close(|_| {});
@@ -593,11 +647,27 @@ impl Queue {
         // Idle: the port may raise its next event.
         let mut st = self.state.lock();
         let QState {
-            engine, irq, worked, ..
+            engine,
+            irq,
+            rx_irq,
+            worked,
+            ..
         } = &mut *st;
-        if let (Some(e), Some(t)) = (engine.as_ref(), irq.as_ref()) {
-            if t.eoi_owed.swap(false, Ordering::AcqRel) {
+        if let Some(e) = engine.as_ref() {
+            // Each channel that raised an event gets its EOI (one `worked` for both: a queue
+            // that found work on either ring is not flooded).
+            let mut eoi = false;
+            if irq.as_ref().is_some_and(|t| t.eoi_owed.swap(false, Ordering::AcqRel)) {
                 e.env().chan.eoi(!*worked);
+                eoi = true;
+            }
+            if let (Some(t), Some(c)) = (rx_irq.as_ref(), e.env().rx_chan.as_ref()) {
+                if t.eoi_owed.swap(false, Ordering::AcqRel) {
+                    c.eoi(!*worked);
+                    eoi = true;
+                }
+            }
+            if eoi {
                 *worked = false;
             }
         }
@@ -916,7 +986,10 @@ impl Dev {
         };
         let mut rings = KVec::new();
         for q in self.net.queues.iter().take(nq) {
-            rings.push(q.setup(&self.handle, net, config)?, GFP_KERNEL)?;
+            rings.push(
+                q.setup(&self.handle, net, config, req.split_event_channels)?,
+                GFP_KERNEL,
+            )?;
         }
         st.request = Some(req);
         st.offload = offload;
@@ -973,7 +1046,7 @@ impl Dev {
         st.connections = st.connections.wrapping_add(1);
         let o = st.offload;
         pr_info!(
-            "XENPVRS-NETFRONT {}: connected connections={} resumes={} queues={} sg={} tso4={} tso6={} csum4={} csum6={} mtu={} split-event-channels=0 trusted=0\n",
+            "XENPVRS-NETFRONT {}: connected connections={} resumes={} queues={} sg={} tso4={} tso6={} csum4={} csum6={} mtu={} split-event-channels={} trusted=0\n",
             net.name(),
             st.connections,
             self.resumed.load(Ordering::Relaxed),
@@ -983,7 +1056,8 @@ impl Dev {
             u8::from(o.gso_tcpv6),
             u8::from(o.ipv4_csum),
             u8::from(o.ipv6_csum),
-            net.mtu()
+            net.mtu(),
+            u8::from(req.split_event_channels)
         );
         Ok(())
     }
@@ -1156,7 +1230,7 @@ impl bus::Driver for Driver {
                         offload: Offload::default(),
                         limits: FrontLimits {
                             max_queues: u32::from(nq),
-                            split_event_channels: false,
+                            split_event_channels: true,
                             offload: Offload::ALL,
                             multicast_control: false,
                             xdp_headroom: None,
