@@ -138,9 +138,10 @@ fuzz_target!(|input: Input| {
     if input.single.len() > 256 || input.pair.len() > 1024 {
         return;
     }
-    // Each role alone against an arbitrary peer.
-    for role in [Role::Frontend, Role::Backend] {
-        let mut m = Machine::new(role);
+    // Each role alone against an arbitrary peer (the frontend in both flavours: waiting for the
+    // backend's Connected, and connecting first as netif does).
+    for fresh in [Machine::new(Role::Frontend), Machine::new_connecting_first(), Machine::new(Role::Backend)] {
+        let mut m = fresh;
         let mut res = Resources::default();
         for op in &input.single {
             let digit;
@@ -159,30 +160,32 @@ fuzz_target!(|input: Input| {
 
     // A pair: notifications are delivered in the fuzzer's order (possibly late, repeated, or
     // never, standing for coalesced watch firings).
-    let mut front = Machine::new(Role::Frontend);
-    let mut back = Machine::new(Role::Backend);
-    let (mut fres, mut bres) = (Resources::default(), Resources::default());
-    let notify = |m: &mut Machine, res: &mut Resources, other: S| {
-        drive(m, res, Ok(Some(state_text(other).as_bytes())));
-    };
-    for op in &input.pair {
-        match *op {
-            PairOp::NotifyFront => notify(&mut front, &mut fres, back.state()),
-            PairOp::NotifyBack => notify(&mut back, &mut bres, front.state()),
-            PairOp::Local { front: true, ev } => drive(&mut front, &mut fres, Err(ev.event())),
-            PairOp::Local { front: false, ev } => drive(&mut back, &mut bres, Err(ev.event())),
+    for fresh_front in [Machine::new(Role::Frontend), Machine::new_connecting_first()] {
+        let mut front = fresh_front;
+        let mut back = Machine::new(Role::Backend);
+        let (mut fres, mut bres) = (Resources::default(), Resources::default());
+        let notify = |m: &mut Machine, res: &mut Resources, other: S| {
+            drive(m, res, Ok(Some(state_text(other).as_bytes())));
+        };
+        for op in &input.pair {
+            match *op {
+                PairOp::NotifyFront => notify(&mut front, &mut fres, back.state()),
+                PairOp::NotifyBack => notify(&mut back, &mut bres, front.state()),
+                PairOp::Local { front: true, ev } => drive(&mut front, &mut fres, Err(ev.event())),
+                PairOp::Local { front: false, ev } => drive(&mut back, &mut bres, Err(ev.event())),
+            }
         }
-    }
-    // Fair delivery from here on: both sides must settle.
-    let mut settled = false;
-    for _ in 0..64 {
-        let (f0, b0) = (front.state(), back.state());
-        notify(&mut front, &mut fres, back.state());
-        notify(&mut back, &mut bres, front.state());
-        if (front.state(), back.state()) == (f0, b0) {
-            settled = true;
-            break;
+        // Fair delivery from here on: both sides must settle.
+        let mut settled = false;
+        for _ in 0..64 {
+            let (f0, b0) = (front.state(), back.state());
+            notify(&mut front, &mut fres, back.state());
+            notify(&mut back, &mut bres, front.state());
+            if (front.state(), back.state()) == (f0, b0) {
+                settled = true;
+                break;
+            }
         }
+        assert!(settled, "the pair never settled: front {:?} back {:?}", front.state(), back.state());
     }
-    assert!(settled, "the pair never settled: front {:?} back {:?}", front.state(), back.state());
 });
