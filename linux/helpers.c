@@ -543,18 +543,33 @@ static u32 xpvrs_from_netdev_features(netdev_features_t f)
 	(NETIF_F_SG | NETIF_F_IP_CSUM | NETIF_F_IPV6_CSUM | NETIF_F_TSO | NETIF_F_TSO6 | \
 	 NETIF_F_RXCSUM)
 
+/* Every NAPI context is enabled exactly while the device is open: before the driver's open,
+ * and disabled after its stop, so a driver cannot enable one twice, disable one twice or
+ * free the device with one enabled. */
 static int xpvrs_ndo_open(struct net_device *nd)
 {
 	struct xpvrs_net *n = xpvrs_net_of(nd);
+	u32 i;
+	int r;
 
-	return n->ops->open(n->drv, nd);
+	for (i = 0; i < n->nr_napi; i++)
+		napi_enable(&n->napi[i].napi);
+	r = n->ops->open(n->drv, nd);
+	if (r)
+		for (i = 0; i < n->nr_napi; i++)
+			napi_disable(&n->napi[i].napi);
+	return r;
 }
 
 static int xpvrs_ndo_stop(struct net_device *nd)
 {
 	struct xpvrs_net *n = xpvrs_net_of(nd);
+	u32 i;
+	int r = n->ops->stop(n->drv, nd);
 
-	return n->ops->stop(n->drv, nd);
+	for (i = 0; i < n->nr_napi; i++)
+		napi_disable(&n->napi[i].napi);
+	return r;
 }
 
 static netdev_tx_t xpvrs_ndo_xmit(struct sk_buff *skb, struct net_device *nd)
@@ -780,28 +795,20 @@ static struct napi_struct *xpvrs_napi_of(struct net_device *nd, u16 q)
 	return q < n->nr_napi ? &n->napi[q].napi : NULL;
 }
 
-void xpvrs_napi_enable(struct net_device *nd, u16 q)
-{
-	struct napi_struct *napi = xpvrs_napi_of(nd, q);
-
-	if (napi)
-		napi_enable(napi);
-}
-
-void xpvrs_napi_disable(struct net_device *nd, u16 q)
-{
-	struct napi_struct *napi = xpvrs_napi_of(nd, q);
-
-	if (napi)
-		napi_disable(napi);
-}
-
 void xpvrs_napi_schedule(struct net_device *nd, u16 q)
 {
 	struct napi_struct *napi = xpvrs_napi_of(nd, q);
 
-	if (napi)
+	if (!napi)
+		return;
+	if (in_interrupt()) {
 		napi_schedule(napi);
+	} else {
+		/* From process context the raised softirq must run on bottom-half enable. */
+		local_bh_disable();
+		napi_schedule(napi);
+		local_bh_enable();
+	}
 }
 
 bool xpvrs_napi_complete(struct net_device *nd, u16 q, int done)
@@ -847,6 +854,11 @@ void xpvrs_txq_disable_all(struct net_device *nd)
 void xpvrs_txq_start_all(struct net_device *nd)
 {
 	netif_tx_start_all_queues(nd);
+}
+
+void xpvrs_txq_wake_all(struct net_device *nd)
+{
+	netif_tx_wake_all_queues(nd);
 }
 
 void xpvrs_skb_info(struct sk_buff *skb, struct xpvrs_skb_info *i)
@@ -932,6 +944,10 @@ int xpvrs_skb_rx_finish(struct net_device *nd, struct sk_buff *skb, u8 csum, u8 
 		skb_shinfo(skb)->gso_type = (gso == 1 ? SKB_GSO_TCPV4 : SKB_GSO_TCPV6) |
 					    SKB_GSO_DODGY;
 		skb_shinfo(skb)->gso_segs = 0;
+	}
+	if (!pskb_may_pull(skb, ETH_HLEN)) {
+		dev_kfree_skb_any(skb);
+		return -EINVAL;
 	}
 	skb->protocol = eth_type_trans(skb, nd);
 	/* skb_checksum_setup() finds the IP header here. */

@@ -80,8 +80,6 @@ u32 xpvrs_net_features(struct net_device *nd);
 int xpvrs_net_set_queues(struct net_device *nd, u32 n);
 
 /* NAPI of queue q. */
-void xpvrs_napi_enable(struct net_device *nd, u16 q);
-void xpvrs_napi_disable(struct net_device *nd, u16 q);
 void xpvrs_napi_schedule(struct net_device *nd, u16 q);
 bool xpvrs_napi_complete(struct net_device *nd, u16 q, int done);
 void xpvrs_napi_gro_receive(struct net_device *nd, u16 q, struct sk_buff *skb);
@@ -92,6 +90,7 @@ void xpvrs_txq_wake(struct net_device *nd, u16 q);
 bool xpvrs_txq_stopped(struct net_device *nd, u16 q);
 void xpvrs_txq_disable_all(struct net_device *nd);
 void xpvrs_txq_start_all(struct net_device *nd);
+void xpvrs_txq_wake_all(struct net_device *nd);
 
 /* A packet to send. csum: 0 none, 1 partial, 2 unnecessary; gso: 0 none, 1 TCPv4, 2 TCPv6,
  * 3 another type. */

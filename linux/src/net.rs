@@ -14,7 +14,10 @@
 //!   `-S` statistics. Link state comes from the carrier; `ethtool -i` shows the driver name
 //!   and bus of [`NetParams`].
 //! - [`NetRef`] is a borrowed view of a live device for what drivers do to it: carrier, TX
-//!   queue stop and wake, NAPI scheduling and completion, features and MTU.
+//!   queue stop and wake, NAPI scheduling, features and MTU; [`Napi`] is a queue's NAPI
+//!   context during its poll (received packets, GRO, completion); a [`NapiScheduler`] lets an
+//!   interrupt handler schedule polls. The C half enables every NAPI context before `ndo_open`
+//!   and disables them after `ndo_stop`.
 //! - [`TxSkb`] is a packet to send, owned by the driver until it consumes it; [`RxSkb`] is a
 //!   packet being received, built from copied head bytes and whole pages, delivered through
 //!   GRO.
@@ -151,8 +154,6 @@ extern "C" {
     fn xpvrs_net_mtu(nd: *mut c_void) -> u32;
     fn xpvrs_net_features(nd: *mut c_void) -> u32;
     fn xpvrs_net_set_queues(nd: *mut c_void, n: u32) -> c_int;
-    fn xpvrs_napi_enable(nd: *mut c_void, q: u16);
-    fn xpvrs_napi_disable(nd: *mut c_void, q: u16);
     fn xpvrs_napi_schedule(nd: *mut c_void, q: u16);
     fn xpvrs_napi_complete(nd: *mut c_void, q: u16, done: c_int) -> bool;
     fn xpvrs_napi_gro_receive(nd: *mut c_void, q: u16, skb: *mut c_void);
@@ -161,6 +162,7 @@ extern "C" {
     fn xpvrs_txq_stopped(nd: *mut c_void, q: u16) -> bool;
     fn xpvrs_txq_disable_all(nd: *mut c_void);
     fn xpvrs_txq_start_all(nd: *mut c_void);
+    fn xpvrs_txq_wake_all(nd: *mut c_void);
     fn xpvrs_skb_info(skb: *mut c_void, info: *mut RawSkbInfo);
     fn xpvrs_skb_frag(
         skb: *mut c_void,
@@ -403,25 +405,52 @@ impl Drop for RxSkb {
     }
 }
 
-/// A live `net_device`, borrowed: what a driver does to its device.
+/// A live `net_device`, borrowed for `'a`: what a driver does to its device.
 ///
 /// # Invariants
 ///
-/// `nd` is a `net_device` allocated by [`NetDevice::new`] that is not freed while this value
-/// is used: within a callback of its [`Operations`], borrowed from its [`NetDevice`], or made
-/// by [`NetDevice::detached_ref`] under that function's contract.
+/// `nd` is a `net_device` allocated by [`NetDevice::new`] that is not freed during `'a`: the
+/// value is borrowed from its [`NetDevice`] or given to a callback of its [`Operations`] for
+/// the call.
 #[derive(Clone, Copy)]
-pub struct NetRef {
+pub struct NetRef<'a> {
     nd: NonNull<c_void>,
+    _p: PhantomData<&'a ()>,
 }
 
 // SAFETY: every operation below is safe to call from any thread and context the C interface
 // allows; the device outlives the value (type invariant).
-unsafe impl Send for NetRef {}
+unsafe impl Send for NetRef<'_> {}
 // SAFETY: as above.
-unsafe impl Sync for NetRef {}
+unsafe impl Sync for NetRef<'_> {}
 
-impl NetRef {
+/// What an interrupt handler may do to a device it does not borrow: schedule a queue's NAPI
+/// poll. Made by [`NetDevice::napi_scheduler`], under that function's contract.
+///
+/// # Invariants
+///
+/// `nd` is a `net_device` allocated by [`NetDevice::new`], not freed while this value is used
+/// (the contract of `napi_scheduler`).
+#[derive(Clone, Copy)]
+pub struct NapiScheduler {
+    nd: NonNull<c_void>,
+}
+
+// SAFETY: `napi_schedule` may be called from any context and thread; the device outlives every
+// use (type invariant).
+unsafe impl Send for NapiScheduler {}
+// SAFETY: as above.
+unsafe impl Sync for NapiScheduler {}
+
+impl NapiScheduler {
+    /// Schedules queue `q`'s NAPI poll (from any context, e.g. an interrupt handler).
+    pub fn schedule(&self, q: u16) {
+        // SAFETY: live device (type invariant); an out-of-range queue is ignored by C.
+        unsafe { xpvrs_napi_schedule(self.nd.as_ptr(), q) }
+    }
+}
+
+impl<'a> NetRef<'a> {
     fn raw(&self) -> *mut c_void {
         self.nd.as_ptr()
     }
@@ -485,18 +514,6 @@ impl NetRef {
         }
     }
 
-    /// Enables queue `q`'s NAPI context (from `open`, or after a reconnection).
-    pub fn napi_enable(&self, q: u16) {
-        // SAFETY: live device; an out-of-range queue is ignored by C.
-        unsafe { xpvrs_napi_enable(self.raw(), q) }
-    }
-
-    /// Disables queue `q`'s NAPI context, waiting for a running poll.
-    pub fn napi_disable(&self, q: u16) {
-        // SAFETY: live device; process context (napi_disable sleeps).
-        unsafe { xpvrs_napi_disable(self.raw(), q) }
-    }
-
     /// Schedules queue `q`'s poll (from any context, e.g. an interrupt handler).
     pub fn napi_schedule(&self, q: u16) {
         // SAFETY: live device.
@@ -521,6 +538,12 @@ impl NetRef {
         unsafe { xpvrs_txq_stopped(self.raw(), q) }
     }
 
+    /// Wakes every TX queue (and their qdiscs).
+    pub fn tx_wake_all(&self) {
+        // SAFETY: live device.
+        unsafe { xpvrs_txq_wake_all(self.raw()) }
+    }
+
     /// Stops every TX queue, waiting for running `start_xmit` calls (`netif_tx_disable`).
     pub fn tx_disable_all(&self) {
         // SAFETY: live device.
@@ -532,19 +555,58 @@ impl NetRef {
         // SAFETY: live device.
         unsafe { xpvrs_txq_start_all(self.raw()) }
     }
+}
 
-    /// A new received packet for queue `q` with room for `head_len` bytes in its linear part
-    /// (`napi_alloc_skb`: from the queue's poll only).
-    pub fn rx_skb(&self, q: u16, head_len: u32) -> Option<RxSkb> {
-        // SAFETY: live device; the caller is queue `q`'s poll (softirq).
-        let skb = unsafe { xpvrs_skb_rx_alloc(self.raw(), q, head_len) };
+/// Queue `q`'s NAPI context during its poll.
+pub struct Napi<'a> {
+    net: NetRef<'a>,
+    q: u16,
+    budget: i32,
+    /// `napi_complete_done` was called (at most once; the trampoline then makes the poll
+    /// return less than its budget).
+    completed: core::cell::Cell<bool>,
+}
+
+impl<'a> Napi<'a> {
+    /// The device.
+    pub fn net(&self) -> &NetRef<'a> {
+        &self.net
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> u16 {
+        self.q
+    }
+
+    /// `napi_complete_done`: the poll did `done` packets, less than its budget, and is
+    /// finished. `false` when the poll must not re-enable its interrupts (it was rescheduled or
+    /// is busy-polled), or when it may not complete: `done` is not below the budget, or it
+    /// completed already. After a completion the poll's return value is taken as below its
+    /// budget.
+    pub fn complete_done(&self, done: i32) -> bool {
+        if done < 0 || done >= self.budget || self.completed.get() {
+            return false;
+        }
+        self.completed.set(true);
+        // SAFETY: live device; called once from this queue's poll, with `done` below its
+        // budget.
+        unsafe { xpvrs_napi_complete(self.net.raw(), self.q, done) }
+    }
+
+    /// A new received packet with room for `head_len` bytes in its linear part
+    /// (`napi_alloc_skb`, which only this queue's poll may call).
+    pub fn rx_skb(&self, head_len: u32) -> Option<RxSkb> {
+        // SAFETY: live device; this is queue `q`'s poll (softirq), the only context
+        // `napi_alloc_skb` allows for this queue.
+        let skb = unsafe { xpvrs_skb_rx_alloc(self.net.raw(), self.q, head_len) };
         // INVARIANT: a fresh skb from napi_alloc_skb, ours.
         NonNull::new(skb).map(|skb| RxSkb { skb })
     }
 
-    /// Finishes `skb` (protocol, checksum state, GSO) and hands it to queue `q`'s GRO.
-    /// `Err` when its checksum cannot be set up (it is freed as a drop).
-    pub fn receive(&self, q: u16, skb: RxSkb, csum: Checksum, gso: Option<Gso>) -> Result {
+    /// Finishes `skb` (protocol, checksum state, GSO) and hands it to this queue's GRO.
+    /// `Err` when it is not a valid frame or its checksum cannot be set up (it is freed as a
+    /// drop).
+    pub fn receive(&self, skb: RxSkb, csum: Checksum, gso: Option<Gso>) -> Result {
         let raw = skb.skb;
         core::mem::forget(skb);
         let c = match csum {
@@ -558,63 +620,39 @@ impl NetRef {
             _ => (0, 0),
         };
         // SAFETY: live device; `raw` is ours and given to C, which frees it on failure.
-        let r = unsafe { xpvrs_skb_rx_finish(self.raw(), raw.as_ptr(), c, g, size) };
+        let r = unsafe { xpvrs_skb_rx_finish(self.net.raw(), raw.as_ptr(), c, g, size) };
         if r != 0 {
             return Err(Error::from_errno(r));
         }
-        // SAFETY: a finished skb, ours, handed to GRO (which owns it from now on).
-        unsafe { xpvrs_napi_gro_receive(self.raw(), q, raw.as_ptr()) };
+        // SAFETY: a finished skb, ours, handed to this queue's GRO during its poll (GRO owns it
+        // from now on).
+        unsafe { xpvrs_napi_gro_receive(self.net.raw(), self.q, raw.as_ptr()) };
         Ok(())
-    }
-}
-
-/// Queue `q`'s NAPI context during its poll.
-pub struct Napi<'a> {
-    net: NetRef,
-    q: u16,
-    _p: PhantomData<&'a ()>,
-}
-
-impl Napi<'_> {
-    /// The device.
-    pub fn net(&self) -> &NetRef {
-        &self.net
-    }
-
-    /// The queue.
-    pub fn queue(&self) -> u16 {
-        self.q
-    }
-
-    /// `napi_complete_done`: the poll did `done` packets, less than its budget. `false`
-    /// when the poll must not re-enable its interrupts (it was rescheduled or is busy-polled).
-    pub fn complete_done(&self, done: i32) -> bool {
-        // SAFETY: live device; called from this queue's poll.
-        unsafe { xpvrs_napi_complete(self.net.raw(), self.q, done) }
     }
 }
 
 /// A network driver.
 pub trait Operations: Send + Sync + 'static + Sized {
-    /// `ndo_open` (under RTNL).
-    fn open(this: ArcBorrow<'_, Self>, net: &NetRef) -> Result;
-    /// `ndo_stop` (under RTNL).
-    fn stop(this: ArcBorrow<'_, Self>, net: &NetRef) -> Result;
+    /// `ndo_open` (under RTNL; every queue's NAPI context is enabled just before).
+    fn open(this: ArcBorrow<'_, Self>, net: &NetRef<'_>) -> Result;
+    /// `ndo_stop` (under RTNL; every queue's NAPI context is disabled just after).
+    fn stop(this: ArcBorrow<'_, Self>, net: &NetRef<'_>) -> Result;
     /// `ndo_start_xmit` on TX queue `queue` (bottom halves off). `Err` gives the packet back
     /// untouched with the queue stopped (`NETDEV_TX_BUSY`); the stack retries it.
     fn start_xmit(
         this: ArcBorrow<'_, Self>,
-        net: &NetRef,
+        net: &NetRef<'_>,
         queue: u16,
         skb: TxSkb,
     ) -> Result<(), TxSkb>;
-    /// Queue `napi.queue()`'s NAPI poll (softirq): at most `budget` packets; returns the
-    /// number done, and completes the context ([`Napi::complete_done`]) when below `budget`.
+    /// Queue `napi.queue()`'s NAPI poll (softirq): at most `budget` packets (0: no RX at
+    /// all, netpoll); returns the number done, and completes the context
+    /// ([`Napi::complete_done`]) when below `budget`.
     fn poll(this: ArcBorrow<'_, Self>, napi: &Napi<'_>, budget: i32) -> i32;
     /// `ndo_get_stats64`.
     fn stats(this: ArcBorrow<'_, Self>, stats: &mut NetStats);
     /// `ndo_change_mtu` (under RTNL, within the device's bounds): `Ok` to accept `mtu`.
-    fn change_mtu(this: ArcBorrow<'_, Self>, net: &NetRef, mtu: u32) -> Result;
+    fn change_mtu(this: ArcBorrow<'_, Self>, net: &NetRef<'_>, mtu: u32) -> Result;
     /// `ndo_fix_features`: what of `wanted` the device can do now.
     fn fix_features(this: ArcBorrow<'_, Self>, wanted: Features) -> Features;
     /// The `ethtool -S` values, in the order of [`NetParams::stat_names`].
@@ -634,9 +672,12 @@ impl<T: Operations> VTable<T> {
         unsafe { <Arc<T> as ForeignOwnable>::borrow(drv) }
     }
 
-    fn net(nd: *mut c_void) -> Option<NetRef> {
-        // INVARIANT: the device of a callback, live for the call.
-        NonNull::new(nd).map(|nd| NetRef { nd })
+    fn net<'a>(nd: *mut c_void) -> Option<NetRef<'a>> {
+        // INVARIANT: the device of a callback, live for the call (`'a` does not leave it).
+        NonNull::new(nd).map(|nd| NetRef {
+            nd,
+            _p: PhantomData,
+        })
     }
 
     unsafe extern "C" fn open(drv: *const c_void, nd: *mut c_void) -> c_int {
@@ -670,15 +711,22 @@ impl<T: Operations> VTable<T> {
         let (Some(net), Some(skb)) = (Self::net(nd), NonNull::new(skb)) else {
             return 0;
         };
+        let given = skb;
         // INVARIANT: the stack hands the skb over with the call.
         let skb = TxSkb { skb };
         // SAFETY: the callback contract above.
         match T::start_xmit(unsafe { Self::this(drv) }, &net, queue, skb) {
             Ok(()) => 0,
-            Err(skb) => {
+            Err(back) if back.skb == given => {
                 // NETDEV_TX_BUSY: the stack keeps the skb.
-                core::mem::forget(skb);
+                core::mem::forget(back);
                 1
+            }
+            Err(other) => {
+                // Not the packet the stack gave (the driver freed that one): the stack must not
+                // keep it. Dropping `other` frees it; the call reports it sent.
+                drop(other);
+                0
             }
         }
     }
@@ -690,10 +738,18 @@ impl<T: Operations> VTable<T> {
         let napi = Napi {
             net,
             q,
-            _p: PhantomData,
+            budget,
+            completed: core::cell::Cell::new(false),
         };
         // SAFETY: the callback contract above.
-        T::poll(unsafe { Self::this(drv) }, &napi, budget)
+        let done = T::poll(unsafe { Self::this(drv) }, &napi, budget);
+        if napi.completed.get() {
+            // Completed: the poll may not report its whole budget (NAPI would poll again a
+            // context that is no longer scheduled).
+            done.clamp(0, budget.saturating_sub(1).max(0))
+        } else {
+            done.clamp(0, budget.max(0))
+        }
     }
 
     unsafe extern "C" fn stats(drv: *const c_void, s: *mut NetStats) {
@@ -818,21 +874,24 @@ impl<T: Operations> NetDevice<T> {
     }
 
     /// The device, borrowed.
-    pub fn net(&self) -> NetRef {
-        // INVARIANT: live while `self` is.
-        NetRef { nd: self.nd }
+    pub fn net(&self) -> NetRef<'_> {
+        // INVARIANT: live while `self` is borrowed.
+        NetRef {
+            nd: self.nd,
+            _p: PhantomData,
+        }
     }
 
-    /// A [`NetRef`] not tied to a borrow of `self`, for an interrupt handler that schedules
-    /// NAPI.
+    /// A handle that schedules NAPI polls, not tied to a borrow of `self`, for an interrupt
+    /// handler.
     ///
     /// # Safety
     ///
     /// The caller must stop using the returned value (e.g. unbind its interrupt handler)
     /// before `self` is dropped.
-    pub unsafe fn detached_ref(&self) -> NetRef {
+    pub unsafe fn napi_scheduler(&self) -> NapiScheduler {
         // INVARIANT: the caller's promise.
-        NetRef { nd: self.nd }
+        NapiScheduler { nd: self.nd }
     }
 
     /// Registers the device (it appears as `eth<N>`); the callbacks may run from here on.

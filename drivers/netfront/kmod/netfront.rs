@@ -25,7 +25,8 @@ use kernel::sync::{Arc, ArcBorrow, Mutex, SpinLock};
 use kernel::workqueue::{self, impl_has_work, new_work, Work, WorkItem};
 use kernel::{c_str, fmt, new_mutex, new_spinlock};
 use linux::net::{
-    self, BhOff, Checksum, Features, NetDevice, NetParams, NetRef, NetStats, RxSkb, TxSkb,
+    self, BhOff, Checksum, Features, NapiScheduler, NetDevice, NetParams, NetRef, NetStats, RxSkb,
+    TxSkb,
 };
 use linux::workqueue::cancel_sync;
 use xen_core::feature::netif::{
@@ -83,7 +84,7 @@ const BUDGET: usize = 64;
 
 /// What a queue's interrupt does: schedule its NAPI poll, which owes the port a late EOI.
 struct IrqTarget {
-    net: NetRef,
+    net: NapiScheduler,
     queue: u16,
     eoi_owed: AtomicBool,
 }
@@ -92,7 +93,7 @@ impl Kick for IrqTarget {
     fn kick(this: ArcBorrow<'_, Self>, reason: KickReason) {
         if reason == KickReason::Event {
             this.eoi_owed.store(true, Ordering::Release);
-            this.net.napi_schedule(this.queue);
+            this.net.schedule(this.queue);
         }
     }
 }
@@ -353,7 +354,7 @@ impl Queue {
     fn setup(
         &self,
         dev: &DeviceHandle,
-        net: NetRef,
+        net: NapiScheduler,
         config: FrontConfig,
         split: bool,
     ) -> Result<QueueRings> {
@@ -476,12 +477,19 @@ impl Queue {
     }
 
     /// `start_xmit` on this queue (bottom halves off).
-    fn xmit(&self, net: &NetRef, skb: TxSkb) -> Result<(), TxSkb> {
-        let info = skb.info();
+    fn xmit(&self, net: &NetRef<'_>, mut skb: TxSkb) -> Result<(), TxSkb> {
         let mut frags = [TxFrag::new(&[]); 18];
+        if skb.info().nr_frags as usize > frags.len() {
+            // More fragments than the 17 of a default kernel (MAX_SKB_FRAGS is configurable):
+            // one linear buffer instead, as Linux's netfront does.
+            if skb.linearize().is_err() {
+                self.state.lock().counts.tx_dropped += 1;
+                return Ok(());
+            }
+        }
+        let info = skb.info();
         let nfrags = info.nr_frags as usize;
         if nfrags > frags.len() {
-            // More fragments than any skb has (MAX_SKB_FRAGS is 17).
             self.state.lock().counts.tx_dropped += 1;
             return Ok(());
         }
@@ -562,7 +570,10 @@ impl Queue {
     fn poll(&self, napi: &net::Napi<'_>, budget: i32) -> i32 {
         let net = napi.net();
         let q = self.index;
-        let budget = usize::try_from(budget).unwrap_or(0).clamp(1, BUDGET);
+        // A budget of 0 (netpoll) allows TX completions only; more than the array below holds
+        // is worked through in several polls (the real budget is what a busy poll returns).
+        let full_budget = budget.max(0);
+        let budget = usize::try_from(budget).unwrap_or(0).min(BUDGET);
         let mut skbs: [Option<(RxSkb, Checksum, Option<net::Gso>)>; BUDGET] =
             [const { None }; BUDGET];
         let mut n = 0usize;
@@ -570,7 +581,6 @@ impl Queue {
         let mut st = self.state.lock();
         let QState {
             engine,
-            irq,
             worked,
             counts,
             ..
@@ -580,6 +590,15 @@ impl Queue {
             napi.complete_done(0);
             return 0;
         };
+        if budget == 0 {
+            if let Ok(p) = e.tx_event(|_| {}) {
+                *worked |= !p.spurious;
+            }
+            if net.tx_stopped(q) && e.tx_room() {
+                net.tx_wake(q);
+            }
+            return 0;
+        }
         match e.tx_event(|_| {}) {
             Ok(p) => {
                 more |= p.more;
@@ -596,7 +615,7 @@ impl Queue {
             net.tx_wake(q);
         }
         let mut dropped = 0u64;
-        let polled = e.poll(budget as u32, |pkt| match build_skb(net, q, pkt) {
+        let polled = e.poll(budget as u32, |pkt| match build_skb(napi, pkt) {
             Some(skb) => match skbs.get_mut(n) {
                 Some(slot) => {
                     *slot = Some(skb);
@@ -631,14 +650,14 @@ impl Queue {
         // reply, a TCP ACK), and so may `complete_done` below, which flushes GRO.
         for slot in skbs.iter_mut().take(n) {
             if let Some((skb, csum, gso)) = slot.take() {
-                if net.receive(q, skb, csum, gso).is_err() {
+                if napi.receive(skb, csum, gso).is_err() {
                     self.state.lock().counts.rx_dropped += 1;
                 }
             }
         }
         if more || done >= budget {
             // Polled again: the EOI waits for the end of the work.
-            return budget as i32;
+            return full_budget;
         }
         if !napi.complete_done(done as i32) {
             // Rescheduled (or busy-polled): the next poll ends the work.
@@ -657,7 +676,10 @@ impl Queue {
             // Each channel that raised an event gets its EOI (one `worked` for both: a queue
             // that found work on either ring is not flooded).
             let mut eoi = false;
-            if irq.as_ref().is_some_and(|t| t.eoi_owed.swap(false, Ordering::AcqRel)) {
+            if irq
+                .as_ref()
+                .is_some_and(|t| t.eoi_owed.swap(false, Ordering::AcqRel))
+            {
                 e.env().chan.eoi(!*worked);
                 eoi = true;
             }
@@ -677,12 +699,11 @@ impl Queue {
 
 /// An skb for a received packet: its first bytes copied, the rest of its pages attached.
 fn build_skb(
-    net: &NetRef,
-    q: u16,
+    napi: &net::Napi<'_>,
     pkt: &mut xen_netif::front::RxPacket<Page>,
 ) -> Option<(RxSkb, Checksum, Option<net::Gso>)> {
     let copy = (pkt.meta.len as usize).min(RX_COPY);
-    let mut skb = net.rx_skb(q, copy as u32)?;
+    let mut skb = napi.rx_skb(copy as u32)?;
     let mut head = [0u8; RX_COPY];
     let head = head.get_mut(..copy)?;
     // The first bytes, which may span fragments.
@@ -769,29 +790,24 @@ fn offload_features(o: &Offload) -> Features {
 }
 
 impl net::Operations for Net {
-    fn open(this: ArcBorrow<'_, Self>, net: &NetRef) -> Result {
-        for q in 0..this.queues.len() as u16 {
-            net.napi_enable(q);
-        }
+    fn open(this: ArcBorrow<'_, Self>, net: &NetRef<'_>) -> Result {
         net.tx_start_all();
-        // Anything that arrived while the interface was down.
-        for q in 0..this.active.load(Ordering::Acquire) as u16 {
+        // Anything that arrived while the interface was down (a poll of a queue with no
+        // engine just completes).
+        for q in 0..this.queues.len() as u16 {
             net.napi_schedule(q);
         }
         Ok(())
     }
 
-    fn stop(this: ArcBorrow<'_, Self>, net: &NetRef) -> Result {
+    fn stop(_this: ArcBorrow<'_, Self>, net: &NetRef<'_>) -> Result {
         net.tx_disable_all();
-        for q in 0..this.queues.len() as u16 {
-            net.napi_disable(q);
-        }
         Ok(())
     }
 
     fn start_xmit(
         this: ArcBorrow<'_, Self>,
-        net: &NetRef,
+        net: &NetRef<'_>,
         queue: u16,
         skb: TxSkb,
     ) -> Result<(), TxSkb> {
@@ -826,7 +842,7 @@ impl net::Operations for Net {
         }
     }
 
-    fn change_mtu(this: ArcBorrow<'_, Self>, net: &NetRef, mtu: u32) -> Result {
+    fn change_mtu(this: ArcBorrow<'_, Self>, net: &NetRef<'_>, mtu: u32) -> Result {
         // Without scatter-gather a packet must fit one page.
         let sg = net.features().contains(Features::SG)
             && Features(this.offered.load(Ordering::Acquire)).contains(Features::SG);
@@ -958,10 +974,6 @@ impl Dev {
         );
     }
 
-    fn netref(&self) -> Option<NetRef> {
-        self.netdev.lock().as_ref().map(|n| n.net())
-    }
-
     fn read_offer(&self, st: &mut CtlState) -> Result<(), HandshakeError> {
         let store = st.store.as_mut().ok_or(EINVAL)?;
         let other = self.handle.otherend_path()?;
@@ -977,7 +989,15 @@ impl Dev {
     fn publish_rings(self: &Arc<Self>, st: &mut CtlState) -> Result<(), HandshakeError> {
         let offer = st.offer.ok_or(EINVAL)?;
         let (req, offload) = FrontRequest::negotiate(&st.limits, &offer)?;
-        let net = self.netref().ok_or(ENODEV)?;
+        // SAFETY: the scheduler goes to the queues' interrupt targets, which live in their
+        // channels; every channel is unbound by `Disconnect`, which `remove` performs (the
+        // machine's `Removed`) before it drops the device.
+        let net = self
+            .netdev
+            .lock()
+            .as_ref()
+            .map(|n| unsafe { n.napi_scheduler() })
+            .ok_or(ENODEV)?;
         let nq = usize::try_from(req.num_queues).map_err(|_| EINVAL)?;
         let config = FrontConfig {
             tx: offload,
@@ -1008,7 +1028,9 @@ impl Dev {
 
     fn connect(self: &Arc<Self>, st: &mut CtlState) -> Result<(), HandshakeError> {
         let req = st.request.ok_or(EINVAL)?;
-        let net = self.netref().ok_or(ENODEV)?;
+        // The device stays borrowed (its mutex held) for the whole connect.
+        let netdev = self.netdev.lock();
+        let net = netdev.as_ref().ok_or(ENODEV)?.net();
         let nq = u16::try_from(req.num_queues).map_err(|_| EINVAL)?;
         self.net
             .offered
@@ -1036,7 +1058,7 @@ impl Dev {
             }
         }
         net.set_carrier(true);
-        net.tx_start_all();
+        net.tx_wake_all();
         if net.is_running() {
             for q in 0..nq {
                 net.napi_schedule(q);
@@ -1064,7 +1086,8 @@ impl Dev {
 
     /// `Quiesce`: no more packets to the rings.
     fn quiesce(&self) {
-        if let Some(net) = self.netref() {
+        if let Some(netdev) = self.netdev.lock().as_ref() {
+            let net = netdev.net();
             net.set_carrier(false);
             net.tx_disable_all();
         }
@@ -1073,7 +1096,8 @@ impl Dev {
     /// `Disconnect`: drops every queue's engine (ending or deferring every grant, unbinding the
     /// channels); the interface stays, carrier off. Idempotent.
     fn disconnect(&self, st: &mut CtlState, why: &str) {
-        let net = self.netref();
+        let netdev = self.netdev.lock();
+        let net = netdev.as_ref().map(|n| n.net());
         if let Some(net) = net.as_ref() {
             net.set_carrier(false);
             net.tx_disable_all();
