@@ -479,15 +479,16 @@ impl Queue {
     /// `start_xmit` on this queue (bottom halves off).
     fn xmit(&self, net: &NetRef<'_>, mut skb: TxSkb) -> Result<(), TxSkb> {
         let mut frags = [TxFrag::new(&[]); 18];
-        if skb.info().nr_frags as usize > frags.len() {
+        let mut info = skb.info();
+        if info.nr_frags as usize > frags.len() {
             // More fragments than the 17 of a default kernel (MAX_SKB_FRAGS is configurable):
             // one linear buffer instead, as Linux's netfront does.
             if skb.linearize().is_err() {
                 self.state.lock().counts.tx_dropped += 1;
                 return Ok(());
             }
+            info = skb.info();
         }
-        let info = skb.info();
         let nfrags = info.nr_frags as usize;
         if nfrags > frags.len() {
             self.state.lock().counts.tx_dropped += 1;
@@ -989,15 +990,14 @@ impl Dev {
     fn publish_rings(self: &Arc<Self>, st: &mut CtlState) -> Result<(), HandshakeError> {
         let offer = st.offer.ok_or(EINVAL)?;
         let (req, offload) = FrontRequest::negotiate(&st.limits, &offer)?;
-        // SAFETY: the scheduler goes to the queues' interrupt targets, which live in their
-        // channels; every channel is unbound by `Disconnect`, which `remove` performs (the
-        // machine's `Removed`) before it drops the device.
-        let net = self
-            .netdev
-            .lock()
-            .as_ref()
-            .map(|n| unsafe { n.napi_scheduler() })
-            .ok_or(ENODEV)?;
+        let net = {
+            let netdev = self.netdev.lock();
+            let netdev = netdev.as_ref().ok_or(ENODEV)?;
+            // SAFETY: the scheduler goes to the queues' interrupt targets, which live in their
+            // channels; every channel is unbound by `Disconnect`, which `remove` performs (the
+            // machine's `Removed`) before it drops the device.
+            unsafe { netdev.napi_scheduler() }
+        };
         let nq = usize::try_from(req.num_queues).map_err(|_| EINVAL)?;
         let config = FrontConfig {
             tx: offload,
