@@ -91,7 +91,11 @@ fn poll_checked(g: &mut SimGuest, b: &mut Balloon, now: u64) {
         }
     }
     if after < before {
-        assert!(after >= b.floor(), "shrank to {after} below the floor {}", b.floor());
+        assert!(
+            after >= b.floor(),
+            "shrank to {after} below the floor {}",
+            b.floor()
+        );
     }
 }
 
