@@ -8,7 +8,7 @@
 //! applies that rule per batch too (see [`crate::engine`]).
 //!
 //! The absolute floor is the minimum usable memory of Linux's former self-ballooning driver
-//! (`drivers/xen/xen-selfballoon.c`, removed upstream in 5.3), which no target went below.
+//! (`drivers/xen/xen-selfballoon.c`, removed upstream together with tmem), which no target went below.
 //! With `reserve` = `totalreserve_pages`, `max` = the guest's memory map in pages (`max_pfn`)
 //! and `useful = max - reserve`:
 //!
