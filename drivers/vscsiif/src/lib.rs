@@ -24,7 +24,7 @@
 //!   checked (rqid in range and outstanding, result known, sense at most 96 bytes, residual at
 //!   most the transfer), deferred frees of pages the backend still maps, and
 //!   [`ScsiFront::drain`] to queue outstanding commands again after save/restore.
-//! - [`MemTarget`] (feature `std`): an in-memory disk answering INQUIRY, TEST UNIT READY,
+//! - `MemTarget` (feature `std`): an in-memory disk answering INQUIRY, TEST UNIT READY,
 //!   READ CAPACITY, REPORT LUNS, READ and WRITE, for tests and fuzzing.
 //!
 //! # Not here
