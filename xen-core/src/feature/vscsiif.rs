@@ -200,6 +200,113 @@ pub fn read_lun<K: Keys + ?Sized>(keys: &mut K, index: u32) -> Result<Lun, Featu
     })
 }
 
+/// Longest `p-dev` accepted (a WWN such as `naa.6001405000000001:0` or an `h:c:t:l`; the
+/// XenStore value bound of this crate).
+pub const P_DEV_MAX: usize = VALUE_MAX;
+
+/// A backend LUN's `p-dev`: `<name>:<lun>`, where the name is a target-port WWN, a TPG alias or
+/// `h:c:t` of a host SCSI device. Printable ASCII without spaces, at most [`P_DEV_MAX`] bytes,
+/// a non-empty name and a strict decimal LUN after the last `:`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PDev {
+    buf: [u8; P_DEV_MAX],
+    len: usize,
+    /// Where the last `:` is.
+    colon: usize,
+    lun: u32,
+}
+
+impl core::fmt::Debug for PDev {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let text = core::str::from_utf8(self.as_bytes()).unwrap_or("?");
+        f.debug_tuple("PDev").field(&text).finish()
+    }
+}
+
+impl PDev {
+    /// Parses a `p-dev` value (see the type doc).
+    pub fn parse(text: &[u8]) -> Result<Self, FeatureError> {
+        const NAME: &str = "p-dev";
+        if text.is_empty() || text.len() > P_DEV_MAX {
+            return Err(FeatureError::Malformed(NAME));
+        }
+        if !text.iter().all(|b| (0x21..=0x7e).contains(b)) {
+            return Err(FeatureError::Malformed(NAME));
+        }
+        let colon = text
+            .iter()
+            .rposition(|&b| b == b':')
+            .ok_or(FeatureError::Malformed(NAME))?;
+        if colon == 0 {
+            return Err(FeatureError::Malformed(NAME));
+        }
+        let lun = parse_u32(text.get(colon + 1..).unwrap_or(&[]))
+            .map_err(|_| FeatureError::Malformed(NAME))?;
+        let mut buf = [0u8; P_DEV_MAX];
+        buf.get_mut(..text.len())
+            .ok_or(FeatureError::Malformed(NAME))?
+            .copy_from_slice(text);
+        Ok(Self {
+            buf,
+            len: text.len(),
+            colon,
+            lun,
+        })
+    }
+
+    /// The whole value.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or(&[])
+    }
+
+    /// The part before the last `:` (WWN, alias, or `h:c:t`).
+    pub fn name(&self) -> &[u8] {
+        self.buf.get(..self.colon).unwrap_or(&[])
+    }
+
+    /// The LUN after the last `:`.
+    pub fn lun(&self) -> u32 {
+        self.lun
+    }
+}
+
+/// One LUN entry as a backend sees it: what [`read_lun`] reads, plus `p-dev`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackLun {
+    /// `v-dev` and `state`.
+    pub lun: Lun,
+    /// `p-dev`.
+    pub p_dev: PDev,
+}
+
+/// Reads `vscsi-devs/dev-<index>/{v-dev,state,p-dev}` (backend side).
+pub fn read_back_lun<K: Keys + ?Sized>(keys: &mut K, index: u32) -> Result<BackLun, FeatureError> {
+    let lun = read_lun(keys, index)?;
+    let mut buf = [0u8; VALUE_MAX];
+    let key = KeyBuf::new(format_args!("vscsi-devs/dev-{index}/p-dev"))?;
+    let p_dev = match keys.read(key.as_str(), &mut buf) {
+        Ok(Some(v)) => PDev::parse(v)?,
+        Ok(None) => return Err(FeatureError::Missing("p-dev")),
+        Err(crate::xs::Error::NoSpace) => return Err(FeatureError::Malformed("p-dev")),
+        Err(e) => return Err(FeatureError::Store(e)),
+    };
+    Ok(BackLun { lun, p_dev })
+}
+
+/// Writes `vscsi-devs/dev-<index>/state` (either side: each writes the entry in its own
+/// directory).
+pub fn write_lun_state<K: KeysMut + ?Sized>(
+    keys: &mut K,
+    index: u32,
+    state: XenbusState,
+) -> Result<(), FeatureError> {
+    if index >= MAX_LUNS {
+        return Err(FeatureError::OutOfRange("vscsi-devs"));
+    }
+    let key = KeyBuf::new(format_args!("vscsi-devs/dev-{index}/state"))?;
+    write_decimal(keys, key.as_str(), state as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::MapKeys;
@@ -330,5 +437,39 @@ mod tests {
         ]);
         assert_eq!(read_lun(&mut k, 1), Err(FeatureError::Malformed("state")));
         assert_eq!(read_lun(&mut k, 2), Err(FeatureError::Missing("v-dev")));
+    }
+    #[test]
+    fn p_dev_parsed_strictly() {
+        let p = PDev::parse(b"naa.6001405000000001:0").unwrap();
+        assert_eq!(p.name(), b"naa.6001405000000001");
+        assert_eq!(p.lun(), 0);
+        let p = PDev::parse(b"8:0:2:1").unwrap();
+        assert_eq!((p.name(), p.lun()), (&b"8:0:2"[..], 1));
+        for bad in [
+            &b""[..],
+            b":0",
+            b"naa.1",
+            b"naa.1:",
+            b"naa.1:x",
+            b"naa 1:0",
+            b"naa.1:99999999999",
+            &[b'a'; 65][..],
+        ] {
+            assert_eq!(
+                PDev::parse(bad),
+                Err(FeatureError::Malformed("p-dev")),
+                "{bad:?}"
+            );
+        }
+        let mut k = MapKeys::with(&[
+            ("vscsi-devs/dev-0/v-dev", "0:0:0:0"),
+            ("vscsi-devs/dev-0/state", "1"),
+            ("vscsi-devs/dev-0/p-dev", "naa.1:3"),
+        ]);
+        let b = read_back_lun(&mut k, 0).unwrap();
+        assert_eq!(b.p_dev.lun(), 3);
+        assert_eq!(b.lun.state, XenbusState::Initialising);
+        write_lun_state(&mut k, 0, XenbusState::Initialised).unwrap();
+        assert_eq!(k.get("vscsi-devs/dev-0/state"), Some("3"));
     }
 }
