@@ -286,23 +286,29 @@ unload_blkfront() {
 
 # --- tools disk -----------------------------------------------------------------------------------
 # fio and its libraries weigh ~80 MB: too much for a guest's initramfs. dom0 has them, so it
-# builds an ext4 image holding fio, every library it loads and the loader, and gives it to the
-# guest as one more (read-only) disk; the guest mounts it and runs fio through that loader.
+# builds an ext4 image holding the tools, every library they load and the loader, and gives it to
+# the guest as one more (read-only) disk; the guest mounts it and runs each tool through that
+# loader.
 
-# make_tools_disk IMG (dom0): build the tools image.
+# make_tools_disk IMG [BIN...] (dom0): build the tools image with BIN... (default: fio).
 make_tools_disk() {
+    _img=$1
+    shift
+    [ $# -gt 0 ] || set -- /usr/bin/fio
     _t=/data/tools
     rm -rf "$_t" && mkdir -p "$_t/lib" || return
-    cp /usr/bin/fio "$_t/fio" || return
     cp -L /lib64/ld-linux-x86-64.so.2 "$_t/ld.so" || return
-    /lib64/ld-linux-x86-64.so.2 --list /usr/bin/fio > /tmp/fio.libs || return
-    while read -r _a _b _c _d; do
-        case "$_c" in /*) cp -L "$_c" "$_t/lib/" || return ;; esac
-    done < /tmp/fio.libs
+    for _bin in "$@"; do
+        cp "$_bin" "$_t/${_bin##*/}" || return
+        /lib64/ld-linux-x86-64.so.2 --list "$_bin" > /tmp/tools.libs || return
+        while read -r _a _b _c _d; do
+            case "$_c" in /*) cp -L "$_c" "$_t/lib/" || return ;; esac
+        done < /tmp/tools.libs
+    done
     # Checksums of every file, checked by use_tools in the guest: tools read back wrong through
-    # a block driver fail as a data error, not as a mysterious crash of fio.
-    (cd "$_t" && md5sum fio ld.so lib/* > SUMS) || return
-    rm -f "$1" && truncate -s 160M "$1" && /sbin/mke2fs -q -t ext4 -d "$_t" "$1" && rm -rf "$_t"
+    # a block driver fail as a data error, not as a mysterious crash of the tool.
+    (cd "$_t" && find . -type f | sort | xargs md5sum > SUMS) || return
+    rm -f "$_img" && truncate -s 160M "$_img" && /sbin/mke2fs -q -t ext4 -d "$_t" "$_img" && rm -rf "$_t"
 }
 
 # use_tools DEV (domU): mount the tools disk and check every file against its checksum (the
@@ -313,3 +319,4 @@ use_tools() {
 }
 # TOOLS: where the tools are (a copy in memory lets a scenario detach the tools disk).
 fio() { "${TOOLS:-/tools}/ld.so" --library-path "${TOOLS:-/tools}/lib" "${TOOLS:-/tools}/fio" "$@"; }
+iperf3() { "${TOOLS:-/tools}/ld.so" --library-path "${TOOLS:-/tools}/lib" "${TOOLS:-/tools}/iperf3" "$@"; }

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Build the dom0 and domU initramfs images from the host's Debian packages: busybox-static, the Xen
-# 4.17 tools and their libraries, e2fsprogs, fio (dom0 only: its libraries weigh 70 MB, too much
+# 4.17 tools and their libraries, e2fsprogs, fio and iperf3 (dom0 only: their libraries weigh 70 MB, too much
 # for a small guest's initramfs), the cached kernel's modules, our modules and the scenario scripts.
 # Output: target/qemu/{dom0,domu}.cpio.gz. Takes seconds; not cached.
 set -eu
@@ -96,7 +96,8 @@ r=$out/dom0-root
 common_root "$r"
 X=/usr/lib/xen-4.17/bin
 copy_bin "$r" $X/xl $X/xenstored $X/xenconsoled $X/xen-init-dom0 $X/libxl-save-helper \
-    /usr/bin/xenstore /usr/lib/x86_64-linux-gnu/libgcc_s.so.1 /usr/bin/fio
+    /usr/bin/xenstore /usr/lib/x86_64-linux-gnu/libgcc_s.so.1 /usr/bin/fio \
+    /usr/bin/iperf3
 for t in read write rm ls list exists chmod watch control; do ln -sf xenstore "$r/usr/bin/xenstore-$t"; done
 # xs-interop (built above): copied to a stable path, plus any library the tools did not bring.
 if [ -e "$ROOT/target/release/xs-interop" ]; then

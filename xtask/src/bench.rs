@@ -50,8 +50,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
             ring(round_trips)
         }
         Some("blk") => crate::bench_blk::run(args.get(1).map(String::as_str) == Some("--report")),
+        Some("net") => crate::bench_net::run(args.get(1).map(String::as_str) == Some("--report")),
         Some(other) => Err(format!("unknown benchmark `{other}`")),
-        None => Err("usage: cargo xtask bench ring [ROUND_TRIPS] | blk [--report]".into()),
+        None => Err(
+            "usage: cargo xtask bench ring [ROUND_TRIPS] | blk [--report] | net [--report]".into(),
+        ),
     }
 }
 

@@ -24,9 +24,9 @@
 //! where X and Y are ratios of the medians, a pairing is one round of ours over the same
 //! round of Linux's (they ran back to back), and the spread is the worst pairing over the best.
 
+use crate::bench_log::{field, spread};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 const SCENARIO: &str = "bench-blk";
 const IOPS_TEST: &str = "randread-4k-qd32";
@@ -58,43 +58,8 @@ struct Job {
 /// Runs the scenario and reports (`report_only`: reports on the last run's log again, if that
 /// run finished).
 pub fn run(report_only: bool) -> Result<(), String> {
-    let root = crate::root();
-    let log = root.join("results").join(SCENARIO).join("serial.log");
-    if report_only {
-        return report(&log);
-    }
-    let status = Command::new("sh")
-        .arg(root.join("qemu-tests/run.sh"))
-        .arg(SCENARIO)
-        .current_dir(&root)
-        .status()
-        .map_err(|e| format!("cannot run the {SCENARIO} scenario: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "the {SCENARIO} scenario failed (logs in results/{SCENARIO}/); no ratio"
-        ));
-    }
+    let log = crate::bench_log::run_scenario(SCENARIO, report_only)?;
     report(&log)
-}
-
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
-}
-
-/// `(min, median, max)`; NaN for none.
-fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN, f64::NAN);
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    let med = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    (v[0], med, v[n - 1])
 }
 
 /// What the log says, checked: every run accounted for and proven.
@@ -109,14 +74,7 @@ struct Parsed {
 /// Parses the log; any run that is missing, failed, or served by the wrong driver is an
 /// error, so no ratio is printed from an incomplete or unproven run.
 fn parse(log: &Path) -> Result<Parsed, String> {
-    let text = std::fs::read_to_string(log).map_err(|e| format!("{}: {e}", log.display()))?;
-    let verdict = format!("XEN-PV-RS-RESULT {SCENARIO} PASS");
-    if !text.lines().any(|l| l.trim_end() == verdict) {
-        return Err(format!(
-            "{}: the run did not finish with a PASS; refusing to report on it",
-            log.display()
-        ));
-    }
+    let text = crate::bench_log::finished_log(log, SCENARIO)?;
     let mut jobs: BTreeMap<(String, String), Vec<Job>> = BTreeMap::new();
     let mut backend_events = BTreeMap::new();
     let mut problems = Vec::new();

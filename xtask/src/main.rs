@@ -6,6 +6,8 @@
 
 mod bench;
 mod bench_blk;
+mod bench_log;
+mod bench_net;
 mod bindgen;
 mod safety;
 mod test;
@@ -29,6 +31,8 @@ tasks:
   fuzz-smoke [SECS]  run every fuzz target for a short bounded time (default 30 s each)
   bench ring         our ring against a pair of rtrb SPSC queues, same process and run
   bench blk          our blkfront against Linux's C blkfront, same disk, same Xen boot
+  bench net          our netfront against Linux's C netfront, same vif, same Xen boot
+  safety             check that every `unsafe` in the kernel crates has a `// SAFETY:` comment
   bindgen            regenerate xen-core/sys/src/bindings.rs from Debian's Xen headers
 ";
 
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         "fuzz-smoke" => test::fuzz_smoke(rest),
         "bench" => bench::run(rest),
         "bindgen" => bindgen::run(rest),
+        "safety" => safety::check(),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
