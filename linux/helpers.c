@@ -23,8 +23,10 @@ static void xpvrs_ticker_fire(struct timer_list *t)
 	struct xpvrs_ticker *k = from_timer(k, t, timer);
 
 	k->fn(k->arg);
-	/* After timer_shutdown_sync() this re-arm is a no-op. */
-	mod_timer(&k->timer, jiffies + k->period);
+	/* A one-shot timer (period 0) waits for its next xpvrs_oneshot_arm(). After
+	 * timer_shutdown_sync() this re-arm is a no-op. */
+	if (k->period)
+		mod_timer(&k->timer, jiffies + k->period);
 }
 
 struct xpvrs_ticker *xpvrs_ticker_start(unsigned int period_ms, void (*fn)(const void *arg),
@@ -40,6 +42,25 @@ struct xpvrs_ticker *xpvrs_ticker_start(unsigned int period_ms, void (*fn)(const
 	timer_setup(&k->timer, xpvrs_ticker_fire, 0);
 	mod_timer(&k->timer, jiffies + k->period);
 	return k;
+}
+
+struct xpvrs_ticker *xpvrs_oneshot_new(void (*fn)(const void *arg), const void *arg)
+{
+	struct xpvrs_ticker *k = kzalloc(sizeof(*k), GFP_KERNEL);
+
+	if (!k)
+		return NULL;
+	k->fn = fn;
+	k->arg = arg;
+	timer_setup(&k->timer, xpvrs_ticker_fire, 0);
+	return k;
+}
+
+void xpvrs_oneshot_arm(struct xpvrs_ticker *k, unsigned int ms)
+{
+	/* Any context. A pending timer keeps its expiry; after shutdown this is a no-op. */
+	if (!timer_pending(&k->timer))
+		mod_timer(&k->timer, jiffies + (msecs_to_jiffies(ms) ?: 1));
 }
 
 void xpvrs_ticker_stop(struct xpvrs_ticker *k)

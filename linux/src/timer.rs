@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
-//! A periodic tick for a driver object: a kernel timer that calls [`Tick::tick`] every
-//! period, for housekeeping that must happen also when no event comes (Linux's backends wake
-//! their threads on a timeout for the same reasons: purging unused persistent grants, noticing
-//! a resized device, printing statistics).
+//! A tick for a driver object: a kernel timer that calls [`Tick::tick`] every period
+//! ([`Ticker::start`]), for housekeeping that must happen also when no event comes (Linux's
+//! backends wake their threads on a timeout for the same reasons: purging unused persistent
+//! grants, noticing a resized device, printing statistics), or once per [`Ticker::arm`]
+//! ([`Ticker::one_shot`]), for a retry later (a network frontend that could not allocate
+//! receive buffers polls again in a moment rather than spinning).
 //!
 //! The timer runs in softirq context, so `tick` must not sleep: it typically sets a flag and
 //! queues the object's work item.
@@ -25,6 +27,11 @@ extern "C" {
         fire: Option<unsafe extern "C" fn(arg: *const c_void)>,
         arg: *const c_void,
     ) -> *mut XpvrsTicker;
+    fn xpvrs_oneshot_new(
+        fire: Option<unsafe extern "C" fn(arg: *const c_void)>,
+        arg: *const c_void,
+    ) -> *mut XpvrsTicker;
+    fn xpvrs_oneshot_arm(ticker: *mut XpvrsTicker, ms: kernel::ffi::c_uint);
     fn xpvrs_ticker_stop(ticker: *mut XpvrsTicker);
 }
 
@@ -34,13 +41,14 @@ pub trait Tick: Send + Sync + 'static {
     fn tick(this: ArcBorrow<'_, Self>);
 }
 
-/// A running periodic timer holding a counted reference on its object; dropping it stops the
-/// timer (waiting for a running tick) and releases the reference.
+/// A timer (periodic, or one-shot and armed on demand) holding a counted reference on its
+/// object; dropping it stops the timer (waiting for a running tick) and releases the
+/// reference.
 ///
 /// # Invariants
 ///
-/// `timer` came from `xpvrs_ticker_start` with `arg`, which came from `Arc::into_raw` (its
-/// count belongs to this value); both are released once, on drop.
+/// `timer` came from `xpvrs_ticker_start` or `xpvrs_oneshot_new` with `arg`, which came from
+/// `Arc::into_raw` (its count belongs to this value); both are released once, on drop.
 pub struct Ticker<T: Tick> {
     timer: NonNull<XpvrsTicker>,
     arg: *const T,
@@ -60,19 +68,39 @@ impl<T: Tick> Ticker<T> {
         // SAFETY: `fire::<T>` is a valid callback for `arg`, which stays valid until `drop`
         // stops the timer.
         let timer = unsafe { xpvrs_ticker_start(period_ms, Some(Self::fire), arg.cast()) };
+        Self::from_parts(timer, arg)
+    }
+
+    /// A timer that calls `T::tick(this)` once after each [`Ticker::arm`].
+    pub fn one_shot(this: Arc<T>) -> Result<Self> {
+        let arg = Arc::into_raw(this);
+        // SAFETY: `fire::<T>` is a valid callback for `arg`, which stays valid until `drop`
+        // stops the timer.
+        let timer = unsafe { xpvrs_oneshot_new(Some(Self::fire), arg.cast()) };
+        Self::from_parts(timer, arg)
+    }
+
+    fn from_parts(timer: *mut XpvrsTicker, arg: *const T) -> Result<Self> {
         match NonNull::new(timer) {
-            // INVARIANT: as documented above.
+            // INVARIANT: `timer` was made for `arg`, an `into_raw` pointer (both callers).
             Some(timer) => Ok(Ticker {
                 timer,
                 arg,
                 _p: PhantomData,
             }),
             None => {
-                // SAFETY: `arg` came from `into_raw` just above and was never handed on.
+                // SAFETY: `arg` came from `into_raw` in the caller and was never handed on.
                 drop(unsafe { Arc::from_raw(arg) });
                 Err(ENOMEM)
             }
         }
+    }
+
+    /// Ticks once `ms` milliseconds from now, unless a tick is already pending (which keeps
+    /// its time). Any context, atomic included.
+    pub fn arm(&self, ms: u32) {
+        // SAFETY: the timer is live until `drop` (type invariant).
+        unsafe { xpvrs_oneshot_arm(self.timer.as_ptr(), ms) };
     }
 
     /// # Safety

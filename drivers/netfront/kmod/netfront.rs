@@ -28,24 +28,20 @@ use linux::net::{
     self, BhOff, Checksum, Features, NapiScheduler, NetDevice, NetParams, NetRef, NetStats, RxSkb,
     TxSkb,
 };
+use linux::timer::{Tick, Ticker};
 use linux::workqueue::cancel_sync;
 use xen_core::feature::netif::{
     read_mtu, write_queue, BackOffer, Channels, FrontLimits, FrontRequest, MacAddr, Offload,
     QueueRings, MAX_MTU, MIN_MTU,
 };
 use xen_core::feature::{FeatureError, StoreDir};
-use xen_core::platform::PageAlloc;
 use xen_core::xenbus::{Action, Event, Input, Machine, Perform};
 use xen_core::xs::{with_transaction, TxId};
-use xen_evtchn::{EvtchnError, EvtchnOps};
-use xen_grant::{
-    Access, AccessError, BatchError, CopyOp, EndAccess, GrantError, GrantOps, MapRequest,
-    MapResult, UnmapResult,
-};
+use xen_evtchn::EvtchnOps;
 use xen_kernel::bus::{self, peer_state, Device, DeviceHandle, HandshakeError, Side};
 use xen_kernel::evtchn::Channel;
-use xen_kernel::grant::{Grants, LocalPage};
-use xen_kernel::platform::{Mapped, Page};
+use xen_kernel::grant::Grants;
+use xen_kernel::platform::{Env, Page};
 use xen_kernel::ring::FrontRingPages;
 use xen_kernel::store::KernelStore;
 use xen_kernel::{stats, Kick, KickReason};
@@ -54,7 +50,7 @@ use xen_netif::rx::RxChecksum;
 use xen_netif::tx::{Gso, TxChecksum, TxFrag, TxPacket};
 use xen_netif::{NetFront, SendError};
 use xen_sys::wire::netif::GsoType;
-use xen_sys::{DomId, GrantRef, Port, XenbusState};
+use xen_sys::XenbusState;
 
 module! {
     type: NetFrontModule,
@@ -79,6 +75,11 @@ const MAX_QUEUES: u16 = 8;
 const RX_COPY: usize = 256;
 /// Most packets one poll delivers (the NAPI weight).
 const BUDGET: usize = 64;
+/// Fewer RX buffers than this after a refill arm the refill timer (a packet may need as many
+/// slots: Linux's `NET_RX_SLOTS_MIN`).
+const RX_SLOTS_MIN: usize = xen_sys::wire::netif::NR_SLOTS_MIN + 1;
+/// When the refill timer polls again (Linux's: a tenth of a second).
+const RX_REFILL_MS: u32 = 100;
 
 // --- the platform ---------------------------------------------------------------------------
 
@@ -98,110 +99,14 @@ impl Kick for IrqTarget {
     }
 }
 
-/// The engine's platform: grants, the queue's event channel (its TX channel with split event
-/// channels, then `rx_chan` is the RX one), and pages allocated without sleeping (the engine
-/// allocates in `start_xmit` and in the NAPI poll).
-struct NetEnv {
-    grants: Grants,
-    chan: Channel<IrqTarget>,
-    rx_chan: Option<Channel<IrqTarget>>,
-}
-
-impl NetEnv {
-    /// `op` on whichever channel holds `port`.
-    fn on_port(
-        &self,
-        port: Port,
-        op: impl Fn(&Channel<IrqTarget>, Port) -> Result<(), EvtchnError>,
-    ) -> Result<(), EvtchnError> {
-        match (op(&self.chan, port), self.rx_chan.as_ref()) {
-            (Err(EvtchnError::InvalidPort), Some(rx)) => op(rx, port),
-            (r, _) => r,
-        }
+/// The RX refill timer: a poll that could not post enough receive buffers (no memory) arms it,
+/// and it polls again later (no EOI is owed for it).
+impl Tick for IrqTarget {
+    fn tick(this: ArcBorrow<'_, Self>) {
+        this.net.schedule(this.queue);
     }
 }
 
-impl GrantOps for NetEnv {
-    type Page = Page;
-    type Mapping = Mapped;
-
-    fn zero_page(&self, page: &mut Page) {
-        self.grants.zero_page(&mut page.0)
-    }
-
-    fn grant_access(
-        &self,
-        domid: DomId,
-        page: &Page,
-        access: Access,
-    ) -> Result<GrantRef, AccessError> {
-        self.grants.grant_access(domid, &page.0, access)
-    }
-
-    fn end_access(&self, gref: GrantRef) -> EndAccess {
-        self.grants.end_access(gref)
-    }
-
-    fn defer_free(&self, gref: GrantRef, page: Page) {
-        self.grants.defer_free(gref, page.0)
-    }
-
-    /// A frontend maps nothing.
-    fn map_batch(&self, _r: &[MapRequest], _m: &mut [MapResult<Mapped>]) -> Result<(), BatchError> {
-        Err(BatchError::TooLarge)
-    }
-
-    /// A frontend maps nothing.
-    fn unmap_batch(
-        &self,
-        _m: &mut [Option<Mapped>],
-        _r: &mut [UnmapResult],
-    ) -> Result<(), BatchError> {
-        Err(BatchError::TooLarge)
-    }
-
-    /// A frontend copies nothing through the grant table.
-    fn copy_batch(
-        &self,
-        _o: &[CopyOp<'_, Page>],
-        results: &mut [Result<(), GrantError>],
-    ) -> Result<(), BatchError> {
-        for r in results.iter_mut() {
-            *r = Err(GrantError::GeneralError);
-        }
-        Ok(())
-    }
-}
-
-impl EvtchnOps for NetEnv {
-    fn alloc_unbound(&self, remote: DomId) -> Result<Port, EvtchnError> {
-        self.chan.alloc_unbound(remote)
-    }
-    fn bind_interdomain(&self, remote: DomId, remote_port: Port) -> Result<Port, EvtchnError> {
-        self.chan.bind_interdomain(remote, remote_port)
-    }
-    fn notify(&self, port: Port) -> Result<(), EvtchnError> {
-        self.on_port(port, |c, p| c.notify(p))
-    }
-    fn mask(&self, port: Port) -> Result<(), EvtchnError> {
-        self.on_port(port, |c, p| c.mask(p))
-    }
-    fn unmask(&self, port: Port) -> Result<(), EvtchnError> {
-        self.on_port(port, |c, p| c.unmask(p))
-    }
-    fn close(&self, port: Port) -> Result<(), EvtchnError> {
-        self.on_port(port, |c, p| c.close(p))
-    }
-}
-
-impl PageAlloc for NetEnv {
-    type Page = Page;
-    fn alloc_page(&self) -> Option<Page> {
-        LocalPage::new_atomic().map(Page)
-    }
-}
-
-/// A queue's id tables, on the heap (tens of KiB: too large for a stack).
 struct TxTable(KVec<TxEntry<Page>>);
 struct RxTable(KVec<RxEntry<Page>>);
 
@@ -226,7 +131,10 @@ impl AsMut<[RxEntry<Page>]> for RxTable {
     }
 }
 
-type Engine = NetFront<NetEnv, FrontRingPages, IDS, TxTable, RxTable>;
+/// A queue's engine. Its platform is the device's [`Env`] with the queue's channels (with split
+/// channels, `chan` is the TX one and `rx_chan` the RX one) and pages allocated without
+/// sleeping (the engine allocates in `start_xmit` and in the NAPI poll).
+type Engine = NetFront<Env<IrqTarget>, FrontRingPages, IDS, TxTable, RxTable>;
 
 // --- counters ---------------------------------------------------------------------------------
 
@@ -316,6 +224,8 @@ struct QState {
     /// channel's with split channels.
     irq: Option<Arc<IrqTarget>>,
     rx_irq: Option<Arc<IrqTarget>>,
+    /// Polls again when a refill fell short.
+    refill: Option<Ticker<IrqTarget>>,
     /// Connected: packets may go to the ring.
     ready: bool,
     /// Work was found since the last EOI (else the EOI says spurious).
@@ -341,6 +251,7 @@ impl Queue {
                 engine: None,
                 irq: None,
                 rx_irq: None,
+                refill: None,
                 ready: false,
                 worked: false,
                 counts: Counts::default(),
@@ -375,7 +286,9 @@ impl Queue {
         };
         let irq = target()?;
         let rx_irq = if split { Some(target()?) } else { None };
-        let env = NetEnv {
+        let refill = Ticker::one_shot(rx_irq.as_ref().unwrap_or(&irq).clone())?;
+        let env = Env {
+            dev: dev.clone(),
             grants: Grants::new(),
             chan: Channel::new(
                 dev.clone(),
@@ -389,6 +302,7 @@ impl Queue {
             rx_chan: rx_irq
                 .as_ref()
                 .map(|t| Channel::new(dev.clone(), t.clone(), c_str!("xenpvrs-netfront-rx"))),
+            atomic_pages: true,
         };
         let port = env.chan.alloc_unbound(backend).map_err(|_| EIO)?;
         let rx_port = match env.rx_chan.as_ref() {
@@ -420,8 +334,9 @@ impl Queue {
             st.worked = false;
             st.irq = Some(irq);
             st.rx_irq = rx_irq;
-            st.engine.replace(engine)
+            (st.engine.replace(engine), st.refill.replace(refill))
         };
+        // The old timer stops (waiting for a running tick) outside the lock.
         drop(old);
         Ok(QueueRings {
             tx_ref,
@@ -462,9 +377,10 @@ impl Queue {
                 let s = e.stats();
                 st.counts.past = add(&st.counts.past, &s);
             }
-            engine
+            (engine, st.refill.take())
         };
-        // Unbinds the interrupt (waiting for a running handler) and releases the rings.
+        // Unbinds the interrupt and stops the refill timer (each waiting for a running
+        // handler) and releases the rings.
         drop(engine);
     }
 
@@ -584,6 +500,7 @@ impl Queue {
             engine,
             worked,
             counts,
+            refill,
             ..
         } = &mut *st;
         let Some(e) = engine.as_mut() else {
@@ -639,11 +556,14 @@ impl Queue {
             ),
         }
         counts.rx_dropped = counts.rx_dropped.wrapping_add(dropped);
-        // Pages taken by skbs are replaced here (atomic allocations); a ring left with no
-        // buffer at all is retried by polling again rather than stalling.
+        // Pages taken by skbs are replaced here (atomic allocations). A ring left short of
+        // buffers (no memory now) is refilled by a later poll from the refill timer: neither
+        // stalled nor spinning.
         let _ = e.refill_rx();
-        if e.rx_posted() == 0 && !e.is_failed() {
-            more = true;
+        if e.rx_posted() < RX_SLOTS_MIN && !e.is_failed() {
+            if let Some(t) = refill.as_ref() {
+                t.arm(RX_REFILL_MS);
+            }
         }
         let done = n.min(budget);
         drop(st);
@@ -1185,12 +1105,7 @@ impl Perform for Glue<'_> {
             e,
             action
         );
-        match CString::try_from_fmt(fmt!("handshake failed: {e}")) {
-            Ok(msg) => dev.handle.error(e.errno(), &msg),
-            Err(_) => dev
-                .handle
-                .error(e.errno(), c_str!("xenpvrs-netfront: handshake failed")),
-        }
+        dev.handle.handshake_error(&e);
     }
 }
 
