@@ -632,6 +632,8 @@ impl Queue {
             dev: self.dev.clone(),
             grants: Grants::with_map_pool(pool)?,
             chan: Channel::new(self.dev.clone(), self.clone(), c_str!("xenpvrs-blkback")),
+            rx_chan: None,
+            atomic_pages: false,
         };
         let port = env.bind_interdomain(front, ring.port).map_err(|_| EIO)?;
         let storage = KStorage::new(bdev.clone(), self)?;

@@ -219,6 +219,8 @@ impl Queue {
             dev: dev.clone(),
             grants: Grants::new(),
             chan: Channel::new(dev.clone(), self.clone(), c_str!("xenpvrs-blkfront")),
+            rx_chan: None,
+            atomic_pages: false,
         };
         let port = env.alloc_unbound(backend).map_err(|_| EIO)?;
         let mut table = KVec::with_capacity(SLOTS, GFP_KERNEL)?;
@@ -588,12 +590,7 @@ impl Perform for Glue<'_> {
         );
         // Tells the toolstack, as Linux's blkfront does (error/... in XenStore); the machine
         // has already switched the state.
-        match CString::try_from_fmt(fmt!("handshake failed: {e}")) {
-            Ok(msg) => dev.handle.error(e.errno(), &msg),
-            Err(_) => dev
-                .handle
-                .error(e.errno(), c_str!("xenpvrs-blkfront: handshake failed")),
-        }
+        dev.handle.handshake_error(&e);
     }
 }
 

@@ -171,6 +171,8 @@ impl bus::Driver for Driver {
             dev: handle.clone(),
             grants: Grants::with_map_pool(MAP_POOL)?,
             chan: Channel::new(handle, this.clone(), c_str!("xenpvrs-echo-back")),
+            rx_chan: None,
+            atomic_pages: false,
         };
         let engine = KBox::new(EchoBack::new(env, dir, BackConfig::default()), GFP_KERNEL)?;
         let mut guard = this.state.lock();

@@ -360,6 +360,8 @@ fn connect(this: &Arc<FrontDev>, dev: &Device) -> Result<(), xen_echo::Error> {
         dev: handle.clone(),
         grants: Grants::new(),
         chan: Channel::new(handle, this.clone(), c_str!("xenpvrs-echo-front")),
+        rx_chan: None,
+        atomic_pages: false,
     };
     let config = FrontConfig::default();
     // The engine is large (a slot table): built in place on the heap, not on the stack.

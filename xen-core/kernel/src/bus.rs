@@ -190,6 +190,15 @@ impl Device {
         };
     }
 
+    /// Reports a failed handshake to the toolstack: [`Self::error`] with `e`'s text (and a
+    /// shorter message if that one cannot be allocated).
+    pub fn handshake_error(&self, e: &HandshakeError) {
+        match kernel::str::CString::try_from_fmt(kernel::fmt!("handshake failed: {e}")) {
+            Ok(msg) => self.error(e.errno(), &msg),
+            Err(_) => self.error(e.errno(), kernel::c_str!("handshake failed")),
+        }
+    }
+
     /// A counted reference, for work that outlives the current callback.
     pub fn handle(&self) -> DeviceHandle {
         // SAFETY: `self` is live; `get_device` takes a reference on its embedded `struct

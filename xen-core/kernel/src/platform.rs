@@ -5,7 +5,8 @@
 //! [`Env`] implements xen-grant's `GrantOps`, xen-evtchn's `EvtchnOps` and xen-core's
 //! [`platform`](xen_core::platform) traits (`PageAlloc`, `RingMemory`) for one device; [`Page`]
 //! and [`Mapped`] implement `PageBytes`. Every driver module hands its engine an [`Env`]: the
-//! echo example's front and back, blkfront and blkback.
+//! echo example's front and back, blkfront, blkback and netfront (with its second event
+//! channel and pages allocated without sleeping).
 //!
 //! Only delegation lives here: the grant, event-channel and ring work is done by
 //! [`crate::grant`], [`crate::evtchn`] and [`crate::ring`]. [`Page`] and [`Mapped`], the page
@@ -61,8 +62,28 @@ pub struct Env<K: Kick> {
     pub dev: DeviceHandle,
     /// Grant operations.
     pub grants: Grants,
-    /// The device's event channel.
+    /// The device's event channel (with split channels, the first: netif's TX channel).
     pub chan: Channel<K>,
+    /// A second event channel, for protocols that split them (netif's RX channel); the
+    /// event-channel operations go to whichever channel holds the port.
+    pub rx_chan: Option<Channel<K>>,
+    /// Pages are allocated without sleeping (an engine that allocates from `start_xmit` or a
+    /// NAPI poll); otherwise with `GFP_KERNEL`.
+    pub atomic_pages: bool,
+}
+
+impl<K: Kick> Env<K> {
+    /// `op` on whichever channel holds `port`.
+    fn on_port(
+        &self,
+        port: Port,
+        op: impl Fn(&Channel<K>, Port) -> Result<(), EvtchnError>,
+    ) -> Result<(), EvtchnError> {
+        match (op(&self.chan, port), self.rx_chan.as_ref()) {
+            (Err(EvtchnError::InvalidPort), Some(rx)) => op(rx, port),
+            (r, _) => r,
+        }
+    }
 }
 
 impl<K: Kick> GrantOps for Env<K> {
@@ -167,23 +188,27 @@ impl<K: Kick> EvtchnOps for Env<K> {
         self.chan.bind_interdomain(remote, remote_port)
     }
     fn notify(&self, port: Port) -> Result<(), EvtchnError> {
-        self.chan.notify(port)
+        self.on_port(port, |c, p| c.notify(p))
     }
     fn mask(&self, port: Port) -> Result<(), EvtchnError> {
-        self.chan.mask(port)
+        self.on_port(port, |c, p| c.mask(p))
     }
     fn unmask(&self, port: Port) -> Result<(), EvtchnError> {
-        self.chan.unmask(port)
+        self.on_port(port, |c, p| c.unmask(p))
     }
     fn close(&self, port: Port) -> Result<(), EvtchnError> {
-        self.chan.close(port)
+        self.on_port(port, |c, p| c.close(p))
     }
 }
 
 impl<K: Kick> PageAlloc for Env<K> {
     type Page = Page;
     fn alloc_page(&self) -> Option<Page> {
-        LocalPage::new().map(Page)
+        if self.atomic_pages {
+            LocalPage::new_atomic().map(Page)
+        } else {
+            LocalPage::new().map(Page)
+        }
     }
 }
 
