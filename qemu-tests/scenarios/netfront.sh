@@ -8,6 +8,8 @@
 #   of 8972 bytes unfragmented at MTU 9000;
 # - UDP again with checksum offload and TSO off (ethtool -K), then both on again;
 # then shows its counters (ethtool -S: both queues carried packets) and unloads the driver.
+# Our control ring sets Linux's netback up for Toeplitz receive hashing over the two queues
+# (which Linux's netfront never does); dom0 reads back key and table from netback's debugfs.
 TIMEOUT=900
 
 NET_BYTES=268435456
@@ -36,6 +38,14 @@ dom0_main() {
     check_eq backend-driver vif "$(bound_driver xen-backend "vif-$d-0")"
     # MTU 9000 when the guest asks: vif and bridge, then the go-ahead on 5009.
     if wait_guest domu '^NET-MTU-9000-PLEASE' 600 "its MTU 9000 phase"; then
+        # Our control ring set Linux's netback up for receive hashing: Toeplitz, our key
+        # (the usual RSS key), a table of 128 entries alternating between the two queues.
+        ctrl=/sys/kernel/debug/xen-netback/vif$d.0/ctrl
+        sed 's/^/NETBACK-CTRL /' "$ctrl"
+        check_eq netback-hash-toeplitz "Hash Algorithm: TOEPLITZ" "$(grep '^Hash Algorithm' "$ctrl")"
+        check_eq netback-hash-key "[ 0 - 7]: 6d 5a 56 da 25 5b 0e c2" "$(grep '^\[ *0 - *7\]' "$ctrl" | head -1 | tr -s ' ' | sed 's/ $//')"
+        check_eq netback-hash-mapping "[ 0 - 7]: 0 1 0 1 0 1 0 1|[ 120 - 127]: 0 1 0 1 0 1 0 1" \
+            "$(sed -n '/^Hash Mapping/,$p' "$ctrl" | grep -E '^\[ *(0|120) - ' | tr -s ' ' | sed 's/ $//' | tr '\n' '|' | sed 's/|$//')"
         check vif-mtu ip link set "vif$d.0" mtu 9000
         check bridge-mtu ip link set xenbr0 mtu 9000
         echo mtu9000 > /data/mtu.ack
@@ -64,6 +74,12 @@ domu_main() {
     # Linux's netback offers split event channels: a TX and an RX channel per queue.
     check_eq split-event-channels 1 "$(kv "$KLAST" split-event-channels)"
     check_eq channels-in-proc-interrupts 4 "$(grep -cE 'xenpvrs-netfront-(tx|rx)' /proc/interrupts)"
+    # Two queues and Linux's netback offers the control ring: we set up receive hashing
+    # (dom0 checks what its netback took).
+    check_eq ctrl-ring-channel 1 "$(grep -c 'xenpvrs-netfront-ctrl' /proc/interrupts)"
+    kwait XENPVRS-NETFRONT "device/vif/0: receive hashing on" 1 30
+    log "$KLAST"
+    check_eq receive-hashing-mapping 128 "$(kv "$KLAST" mapping)"
 
     # TCP up: dom0 verifies every byte and answers on 5001.
     check tcp-up sh -c "xpattern gen $NET_BYTES $SEED | nc 10.0.0.1 5000"

@@ -31,8 +31,8 @@ use linux::net::{
 use linux::timer::{Tick, Ticker};
 use linux::workqueue::cancel_sync;
 use xen_core::feature::netif::{
-    read_mtu, write_queue, BackOffer, Channels, FrontLimits, FrontRequest, MacAddr, Offload,
-    QueueRings, MAX_MTU, MIN_MTU,
+    read_mtu, wants_ctrl_ring, write_ctrl_ring, write_queue, BackOffer, Channels, CtrlRing,
+    FrontLimits, FrontRequest, MacAddr, Offload, QueueRings, MAX_MTU, MIN_MTU,
 };
 use xen_core::feature::{FeatureError, StoreDir};
 use xen_core::xenbus::{Action, Event, Input, Machine, Perform};
@@ -48,6 +48,7 @@ use xen_kernel::{stats, Kick, KickReason};
 use xen_netif::front::{FrontConfig, FrontStats, RxEntry, TxEntry};
 use xen_netif::rx::RxChecksum;
 use xen_netif::tx::{Gso, TxChecksum, TxFrag, TxPacket};
+use xen_netif::ctrl::{CtrlFront, CtrlOutcome, HashConfig};
 use xen_netif::{NetFront, SendError};
 use xen_sys::wire::netif::GsoType;
 use xen_sys::XenbusState;
@@ -835,6 +836,10 @@ struct Ctl {
     st: CtlState,
 }
 
+/// The control ring's engine: its platform is the device's [`Env`], whose channel kicks the
+/// device (the work item serves the ring).
+type CtrlEngine = CtrlFront<Env<Dev>, FrontRingPages>;
+
 struct CtlState {
     store: Option<KernelStore<Dev>>,
     offer: Option<BackOffer>,
@@ -843,6 +848,12 @@ struct CtlState {
     limits: FrontLimits,
     connected: bool,
     connections: u32,
+    /// The control ring (receive hashing), with several queues and a backend offering it.
+    ctrl: Option<KBox<CtrlEngine>>,
+    /// Its sequence was started (once the backend is Connected: it binds the channel then).
+    ctrl_started: bool,
+    /// How it ended was logged.
+    ctrl_reported: bool,
 }
 
 /// One virtual network interface.
@@ -859,6 +870,8 @@ struct Dev {
     ctl_work: Work<Dev, 0>,
     backend_state: AtomicU32,
     resumed: AtomicU64,
+    /// The control ring's channel raised an event: the work item owes it a late EOI.
+    ctrl_eoi_owed: AtomicBool,
 }
 
 impl_has_work! {
@@ -866,8 +879,15 @@ impl_has_work! {
 }
 
 impl Kick for Dev {
-    /// No watches are registered through the device's store.
-    fn kick(_this: ArcBorrow<'_, Self>, _reason: KickReason) {}
+    /// An event on the control ring's channel: the work item serves the ring. (No watches are
+    /// registered through the device's store.)
+    fn kick(this: ArcBorrow<'_, Self>, reason: KickReason) {
+        if reason == KickReason::Event {
+            this.ctrl_eoi_owed.store(true, Ordering::Release);
+            let this: Arc<Dev> = this.into();
+            let _ = workqueue::system().enqueue::<Arc<Dev>, 0>(this);
+        }
+    }
 }
 
 impl WorkItem<0> for Dev {
@@ -879,6 +899,7 @@ impl WorkItem<0> for Dev {
         };
         let mut guard = this.ctl.lock();
         this.drive(&mut guard, Input::Peer(backend), false);
+        this.serve_ctrl(&mut guard.st, backend);
     }
 }
 
@@ -933,6 +954,25 @@ impl Dev {
         }
         st.request = Some(req);
         st.offload = offload;
+        // The control ring is an optimisation (the backend steers received packets by our
+        // hash): without one the interface works all the same.
+        close_ctrl(st);
+        st.ctrl_reported = false;
+        let ctrl = if wants_ctrl_ring(&offer, &req) {
+            match self.setup_ctrl(req.num_queues) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    pr_warn!(
+                        "XENPVRS-NETFRONT {}: no control ring ({:?}); receive hashing stays the backend's\n",
+                        self.handle.nodename(),
+                        e
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let store = st.store.as_mut().ok_or(EINVAL)?;
         let me = self.handle.nodename_path()?;
         with_transaction(store, 16, |s, tx| -> Result<(), FeatureError> {
@@ -941,9 +981,89 @@ impl Dev {
             for (q, r) in rings.iter().enumerate() {
                 write_queue(&mut dir, &req, q as u32, r)?;
             }
+            if let Some((_, ring)) = ctrl.as_ref() {
+                write_ctrl_ring(&mut dir, &offer, ring)?;
+            }
             Ok(())
         })?;
+        st.ctrl = ctrl.map(|(c, _)| c);
         Ok(())
+    }
+
+    /// The control ring: one granted page and its own event channel, for a hash over
+    /// `queues` queues.
+    fn setup_ctrl(self: &Arc<Self>, queues: u32) -> Result<(KBox<CtrlEngine>, CtrlRing)> {
+        let backend = self.handle.otherend_id();
+        let ring = FrontRingPages::new(&self.handle, 1)?;
+        let ring_ref = ring.gref(0).ok_or(EINVAL)?;
+        let env = Env {
+            dev: self.handle.clone(),
+            grants: Grants::new(),
+            chan: Channel::new(
+                self.handle.clone(),
+                self.clone(),
+                c_str!("xenpvrs-netfront-ctrl"),
+            ),
+            rx_chan: None,
+            atomic_pages: false,
+        };
+        let port = env.chan.alloc_unbound(backend).map_err(|_| EIO)?;
+        let engine = CtrlFront::new(env, ring, backend, port, HashConfig::new(queues))
+            .map_err(|_| EINVAL)?;
+        Ok((KBox::new(engine, GFP_KERNEL)?, CtrlRing { ring_ref, port }))
+    }
+
+    /// Serves the control ring (the work item, after the state machine): starts the sequence
+    /// once the backend is Connected, takes its answers on events (then the late EOI), and
+    /// logs how it ended, once. A backend that breaks the control protocol is hostile or
+    /// broken: the ring is given up (hashing stays off) and the data path goes on.
+    fn serve_ctrl(&self, st: &mut CtlState, backend: XenbusState) {
+        let owed = self.ctrl_eoi_owed.swap(false, Ordering::AcqRel);
+        let Some(c) = st.ctrl.as_mut() else {
+            return;
+        };
+        let mut worked = false;
+        if !st.ctrl_started && st.connected && backend == XenbusState::Connected {
+            st.ctrl_started = true;
+            worked = true;
+            if let Err(e) = c.start() {
+                pr_warn!(
+                    "XENPVRS-NETFRONT {}: control ring: cannot start ({:?})\n",
+                    self.handle.nodename(),
+                    e
+                );
+            }
+        }
+        if owed {
+            let spurious = match c.handle_event() {
+                Ok(p) => p.spurious,
+                Err(_) => true,
+            };
+            c.env().chan.eoi(spurious && !worked);
+        }
+        if st.ctrl_reported {
+            return;
+        }
+        let Some(outcome) = c.outcome() else {
+            return;
+        };
+        st.ctrl_reported = true;
+        let name = self.handle.nodename();
+        match outcome {
+            CtrlOutcome::Configured(h) => pr_info!(
+                "XENPVRS-NETFRONT {}: receive hashing on: toeplitz key={} flags={:#x} mapping={} requests={}\n",
+                name,
+                h.key_len,
+                h.flags.bits(),
+                h.mapping_entries,
+                c.stats().requests
+            ),
+            other => pr_warn!(
+                "XENPVRS-NETFRONT {}: receive hashing off: {:?}\n",
+                name,
+                other
+            ),
+        }
     }
 
     fn connect(self: &Arc<Self>, st: &mut CtlState) -> Result<(), HandshakeError> {
@@ -1026,6 +1146,8 @@ impl Dev {
         for q in self.net.queues.iter() {
             q.shutdown();
         }
+        // The control ring's engine goes too (its channel holds a reference on the device).
+        close_ctrl(st);
         let was = st.connected || st.request.is_some();
         st.connected = false;
         st.request = None;
@@ -1037,6 +1159,15 @@ impl Dev {
             );
         }
     }
+}
+
+/// Closes the control ring's engine, if any (its page's grant ended, or the page deferred if the
+/// backend still maps it) and drops it with its channel and ring.
+fn close_ctrl(st: &mut CtlState) {
+    if let Some(mut c) = st.ctrl.take() {
+        c.close();
+    }
+    st.ctrl_started = false;
 }
 
 struct Glue<'a> {
@@ -1176,11 +1307,15 @@ impl bus::Driver for Driver {
                         },
                         connected: false,
                         connections: 0,
+                        ctrl: None,
+                        ctrl_started: false,
+                        ctrl_reported: false,
                     },
                 }),
                 ctl_work <- new_work!("Dev::ctl_work"),
                 backend_state: AtomicU32::new(bus::PEER_NOT_SEEN),
                 resumed: AtomicU64::new(0),
+                ctrl_eoi_owed: AtomicBool::new(false),
             }),
             GFP_KERNEL,
         )?;
@@ -1261,6 +1396,7 @@ impl bus::Driver for Driver {
         {
             let mut guard = this.ctl.lock();
             this.drive(&mut guard, Input::Event(Event::Removed), false);
+            close_ctrl(&mut guard.st);
             guard.st.store = None;
         }
         // Every channel is unbound (Disconnect): nothing schedules NAPI any more.
