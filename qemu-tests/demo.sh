@@ -11,7 +11,7 @@ sh "$here/kernel.sh"
 sh "$here/modules.sh"
 sh "$here/image.sh"
 status=0
-XEN_PV_RS_NO_BUILD=1 sh "$here/run.sh" smoke rust-hello echo blkback-rustfront || status=$?
+XEN_PV_RS_NO_BUILD=1 sh "$here/run.sh" smoke rust-hello echo blkback-rustfront netfront || status=$?
 
 echo
 echo "================ xen-pv-rs demo report ================"
@@ -47,7 +47,21 @@ if [ -f "$b/serial.log" ]; then
     echo "  (xvdb file-backed, xvdc a block device, 128 MiB each: pattern over the whole disk, 4 parallel fio jobs"
     echo "   with crc32c verify, flush, discard, ext4; xvdd read-only; 2 queues of 4-page rings)"
 fi
-for v in smoke rust-hello echo blkback-rustfront; do cat "$RESULTS/$v/verdict" 2>/dev/null; done
+n=$RESULTS/netfront
+if [ -f "$n/serial.log" ]; then
+    echo "net:   our Rust netfront (xenpvrs_netfront, 2 queues, split event channels) in the guest,"
+    echo "       against Linux's C xen-netback in dom0 on bridge xenbr0"
+    grep -a -h 'XENPVRS-NETFRONT eth0: connected\|XENPVRS-NETFRONT device/vif/0: receive hashing' "$n/serial.log" |
+        sed 's/.*XENPVRS-NETFRONT /  /' | tr -d '\r' | head -2
+    grep -a -h 'CHECK netback-hash-mapping' "$n/serial.log" | grep -v '^{' | sed 's/^.*\(CHECK \)/  dom0: \1/' |
+        tr -d '\r' | head -1
+    grep -a -h 'CHECK \(tcp-up-verified\|tcp-down-verified\|udp-mtu-1500\|udp-mtu-9000\|ping-flood-no-loss\|netfront-unload-clean\)' \
+        "$n/guest-domu.log" 2>/dev/null | sed 's/^.*\(CHECK \)/  guest: \1/' | tr -d '\r'
+    echo "  (TCP 256 MiB each way verified byte for byte, UDP datagrams of every size class up to 65507 bytes"
+    echo "   echoed and compared at MTU 1500 and 9000, a ping flood of 2000; Toeplitz receive hashing over our"
+    echo "   control ring, which Linux's netfront does not implement)"
+fi
+for v in smoke rust-hello echo blkback-rustfront netfront; do cat "$RESULTS/$v/verdict" 2>/dev/null; done
 echo "logs:  $RESULTS/<scenario>/{serial,guest-*,xen-dmesg,dom0-dmesg}.log"
 echo "time:  $(( $(now) - t0 )) s in all"
 exit $status
