@@ -635,6 +635,34 @@ static netdev_features_t xpvrs_ndo_fix_features(struct net_device *nd, netdev_fe
 	return (f & ~XPVRS_NETF_MASK) | xpvrs_to_netdev_features(ours);
 }
 
+static u16 xpvrs_ndo_select_queue(struct net_device *nd, struct sk_buff *skb,
+				  struct net_device *sb_dev)
+{
+	struct xpvrs_net *n = xpvrs_net_of(nd);
+	unsigned int nq = READ_ONCE(nd->real_num_tx_queues);
+
+	if (nq <= 1)
+		return 0;
+	/* The driver's choice is reduced into range here, whatever it returned. */
+	return n->ops->select_queue(n->drv, skb_get_hash(skb), nq) % nq;
+}
+
+static int xpvrs_ndo_set_features(struct net_device *nd, netdev_features_t f)
+{
+	struct xpvrs_net *n = xpvrs_net_of(nd);
+
+	return n->ops->set_features(n->drv, nd, xpvrs_from_netdev_features(f));
+}
+
+/* Under RTNL (an ndo callback): lowers the MTU to `mtu` if above it, without the notifier
+ * round of dev_set_mtu (the features change that calls this is itself notified). */
+void xpvrs_net_clamp_mtu_locked(struct net_device *nd, u32 mtu)
+{
+	ASSERT_RTNL();
+	if (READ_ONCE(nd->mtu) > mtu)
+		WRITE_ONCE(nd->mtu, mtu);
+}
+
 static const struct net_device_ops xpvrs_netdev_ops = {
 	.ndo_open = xpvrs_ndo_open,
 	.ndo_stop = xpvrs_ndo_stop,
@@ -642,6 +670,8 @@ static const struct net_device_ops xpvrs_netdev_ops = {
 	.ndo_get_stats64 = xpvrs_ndo_stats,
 	.ndo_change_mtu = xpvrs_ndo_change_mtu,
 	.ndo_fix_features = xpvrs_ndo_fix_features,
+	.ndo_set_features = xpvrs_ndo_set_features,
+	.ndo_select_queue = xpvrs_ndo_select_queue,
 	.ndo_set_mac_address = eth_mac_addr,
 	.ndo_validate_addr = eth_validate_addr,
 };

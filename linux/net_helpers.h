@@ -49,6 +49,10 @@ struct xpvrs_net_ops {
 	int (*change_mtu)(const void *drv, struct net_device *nd, u32 mtu);
 	u32 (*fix_features)(const void *drv, u32 features);
 	void (*ethtool_stats)(const void *drv, u64 *vals, u32 n);
+	/* The TX queue for a packet of flow hash `hash` when `queues` (> 1) are in use. */
+	u16 (*select_queue)(const void *drv, u32 hash, u16 queues);
+	/* Under RTNL: the features become `features` (enum xpvrs_net_feature bits). */
+	int (*set_features)(const void *drv, struct net_device *nd, u32 features);
 };
 
 struct xpvrs_net_params {
@@ -68,6 +72,7 @@ struct xpvrs_net_params {
 struct net_device *xpvrs_net_alloc(const struct xpvrs_net_ops *ops, const void *drv,
 				   const struct xpvrs_net_params *p, struct device *parent);
 int xpvrs_net_register(struct net_device *nd);
+void xpvrs_net_clamp_mtu_locked(struct net_device *nd, u32 mtu);
 void xpvrs_net_unregister(struct net_device *nd);
 void xpvrs_net_free(struct net_device *nd);
 const char *xpvrs_net_name(struct net_device *nd);

@@ -104,6 +104,8 @@ struct RawOps {
     change_mtu: unsafe extern "C" fn(*const c_void, *mut c_void, u32) -> c_int,
     fix_features: unsafe extern "C" fn(*const c_void, u32) -> u32,
     ethtool_stats: unsafe extern "C" fn(*const c_void, *mut u64, u32),
+    select_queue: unsafe extern "C" fn(*const c_void, u32, u16) -> u16,
+    set_features: unsafe extern "C" fn(*const c_void, *mut c_void, u32) -> c_int,
 }
 
 /// `struct xpvrs_net_params` (net_helpers.h).
@@ -151,6 +153,7 @@ extern "C" {
     fn xpvrs_net_running(nd: *mut c_void) -> bool;
     fn xpvrs_net_update_features(nd: *mut c_void);
     fn xpvrs_net_set_mtu(nd: *mut c_void, mtu: u32) -> c_int;
+    fn xpvrs_net_clamp_mtu_locked(nd: *mut c_void, mtu: u32);
     fn xpvrs_net_mtu(nd: *mut c_void) -> u32;
     fn xpvrs_net_features(nd: *mut c_void) -> u32;
     fn xpvrs_net_set_queues(nd: *mut c_void, n: u32) -> c_int;
@@ -491,6 +494,13 @@ impl<'a> NetRef<'a> {
         }
     }
 
+    /// Lowers the MTU to `mtu` if it is above, under the RTNL lock the caller holds: only from
+    /// [`Operations::set_features`] or [`Operations::change_mtu`] (the C half checks).
+    pub fn clamp_mtu_locked(&self, mtu: u32) {
+        // SAFETY: live device; RTNL is held (the caller's contract, asserted by C).
+        unsafe { xpvrs_net_clamp_mtu_locked(self.raw(), mtu) }
+    }
+
     /// The MTU.
     pub fn mtu(&self) -> u32 {
         // SAFETY: live device.
@@ -657,6 +667,18 @@ pub trait Operations: Send + Sync + 'static + Sized {
     fn fix_features(this: ArcBorrow<'_, Self>, wanted: Features) -> Features;
     /// The `ethtool -S` values, in the order of [`NetParams::stat_names`].
     fn ethtool_stats(this: ArcBorrow<'_, Self>, vals: &mut [u64]);
+    /// `ndo_select_queue`: the TX queue for a packet whose flow hash (`skb_get_hash`) is
+    /// `hash`, when `queues` (more than one) are in use; whatever it returns is reduced modulo
+    /// `queues`. By default the hash picks the queue, as Linux's netfront does.
+    fn select_queue(_this: ArcBorrow<'_, Self>, hash: u32, queues: u16) -> u16 {
+        // The remainder is below `queues`, a `u16`.
+        (hash % u32::from(queues.max(1))) as u16
+    }
+    /// `ndo_set_features` (under RTNL): the device's features become `features` (already
+    /// through [`Operations::fix_features`]). `Err` refuses the change.
+    fn set_features(_this: ArcBorrow<'_, Self>, _net: &NetRef<'_>, _features: Features) -> Result {
+        Ok(())
+    }
 }
 
 struct VTable<T: Operations>(PhantomData<T>);
@@ -777,6 +799,22 @@ impl<T: Operations> VTable<T> {
         T::fix_features(unsafe { Self::this(drv) }, Features(f)).0
     }
 
+    unsafe extern "C" fn select_queue(drv: *const c_void, hash: u32, queues: u16) -> u16 {
+        // SAFETY: the callback contract above.
+        T::select_queue(unsafe { Self::this(drv) }, hash, queues)
+    }
+
+    unsafe extern "C" fn set_features(drv: *const c_void, nd: *mut c_void, f: u32) -> c_int {
+        let Some(net) = Self::net(nd) else {
+            return EINVAL.to_errno();
+        };
+        // SAFETY: the callback contract above.
+        match T::set_features(unsafe { Self::this(drv) }, &net, Features(f)) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+
     unsafe extern "C" fn ethtool_stats(drv: *const c_void, vals: *mut u64, n: u32) {
         if vals.is_null() {
             return;
@@ -797,6 +835,8 @@ impl<T: Operations> VTable<T> {
         change_mtu: Self::change_mtu,
         fix_features: Self::fix_features,
         ethtool_stats: Self::ethtool_stats,
+        select_queue: Self::select_queue,
+        set_features: Self::set_features,
     };
 }
 

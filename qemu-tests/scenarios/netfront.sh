@@ -119,6 +119,11 @@ domu_main() {
     check_eq dom0-mtu-9000 mtu9000 "$ack"
     check udp-mtu-9000 xudp client 10.0.0.1 6000 "$((SEED + 2))" 65507
     check ping-8972-unfragmented ping -c 10 -s 8972 -q 10.0.0.1
+    # Scatter-gather off: a packet must fit a page again, so the MTU falls back to 1500; back on
+    # afterwards (the MTU stays 1500 for the rest).
+    check sg-off ethtool -K eth0 sg off
+    check_eq sg-off-mtu-1500 1500 "$(cat /sys/class/net/eth0/mtu)"
+    check sg-on ethtool -K eth0 sg on
     # Offloads off (checksums computed by the stack, no TSO), then on again.
     check offloads-off ethtool -K eth0 tx off tso off
     check_eq tso-off "tcp-segmentation-offload: off" "$(ethtool -k eth0 | grep '^tcp-segmentation-offload:')"

@@ -774,6 +774,15 @@ impl net::Operations for Net {
         Ok(())
     }
 
+    /// Scatter-gather turned off: a packet must fit one page again, so an MTU above the
+    /// Ethernet default falls back to it (as Linux's netfront does).
+    fn set_features(_this: ArcBorrow<'_, Self>, net: &NetRef<'_>, features: Features) -> Result {
+        if !features.contains(Features::SG) {
+            net.clamp_mtu_locked(1500);
+        }
+        Ok(())
+    }
+
     fn fix_features(this: ArcBorrow<'_, Self>, wanted: Features) -> Features {
         let offered = Features(this.offered.load(Ordering::Acquire));
         let switchable = Features::SG
