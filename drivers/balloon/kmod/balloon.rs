@@ -646,8 +646,12 @@ impl kernel::Module for BalloonModule {
             let mut g = shared.inner.lock();
             let Inner { store, watch, .. } = &mut *g;
             if let Ok(p) = Path::new(FEATURE) {
+                // The toolstack must have made the node writable for the guest (XAPI does;
+                // Xen 4.17's libxl does not, and the write fails with EACCES).
                 if let Err(e) = store.write(TxId::NONE, p, b"1") {
-                    pr_warn!("XENPVRS-BALLOON cannot write {FEATURE}: {e:?}\n");
+                    pr_info!(
+                        "XENPVRS-BALLOON cannot write {FEATURE} ({e:?}): the toolstack did not create it for the guest\n"
+                    );
                 }
             }
             // Registering fires the watch once: the first run reads the target.
@@ -719,8 +723,9 @@ impl Drop for BalloonModule {
                 }
             }
         }
+        // What XAPI's guest agent writes when the guest does not balloon.
         if let Ok(p) = Path::new(FEATURE) {
-            let _ = store.remove(TxId::NONE, p);
+            let _ = store.write(TxId::NONE, p, b"0");
         }
         // SAFETY: the worker is stopped and sysfs gone: nothing else touches the list.
         let listed = unsafe { xpvrs_balloon_listed_pages() };
