@@ -50,8 +50,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
             ring(round_trips)
         }
         Some("blk") => crate::bench_blk::run(args.get(1).map(String::as_str) == Some("--report")),
+        Some("balloon") => {
+            crate::bench_balloon::run(args.get(1).map(String::as_str) == Some("--report"))
+        }
         Some(other) => Err(format!("unknown benchmark `{other}`")),
-        None => Err("usage: cargo xtask bench ring [ROUND_TRIPS] | blk [--report]".into()),
+        None => Err(
+            "usage: cargo xtask bench ring [ROUND_TRIPS] | blk [--report] | balloon [--report]"
+                .into(),
+        ),
     }
 }
 

@@ -5,6 +5,7 @@
 //! this binary gives them one discoverable front door next to the Rust-side tasks.
 
 mod bench;
+mod bench_balloon;
 mod bench_blk;
 mod bindgen;
 mod safety;
@@ -29,6 +30,7 @@ tasks:
   fuzz-smoke [SECS]  run every fuzz target for a short bounded time (default 30 s each)
   bench ring         our ring against a pair of rtrb SPSC queues, same process and run
   bench blk          our blkfront against Linux's C blkfront, same disk, same Xen boot
+  bench balloon      our balloon against Linux's C balloon, same guest, same Xen boot
   bindgen            regenerate xen-core/sys/src/bindings.rs from Debian's Xen headers
 ";
 
