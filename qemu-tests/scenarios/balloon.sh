@@ -1,14 +1,16 @@
 # balloon: our balloon (xenpvrs_balloon) in a PV guest of 256 MiB with maxmem 384 MiB, moved
-# by the toolstack while a process in the guest holds a 32 MiB pattern and verifies it over and
-# over (16 MiB: at the floor this guest has about 63 MiB of RAM, and its initramfs alone takes
-# about 30 MiB that nothing can reclaim; with 32 MiB held, the first run saw the OOM killer
-# take the holder at 93 MiB, above the 85 MiB floor). dom0 runs `xl mem-set` 256 -> 160 -> 96 -> 256 -> 384 MiB (the last step grows the
-# guest past its boot size, with the frames the module claimed from the kernel's built-in
-# core); after each step `xl list`, the guest's MemTotal and Xen's free memory must all have
-# moved by the step. Then a target below the floor stops at the floor, with sysfs stop_reason
-# floor-reached; 100 targets written straight into XenStore as fast as dom0 can end at the
-# last one (bad values before them change nothing); and the module unloads, populating back to its size at load first. Also checked:
-# control/feature-balloon, the sysfs files, no OOM kill, a clean kernel log on both sides.
+# by the toolstack while a process in the guest holds a 16 MiB pattern and verifies it over
+# and over. (16 MiB: at the floor this guest has about 63 MiB of RAM, and its initramfs alone
+# takes about 30 MiB that nothing can reclaim; with 32 MiB held, the first run saw the OOM
+# killer take the holder at 93 MiB, above the 85 MiB floor.) dom0 runs `xl mem-set` 256 -> 160
+# -> 96 -> 256 -> 384 MiB (the last step grows the guest past its boot size, with the frames
+# the module claimed from the kernel's built-in core); after each step `xl list`, the guest's
+# MemTotal and Xen's free memory must all have moved by the step. Then a target below the
+# floor stops at the floor, with sysfs stop_reason floor-reached; bad targets change nothing;
+# 100 targets written straight into XenStore as fast as dom0 can end at the last one; the
+# module unloads, populating back to its size at load first; loaded again with
+# selfballooning=1 it gives back unused memory on its own, above the floor, and unloads clean.
+# Also checked: control/feature-balloon, the sysfs files, no OOM kill, clean kernel logs.
 TIMEOUT=300
 SYS=/sys/devices/system/xen_memory/xen_memory0
 HOLD_BYTES=16777216
@@ -192,6 +194,26 @@ domu_main() {
     check_eq unload-back-to-load "$(kv "$line" load_kb)" "$(kv "$line" current_kb)"
     mt1=$(awk '$1 == "MemTotal:" { print $2 }' /proc/meminfo)
     check_eq unload-memtotal "$(kv "$line" populated_kb)" $((mt1 - mt0))
+
+    # Self-ballooning (module parameter, off by default): loaded again with it on, the balloon
+    # first heads for the toolstack's target (the cue, 200 MiB), then keeps giving back what
+    # the guest does not use, an eighth of the way every 5 s, never below the floor.
+    check modprobe-self modprobe xenpvrs_balloon selfballooning=1 || return
+    n=60
+    while [ "$(cat $SYS/info/current_kb)" -ge $((LAST_KB - 16384)) ] && [ $n -gt 0 ]; do
+        sleep 1
+        n=$((n - 1))
+    done
+    echo "BSTAT $(status)"
+    cur=$(cat $SYS/info/current_kb)
+    check self-balloon-shrank [ "$cur" -lt $((LAST_KB - 16384)) ]
+    check self-balloon-above-floor [ "$cur" -ge "$(cat $SYS/floor_kb)" ]
+    check rmmod-self rmmod xenpvrs_balloon
+    line=$(dmesg | grep 'XENPVRS-BALLOON unload' | tail -1)
+    log "$line"
+    check_eq self-unload-clean 1 "$(kv "$line" clean)"
+    check_eq self-unload-back-to-load "$(kv "$line" load_kb)" "$(kv "$line" current_kb)"
+
     check no-oom sh -c '! dmesg | grep -qiE "out of memory|oom-kill|invoked oom-killer"'
     # dom0 reads xl list while the guest is still there.
     echo "BALLOON UNLOADED"
