@@ -40,6 +40,15 @@
 #include <xen/page.h>
 #include <xen/mem-reservation.h>
 
+/*
+ * totalreserve_pages and max_pfn are not exported; with one memory node (NUMA off, as in our
+ * kernel config) the node's own figures are the same. A NUMA kernel would need the sum over
+ * the online nodes, which a module cannot walk (first_online_pgdat is not exported either).
+ */
+#ifdef CONFIG_NUMA
+#error "xenpvrs_balloon reads the memory figures of node 0 only: build it with CONFIG_NUMA off"
+#endif
+
 /* The engine's BATCH: most pages one call moves. */
 #define XPVRS_BALLOON_BATCH 512
 
@@ -279,7 +288,6 @@ unsigned long xpvrs_balloon_total_ram_pages(void)
 	return totalram_pages();
 }
 
-/* totalreserve_pages is not exported; with one node it is the node's own copy. */
 unsigned long xpvrs_balloon_reserve_pages(void)
 {
 	return READ_ONCE(NODE_DATA(0)->totalreserve_pages);
@@ -290,7 +298,7 @@ unsigned long xpvrs_balloon_committed_pages(void)
 	return vm_memory_committed();
 }
 
-/* The end of the guest's memory map, in pages (max_pfn, which is not exported). */
+/* The end of the guest's memory map, in pages (max_pfn). */
 unsigned long xpvrs_balloon_max_pages(void)
 {
 	return pgdat_end_pfn(NODE_DATA(0));
