@@ -51,9 +51,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
         Some("blk") => crate::bench_blk::run(args.get(1).map(String::as_str) == Some("--report")),
         Some("net") => crate::bench_net::run(args.get(1).map(String::as_str) == Some("--report")),
+        Some("balloon") => {
+            crate::bench_balloon::run(args.get(1).map(String::as_str) == Some("--report"))
+        }
         Some(other) => Err(format!("unknown benchmark `{other}`")),
         None => Err(
-            "usage: cargo xtask bench ring [ROUND_TRIPS] | blk [--report] | net [--report]".into(),
+            "usage: cargo xtask bench ring [ROUND_TRIPS] | blk [--report] | net [--report] \
+             | balloon [--report]"
+                .into(),
         ),
     }
 }

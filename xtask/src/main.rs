@@ -5,6 +5,7 @@
 //! this binary gives them one discoverable front door next to the Rust-side tasks.
 
 mod bench;
+mod bench_balloon;
 mod bench_blk;
 mod bench_log;
 mod bench_net;
@@ -33,6 +34,7 @@ tasks:
   bench blk          our blkfront against Linux's C blkfront, same disk, same Xen boot
   bench net          our netfront against Linux's C netfront, same vif, same Xen boot
   safety             check that every `unsafe` in the kernel crates has a `// SAFETY:` comment
+  bench balloon      our balloon against Linux's C balloon, same guest, same Xen boot
   bindgen            regenerate xen-core/sys/src/bindings.rs from Debian's Xen headers
 ";
 

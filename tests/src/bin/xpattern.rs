@@ -10,11 +10,18 @@
 //! xpattern write PATH BYTES SEED                  pattern into a device or a (new) file, then fsync
 //! xpattern verify PATH BYTES SEED                 read PATH (or - for stdin) and compare
 //! xpattern verify-prefix PATH BYTES SEED          compare the first BYTES bytes of PATH only
+//! xpattern hold BYTES SEED STOPFILE               hold the pattern in memory, verify it again
+//!                                                 and again until STOPFILE exists
 //! ```
+//!
+//! `hold` is for the balloon scenarios: a process whose memory must survive the guest giving
+//! pages back and taking them again. It fails at the first wrong byte.
 
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 const CHUNK: usize = 1 << 20;
 
@@ -80,6 +87,35 @@ fn verify(input: &mut dyn Read, bytes: u64, seed: u64, exact: bool) -> Result<()
     }
 }
 
+/// Fills `bytes` of memory with the pattern, then compares all of it with the pattern every
+/// 200 ms until `stop` exists; returns the number of full passes. Everything is allocated
+/// before the first pass, so the process asks for no memory while it holds the pattern.
+fn hold(bytes: u64, seed: u64, stop: &Path) -> Result<u64, String> {
+    let len = usize::try_from(bytes).map_err(|_| format!("{bytes} bytes do not fit in memory"))?;
+    let mut mem = vec![0u8; len];
+    fill(seed, 0, &mut mem);
+    let mut want = vec![0u8; CHUNK];
+    let mut passes = 0u64;
+    loop {
+        for (k, got) in mem.chunks(CHUNK).enumerate() {
+            let off = (k * CHUNK) as u64;
+            let want = &mut want[..got.len()];
+            fill(seed, off, want);
+            if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+                return Err(format!(
+                    "after {passes} passes: mismatch at byte {}",
+                    off + i as u64
+                ));
+            }
+        }
+        passes += 1;
+        if stop.exists() {
+            return Ok(passes);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn run(args: &[String]) -> Result<String, String> {
     let num = |s: &String| {
         s.parse::<u64>()
@@ -114,8 +150,13 @@ fn run(args: &[String]) -> Result<String, String> {
             }
             Ok(format!("verified {bytes} bytes"))
         }
+        [cmd, bytes, seed, stop] if cmd == "hold" => {
+            let (bytes, seed) = (num(bytes)?, num(seed)?);
+            let passes = hold(bytes, seed, Path::new(stop))?;
+            Ok(format!("held {bytes} bytes, verified {passes} times"))
+        }
         _ => Err(
-            "usage: xpattern gen BYTES SEED | write PATH BYTES SEED | verify[-prefix] PATH BYTES SEED"
+            "usage: xpattern gen BYTES SEED | write PATH BYTES SEED | verify[-prefix] PATH BYTES SEED | hold BYTES SEED STOPFILE"
                 .into(),
         ),
     }
@@ -163,6 +204,14 @@ mod tests {
         let mut short = Vec::new();
         emit(&mut short, 1000, 1).unwrap();
         assert!(verify(&mut short.as_slice(), 1001, 1, true).is_err());
+    }
+
+    #[test]
+    fn hold_verifies_until_the_stop_file_exists() {
+        let stop = std::env::temp_dir().join(format!("xpattern-hold-{}", std::process::id()));
+        std::fs::write(&stop, b"").unwrap();
+        assert_eq!(hold(3 * 4096 + 8, 5, &stop), Ok(1));
+        std::fs::remove_file(&stop).unwrap();
     }
 
     #[test]
