@@ -19,9 +19,9 @@
 //! again); a pairing is one round of ours over the same round of Linux's (geometric mean of
 //! both directions), and the spread is the worst pairing over the best.
 
+use crate::bench_log::{field, spread};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 const SCENARIO: &str = "bench-balloon";
 /// Rounds per implementation (`ROUNDS` in bench-balloon.sh).
@@ -30,45 +30,11 @@ const ROUNDS: u32 = 5;
 const IMPLS: [(&str, &str); 2] = [("c", "xenpvrs_cballoon_peer"), ("rust", "xenpvrs_balloon")];
 const DIRS: [&str; 2] = ["down", "up"];
 
-/// Runs the scenario and reports (`report_only`: reports on the last run's log again).
+/// Runs the scenario and reports (`report_only`: reports on the last run's log again, if that
+/// run finished).
 pub fn run(report_only: bool) -> Result<(), String> {
-    let root = crate::root();
-    let log = root.join("results").join(SCENARIO).join("serial.log");
-    if report_only {
-        return report(&log);
-    }
-    let status = Command::new("sh")
-        .arg(root.join("qemu-tests/run.sh"))
-        .arg(SCENARIO)
-        .current_dir(&root)
-        .status()
-        .map_err(|e| format!("cannot run the {SCENARIO} scenario: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "the {SCENARIO} scenario failed (logs in results/{SCENARIO}/); no ratio"
-        ));
-    }
+    let log = crate::bench_log::run_scenario(SCENARIO, report_only)?;
     report(&log)
-}
-
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
-}
-
-/// `(min, median, max)`; NaN for none.
-fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN, f64::NAN);
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    let med = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    (v[0], med, v[n - 1])
 }
 
 /// (impl, dir) -> round -> MB/s.
@@ -76,14 +42,7 @@ type Rates = BTreeMap<(String, String), BTreeMap<u32, f64>>;
 
 /// Parses the log; a missing, unproven or unreadable move is an error.
 fn parse(log: &Path) -> Result<Rates, String> {
-    let text = std::fs::read_to_string(log).map_err(|e| format!("{}: {e}", log.display()))?;
-    let verdict = format!("XEN-PV-RS-RESULT {SCENARIO} PASS");
-    if !text.lines().any(|l| l.trim_end() == verdict) {
-        return Err(format!(
-            "{}: the run did not finish with a PASS; refusing to report on it",
-            log.display()
-        ));
-    }
+    let text = crate::bench_log::finished_log(log, SCENARIO)?;
     let mut rates = Rates::new();
     let mut problems = Vec::new();
     for line in text.lines().filter(|l| l.starts_with("{domu}")) {

@@ -75,78 +75,34 @@ struct Parsed {
 /// error, so no ratio is printed from an incomplete or unproven run.
 fn parse(log: &Path) -> Result<Parsed, String> {
     let text = crate::bench_log::finished_log(log, SCENARIO)?;
+    let crate::bench_log::Proven {
+        jobs: lines,
+        backend_events,
+        mut problems,
+    } = crate::bench_log::proven_lines(&text, &DRIVERS);
     let mut jobs: BTreeMap<(String, String), Vec<Job>> = BTreeMap::new();
-    let mut backend_events = BTreeMap::new();
-    let mut problems = Vec::new();
-    let expected = |d: &str| DRIVERS.iter().find(|(l, _, _)| *l == d).copied();
-    for line in text.lines() {
-        if let Some(rest) = line.split("BENCH-DOM0 ").nth(1) {
-            let (Some(d), Some(r), Some(back)) = (
-                field(rest, "driver"),
-                field(rest, "round").and_then(|v| v.parse::<u32>().ok()),
-                field(rest, "back"),
-            ) else {
-                problems.push(format!("unreadable line: {line}"));
-                continue;
-            };
-            match expected(d) {
-                Some((_, _, want)) if want == back => {}
-                _ => problems.push(format!("round {r} {d}: served by backend driver `{back}`")),
-            }
-            let ev = field(rest, "backend_events").and_then(|v| v.parse::<f64>().ok());
-            backend_events.insert((d.to_string(), r), ev.unwrap_or(f64::NAN));
-        } else if line.starts_with("{domu}") {
-            let Some(rest) = line.split("BENCH ").nth(1) else {
-                continue;
-            };
-            let get = |k| field(rest, k).and_then(|v| v.parse::<f64>().ok());
-            let (Some(d), Some(t), Some(r), Some(front)) = (
-                field(rest, "driver"),
-                field(rest, "test"),
-                field(rest, "round").and_then(|v| v.parse::<u32>().ok()),
-                field(rest, "front"),
-            ) else {
-                problems.push(format!("unreadable line: {line}"));
-                continue;
-            };
-            match expected(d) {
-                Some((_, want, _)) if want == front => {}
-                _ => problems.push(format!(
-                    "round {r} {d} {t}: served by frontend driver `{front}`"
-                )),
-            }
-            let job = Job {
-                round: r,
-                iops: get("iops").unwrap_or(f64::NAN),
-                kibps: get("kibps").unwrap_or(f64::NAN),
-                ios: get("ios").unwrap_or(f64::NAN),
-                events: get("events").unwrap_or(f64::NAN),
-            };
-            jobs.entry((d.to_string(), t.to_string()))
-                .or_default()
-                .push(job);
-        }
+    for l in lines {
+        let get = |k| field(l.rest, k).and_then(|v| v.parse::<f64>().ok());
+        let job = Job {
+            round: l.round,
+            iops: get("iops").unwrap_or(f64::NAN),
+            kibps: get("kibps").unwrap_or(f64::NAN),
+            ios: get("ios").unwrap_or(f64::NAN),
+            events: get("events").unwrap_or(f64::NAN),
+        };
+        jobs.entry((l.driver.to_string(), l.test.to_string()))
+            .or_default()
+            .push(job);
     }
-    for (d, _, _) in DRIVERS {
-        for t in [IOPS_TEST, MBPS_TESTS[0], MBPS_TESTS[1]] {
-            let mut rounds: Vec<u32> = jobs
-                .get(&(d.to_string(), t.to_string()))
-                .map(|js| js.iter().map(|j| j.round).collect())
-                .unwrap_or_default();
-            rounds.sort_unstable();
-            let want: Vec<u32> = (1..=ROUNDS as u32).collect();
-            if rounds != want {
-                problems.push(format!("{d} {t}: rounds {rounds:?}, want {want:?}"));
-            }
-        }
-        for r in 1..=ROUNDS as u32 {
-            if !backend_events.contains_key(&(d.to_string(), r)) {
-                problems.push(format!(
-                    "{d} round {r}: no BENCH-DOM0 line (backend unproven)"
-                ));
-            }
-        }
-    }
+    crate::bench_log::check_rounds(
+        &jobs,
+        |j| j.round,
+        &backend_events,
+        &DRIVERS,
+        &[IOPS_TEST, MBPS_TESTS[0], MBPS_TESTS[1]],
+        ROUNDS as u32,
+        &mut problems,
+    );
     if !problems.is_empty() {
         return Err(format!(
             "{}: {} problem(s), no ratio:\n  {}",

@@ -60,3 +60,119 @@ pub fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
     };
     (v[0], med, v[n - 1])
 }
+
+/// One job's line from the guest (`BENCH driver=D round=R test=T front=F ...`): its driver
+/// label, test and round, and the rest of the line for the job's own figures ([`field`]).
+pub struct JobLine<'a> {
+    /// The driver label the run was for.
+    pub driver: &'a str,
+    /// The job.
+    pub test: &'a str,
+    /// The round.
+    pub round: u32,
+    /// The line from `driver=` on.
+    pub rest: &'a str,
+}
+
+/// What a benchmark log's BENCH lines say, each run's drivers checked.
+pub struct Proven<'a> {
+    /// The guest's job lines, in order.
+    pub jobs: Vec<JobLine<'a>>,
+    /// (driver label, round) -> the backend's events received in dom0 over the run (from its
+    /// `BENCH-DOM0` line, which proves the backend driver).
+    pub backend_events: std::collections::BTreeMap<(String, u32), f64>,
+    /// Every line that is unreadable or names a driver other than the label's.
+    pub problems: Vec<String>,
+}
+
+/// Reads the guest's `BENCH` lines and dom0's `BENCH-DOM0` lines of `text`. `drivers` lists
+/// (label, frontend driver, backend driver): a job line must name its label's frontend driver
+/// (`front=`) and a dom0 line its backend driver (`back=`), or it is a problem.
+pub fn proven_lines<'a>(text: &'a str, drivers: &[(&str, &str, &str)]) -> Proven<'a> {
+    let mut p = Proven {
+        jobs: Vec::new(),
+        backend_events: std::collections::BTreeMap::new(),
+        problems: Vec::new(),
+    };
+    let expected = |d: &str| drivers.iter().find(|(l, _, _)| *l == d).copied();
+    for line in text.lines() {
+        if let Some(rest) = line.split("BENCH-DOM0 ").nth(1) {
+            let (Some(d), Some(r), Some(back)) = (
+                field(rest, "driver"),
+                field(rest, "round").and_then(|v| v.parse::<u32>().ok()),
+                field(rest, "back"),
+            ) else {
+                p.problems.push(format!("unreadable line: {line}"));
+                continue;
+            };
+            match expected(d) {
+                Some((_, _, want)) if want == back => {}
+                _ => p
+                    .problems
+                    .push(format!("round {r} {d}: served by backend driver `{back}`")),
+            }
+            let ev = field(rest, "backend_events").and_then(|v| v.parse::<f64>().ok());
+            p.backend_events
+                .insert((d.to_string(), r), ev.unwrap_or(f64::NAN));
+        } else if line.starts_with("{domu}") {
+            let Some(rest) = line.split("BENCH ").nth(1) else {
+                continue;
+            };
+            let (Some(d), Some(t), Some(r), Some(front)) = (
+                field(rest, "driver"),
+                field(rest, "test"),
+                field(rest, "round").and_then(|v| v.parse::<u32>().ok()),
+                field(rest, "front"),
+            ) else {
+                p.problems.push(format!("unreadable line: {line}"));
+                continue;
+            };
+            match expected(d) {
+                Some((_, want, _)) if want == front => {}
+                _ => p.problems.push(format!(
+                    "round {r} {d} {t}: served by frontend driver `{front}`"
+                )),
+            }
+            p.jobs.push(JobLine {
+                driver: d,
+                test: t,
+                round: r,
+                rest,
+            });
+        }
+    }
+    p
+}
+
+/// Checks that every label of `drivers` has rounds `1..=rounds` of every test in `tests` and a
+/// `BENCH-DOM0` line for each round; adds a problem for each gap.
+pub fn check_rounds<J>(
+    jobs: &std::collections::BTreeMap<(String, String), Vec<J>>,
+    round_of: impl Fn(&J) -> u32,
+    backend_events: &std::collections::BTreeMap<(String, u32), f64>,
+    drivers: &[(&str, &str, &str)],
+    tests: &[&str],
+    rounds: u32,
+    problems: &mut Vec<String>,
+) {
+    let want: Vec<u32> = (1..=rounds).collect();
+    for (d, _, _) in drivers {
+        for t in tests {
+            let mut got: Vec<u32> = jobs
+                .get(&(d.to_string(), t.to_string()))
+                .map(|js| js.iter().map(&round_of).collect())
+                .unwrap_or_default();
+            got.sort_unstable();
+            if got != want {
+                problems.push(format!("{d} {t}: rounds {got:?}, want {want:?}"));
+            }
+        }
+        for r in 1..=rounds {
+            if !backend_events.contains_key(&(d.to_string(), r)) {
+                problems.push(format!(
+                    "{d} round {r}: no BENCH-DOM0 line (backend unproven)"
+                ));
+            }
+        }
+    }
+}
