@@ -984,6 +984,11 @@ bool xpvrs_skb_add_page(struct sk_buff *skb, void *page_addr, u32 offset, u32 le
 	return true;
 }
 
+void xpvrs_skb_set_hash(struct sk_buff *skb, u32 hash, bool l4)
+{
+	skb_set_hash(skb, hash, l4 ? PKT_HASH_TYPE_L4 : PKT_HASH_TYPE_L3);
+}
+
 int xpvrs_skb_rx_finish(struct net_device *nd, struct sk_buff *skb, u8 csum, u8 gso,
 			u16 gso_size)
 {

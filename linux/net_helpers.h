@@ -119,6 +119,7 @@ void xpvrs_skb_free(struct sk_buff *skb);
 struct sk_buff *xpvrs_skb_rx_alloc(struct net_device *nd, u16 q, u32 head_len);
 u8 *xpvrs_skb_put(struct sk_buff *skb, u32 len);
 bool xpvrs_skb_add_page(struct sk_buff *skb, void *page_addr, u32 offset, u32 len);
+void xpvrs_skb_set_hash(struct sk_buff *skb, u32 hash, bool l4);
 /* csum as above (1 partial, 2 unnecessary); gso 1 TCPv4, 2 TCPv6. Returns 0, or -errno
  * with the skb freed (a packet whose checksum cannot be set up). */
 int xpvrs_skb_rx_finish(struct net_device *nd, struct sk_buff *skb, u8 csum, u8 gso,

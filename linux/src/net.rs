@@ -180,6 +180,7 @@ extern "C" {
     fn xpvrs_skb_rx_alloc(nd: *mut c_void, q: u16, head_len: u32) -> *mut c_void;
     fn xpvrs_skb_put(skb: *mut c_void, len: u32) -> *mut u8;
     fn xpvrs_skb_add_page(skb: *mut c_void, page_addr: *mut c_void, offset: u32, len: u32) -> bool;
+    fn xpvrs_skb_set_hash(skb: *mut c_void, hash: u32, l4: bool);
     fn xpvrs_skb_rx_finish(
         nd: *mut c_void,
         skb: *mut c_void,
@@ -378,6 +379,13 @@ impl RxSkb {
         // own; `data` cannot overlap it (a fresh buffer).
         unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
         true
+    }
+
+    /// Sets the packet's flow hash (`skb_set_hash`), as a NIC's receive hash: `l4` if it covers
+    /// the ports too (the stack then uses it for steering, RPS and socket lookup).
+    pub fn set_hash(&mut self, hash: u32, l4: bool) {
+        // SAFETY: the skb is ours (type invariant).
+        unsafe { xpvrs_skb_set_hash(self.skb.as_ptr(), hash, l4) }
     }
 
     /// Attaches `len` bytes at `offset` of `page` as the next fragment; the skb owns the

@@ -138,6 +138,11 @@ domu_main() {
         log "queue $q: tx_packets=$t rx_packets=$r"
         check "queue$q-carried-traffic" test "$((t + r))" -gt 0
     done
+    # With receive hashing on, Linux's netback sends each packet's Toeplitz hash; the driver
+    # gives it to the stack as the skb's hash.
+    hashed=$(ethtool -S eth0 | awk '$1 == "rx_hashed:" {print $2}')
+    log "rx_hashed=$hashed"
+    check rx-hashed-by-backend test "${hashed:-0}" -gt 0
     check_eq rx-errors 0 "$(ethtool -S eth0 | awk '$1 == "rx_errors:" {print $2}')"
     check_eq tx-errors 0 "$(ethtool -S eth0 | awk '$1 == "tx_errors:" {print $2}')"
     ip link set eth0 down

@@ -51,7 +51,7 @@ use xen_netif::rx::RxChecksum;
 use xen_netif::tx::{Gso, TxChecksum, TxFrag, TxPacket};
 use xen_netif::{NetFront, SendError};
 use xen_sys::wire::netif::GsoType;
-use xen_sys::XenbusState;
+use xen_sys::{bindings, XenbusState};
 
 module! {
     type: NetFrontModule,
@@ -140,7 +140,7 @@ type Engine = NetFront<Env<IrqTarget>, FrontRingPages, IDS, TxTable, RxTable>;
 // --- counters ---------------------------------------------------------------------------------
 
 /// `ethtool -S`: the device's totals, then each queue's packets.
-const TOTALS: usize = 22;
+const TOTALS: usize = 23;
 const PER_QUEUE: usize = 2;
 const STAT_NAMES: [&kernel::str::CStr; TOTALS + PER_QUEUE * MAX_QUEUES as usize] = [
     c_str!("tx_packets"),
@@ -165,6 +165,7 @@ const STAT_NAMES: [&kernel::str::CStr; TOTALS + PER_QUEUE * MAX_QUEUES as usize]
     c_str!("deferred_frees"),
     c_str!("copied_bytes"),
     c_str!("page_allocs"),
+    c_str!("rx_hashed"),
     c_str!("queue0_tx_packets"),
     c_str!("queue0_rx_packets"),
     c_str!("queue1_tx_packets"),
@@ -190,6 +191,8 @@ struct Counts {
     past: FrontStats,
     tx_dropped: u64,
     rx_dropped: u64,
+    /// Packets received with the backend's Toeplitz hash, given to the stack as theirs.
+    rx_hashed: u64,
 }
 
 fn add(a: &FrontStats, b: &FrontStats) -> FrontStats {
@@ -534,15 +537,18 @@ impl Queue {
             net.tx_wake(q);
         }
         let mut dropped = 0u64;
-        let polled = e.poll(budget as u32, |pkt| match build_skb(napi, pkt) {
-            Some(skb) => match skbs.get_mut(n) {
-                Some(slot) => {
-                    *slot = Some(skb);
-                    n += 1;
-                }
+        let mut hashed = 0u64;
+        let polled = e.poll(budget as u32, |pkt| {
+            match build_skb(napi, pkt, &mut hashed) {
+                Some(skb) => match skbs.get_mut(n) {
+                    Some(slot) => {
+                        *slot = Some(skb);
+                        n += 1;
+                    }
+                    None => dropped += 1,
+                },
                 None => dropped += 1,
-            },
-            None => dropped += 1,
+            }
         });
         match polled {
             Ok(p) => {
@@ -557,6 +563,7 @@ impl Queue {
             ),
         }
         counts.rx_dropped = counts.rx_dropped.wrapping_add(dropped);
+        counts.rx_hashed = counts.rx_hashed.wrapping_add(hashed);
         // Pages taken by skbs are replaced here (atomic allocations). A ring left short of
         // buffers (no memory now) is refilled by a later poll from the refill timer: neither
         // stalled nor spinning.
@@ -623,6 +630,7 @@ impl Queue {
 fn build_skb(
     napi: &net::Napi<'_>,
     pkt: &mut xen_netif::front::RxPacket<Page>,
+    hashed: &mut u64,
 ) -> Option<(RxSkb, Checksum, Option<net::Gso>)> {
     let copy = (pkt.meta.len as usize).min(RX_COPY);
     let mut skb = napi.rx_skb(copy as u32)?;
@@ -671,6 +679,19 @@ fn build_skb(
         GsoType::Tcpv6 => net::Gso::Tcpv6(g.size),
         _ => net::Gso::Tcpv4(g.size),
     });
+    // The backend's Toeplitz hash (our control ring asked for it): the packet's flow hash, as
+    // a NIC's receive hash would be. The type is a bit number of `XEN_NETIF_CTRL_HASH_TYPE_*`.
+    if let Some(h) = pkt.meta.hash {
+        if u32::from(h.algorithm) == bindings::XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ {
+            let l4 = 1u32.checked_shl(u32::from(h.ty)).is_some_and(|bit| {
+                bit & (bindings::XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP
+                    | bindings::XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP)
+                    != 0
+            });
+            skb.set_hash(u32::from_ne_bytes(h.value), l4);
+            *hashed += 1;
+        }
+    }
     Some((skb, csum, gso))
 }
 
@@ -796,11 +817,13 @@ impl net::Operations for Net {
         let mut t = FrontStats::default();
         let mut tx_dropped = 0u64;
         let mut rx_dropped = 0u64;
+        let mut rx_hashed = 0u64;
         for (i, q) in this.queues.iter().enumerate() {
             let (f, c) = q.stats();
             t = add(&t, &f);
             tx_dropped += c.tx_dropped;
             rx_dropped += c.rx_dropped;
+            rx_hashed += c.rx_hashed;
             if let Some(v) = vals.get_mut(TOTALS + PER_QUEUE * i) {
                 *v = f.tx_packets;
             }
@@ -831,6 +854,7 @@ impl net::Operations for Net {
             t.deferred_frees,
             t.copied_bytes,
             t.page_allocs,
+            rx_hashed,
         ];
         for (v, t) in vals.iter_mut().zip(totals) {
             *v = t;
