@@ -21,7 +21,7 @@ mod refs;
 pub use deferred::{Deferred, DeferredQueue, Retry};
 pub use entry::{decode_v1, encode_v1, revocable, Access, EntryState, FrameTooLarge};
 pub use ops::{
-    AccessError, BatchError, CopyOp, CopyPtr, EndAccess, GrantError, GrantOps, MapRequest,
+    AccessError, BatchError, CopyOp, CopyPtr, EndAccess, GrantError, GrantOps, LendOps, MapRequest,
     MapResult, UnmapResult, PAGE_SIZE,
 };
 pub use page::GrantedPage;

@@ -2,7 +2,7 @@
 //! both implement.
 
 use crate::entry::Access;
-use xen_sys::{bindings, DomId, GrantRef};
+use xen_sys::{bindings, DomId, Gfn, GrantRef};
 
 /// A per-slot failure of a grant-table operation (Xen's `GNTST_*` codes other than okay).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -303,6 +303,22 @@ pub trait GrantOps {
         ops: &[CopyOp<'_, Self::Page>],
         results: &mut [Result<(), GrantError>],
     ) -> Result<(), BatchError>;
+}
+
+/// Grants of memory a caller lends rather than a page the implementation owns: a frame is
+/// granted in place (Linux's netfront with `trusted=1` grants an skb's own pages).
+///
+/// # Contract
+///
+/// The grant is ended with [`GrantOps::end_access`]. While that says
+/// [`EndAccess::StillMapped`] the peer may still read (or, if writable, write) the frame, so
+/// the caller must neither free nor reuse the memory: with no page object to defer, such
+/// memory is leaked rather than freed. Lending exposes the whole frame, not only the bytes
+/// the peer is told about: lend only to a peer trusted to see the rest of the page.
+pub trait LendOps: GrantOps {
+    /// Grants `domid` `access` to the frame `gfn` of memory the caller keeps alive until
+    /// [`GrantOps::end_access`] of the returned reference says [`EndAccess::Ended`].
+    fn grant_frame(&self, domid: DomId, gfn: Gfn, access: Access) -> Result<GrantRef, AccessError>;
 }
 
 #[cfg(test)]

@@ -345,6 +345,38 @@ impl TxSkb {
         // SAFETY: owned (type invariant), freed once; `self` is forgotten.
         unsafe { xpvrs_skb_consume(skb.as_ptr()) };
     }
+
+    /// The token [`into_token`](Self::into_token) would give: the skb's address.
+    pub fn token(&self) -> u64 {
+        self.skb.as_ptr() as usize as u64
+    }
+
+    /// Gives the packet up while a device reads its memory in place; the token (its address,
+    /// never 0) is what [`from_token`](Self::from_token) takes back once the device is done.
+    /// A token never taken back leaks the skb.
+    pub fn into_token(self) -> u64 {
+        let token = self.token();
+        core::mem::forget(self);
+        token
+    }
+
+    /// Takes back a packet given up by [`into_token`](Self::into_token); `None` for 0.
+    ///
+    /// # Safety
+    ///
+    /// `token` came from `into_token` and is taken back at most once.
+    pub unsafe fn from_token(token: u64) -> Option<TxSkb> {
+        let skb = NonNull::new(usize::try_from(token).ok()? as *mut c_void)?;
+        // Invariant: the skb was owned by the `TxSkb` that gave the token, and by nothing
+        // since (the caller's guarantee).
+        Some(TxSkb { skb })
+    }
+
+    /// Leaks the packet for good: its memory may still be read by a device that will not
+    /// give it back, so it must never be freed or reused.
+    pub fn leak(self) {
+        core::mem::forget(self);
+    }
 }
 
 impl Drop for TxSkb {

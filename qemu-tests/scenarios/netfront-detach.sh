@@ -1,7 +1,9 @@
 # netfront-detach: our Rust netfront against the Linux C netback through ten `xl network-detach`
 # / `xl network-attach` cycles with a ping running all along. Each detach closes the connection
 # and removes eth0 (every grant ended, every channel unbound); each attach (a new vif, same MAC)
-# brings a new eth0 that the guest configures and reaches dom0 through. At the end the driver
+# brings a new eth0 that the guest configures and reaches dom0 through. The first five cycles
+# lend the skbs' pages to the backend (trusted=1), the last five copy (trusted=0 written to the
+# module parameter, read at each connection). At the end the driver
 # unloads clean and dom0 has no vif of the guest left but the current one.
 TIMEOUT=600
 MAC=00:16:3e:5a:00:04
@@ -74,6 +76,8 @@ domu_main() {
         done
         [ $n -gt 0 ] || { fail "cycle $i: no new eth0"; return; }
         last=$cur
+        # Cycles 6 to 10 copy every packet (trusted=0); the earlier ones lend the skbs' pages.
+        [ "$i" -eq 5 ] && echo 0 > /sys/module/xenpvrs_netfront/parameters/trusted
         up_and_ping "$i" || return
         i=$((i + 1))
     done
@@ -81,6 +85,9 @@ domu_main() {
     check_eq removed-each-cycle "$CYCLES" "$(dmesg | grep -c 'XENPVRS-NETFRONT device/vif/[0-9]*: removed')"
     kscan XENPVRS-NETFRONT "eth0: connected"
     check_eq connected-each-cycle "$((CYCLES + 1))" "$KN"
+    check_eq lending-connections 6 "$(dmesg | grep -c 'XENPVRS-NETFRONT eth0: connected .* trusted=1')"
+    check_eq copying-connections 5 "$(dmesg | grep -c 'XENPVRS-NETFRONT eth0: connected .* trusted=0')"
+    check_eq nothing-held-by-backend 0 "$(dmesg | grep -c 'still maps a sent packet')"
     check ping-at-the-end ping -c 3 -q 10.0.0.1
     ip link set eth0 down
     unload_netfront

@@ -7,7 +7,8 @@
 # - pings of 56 and 8000 bytes, a flood of 2000 (each sent when the last reply is in), and
 #   of 8972 bytes unfragmented at MTU 9000;
 # - UDP again with checksum offload and TSO off (ethtool -K), then both on again;
-# then shows its counters (ethtool -S: both queues carried packets) and unloads the driver.
+# then shows its counters (ethtool -S: both queues carried packets; TX went out lent in place,
+# Linux's default trusted=1) and unloads the driver.
 # Our control ring sets Linux's netback up for Toeplitz receive hashing over the two queues
 # (which Linux's netfront never does); dom0 reads back key and table from netback's debugfs.
 TIMEOUT=900
@@ -73,6 +74,8 @@ domu_main() {
     log "$KLAST"
     # Linux's netback offers split event channels: a TX and an RX channel per queue.
     check_eq split-event-channels 1 "$(kv "$KLAST" split-event-channels)"
+    # Linux's default trusted=1: TX grants the skbs' own pages (checked in the counters below).
+    check_eq trusted-lends 1 "$(kv "$KLAST" trusted)"
     check_eq channels-in-proc-interrupts 4 "$(grep -cE 'xenpvrs-netfront-(tx|rx)' /proc/interrupts)"
     # Two queues and Linux's netback offers the control ring: we set up receive hashing
     # (dom0 checks what its netback took).
@@ -143,6 +146,11 @@ domu_main() {
     hashed=$(ethtool -S eth0 | awk '$1 == "rx_hashed:" {print $2}')
     log "rx_hashed=$hashed"
     check rx-hashed-by-backend test "${hashed:-0}" -gt 0
+    # Sent in place: the 256 MiB up and everything else went out lent, none held back.
+    lent=$(ethtool -S eth0 | awk '$1 == "lent_bytes:" {print $2}')
+    log "lent_bytes=$lent copied_bytes=$(ethtool -S eth0 | awk '$1 == "copied_bytes:" {print $2}')"
+    check tx-lent-in-place test "${lent:-0}" -gt "$NET_BYTES"
+    check_eq tx-still-mapped 0 "$(ethtool -S eth0 | awk '$1 == "tx_still_mapped:" {print $2}')"
     check_eq rx-errors 0 "$(ethtool -S eth0 | awk '$1 == "rx_errors:" {print $2}')"
     check_eq tx-errors 0 "$(ethtool -S eth0 | awk '$1 == "tx_errors:" {print $2}')"
     ip link set eth0 down

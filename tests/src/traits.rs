@@ -22,7 +22,7 @@ use xen_core::hypercall::{HypercallError, Hypercalls, Pfn};
 use xen_core::platform::{PageAlloc, PageBytes, RingMemory};
 use xen_grant::{
     Access, AccessError, BatchError, CopyOp, CopyPtr, DeferredQueue, EndAccess, GrantError,
-    GrantOps, MapRequest, MapResult, Retry, UnmapResult,
+    GrantOps, LendOps, MapRequest, MapResult, Retry, UnmapResult,
 };
 use xen_sys::{DomId, Gfn, GrantRef, Port};
 
@@ -100,6 +100,22 @@ impl Domain {
         guests
             .get(&self.id)
             .map_or(0, |s| s.deferred.len() + s.rings.len())
+    }
+}
+
+impl LendOps for Domain {
+    fn grant_frame(&self, domid: DomId, gfn: Gfn, access: Access) -> Result<GrantRef, AccessError> {
+        self.retry_deferred();
+        let readonly = access == Access::ReadOnly;
+        match self
+            .hv
+            .gnttab
+            .grant(&self.hv, self.id, domid, gfn, readonly)
+        {
+            Ok(gref) => Ok(gref),
+            Err(gnttab::GrantError::TableFull) => Err(AccessError::NoFreeRefs),
+            Err(_) => Err(AccessError::FrameTooLarge),
+        }
     }
 }
 

@@ -10,8 +10,9 @@ use netif_harness::{Rig, WirePacket, D1};
 use std::collections::VecDeque;
 use xen_core::feature::netif::Offload;
 use xen_netif::{
-    FrontConfig, Gso, RxChecksum, RxGso, SendError, TxChecksum, TxFrag, TxOutcome, TxPacket,
+    FrontConfig, Gso, RxChecksum, RxGso, SendError, TxChecksum, TxFrag, TxLent, TxOutcome, TxPacket,
 };
+use xen_sim::Pages;
 use xen_sys::wire::netif::{ExtraType, GsoType, NetTxFlags, NR_SLOTS_MIN};
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -521,5 +522,239 @@ fn pages_the_glue_takes_are_its_own_and_replaced() {
     assert_eq!(rig.front.rx_posted(), 256);
     assert_eq!(rig.front.stats().page_allocs, allocs + 1);
     drop(taken);
+    rig.close();
+}
+
+/// `data` written into fresh pages of the front's domain at `offset` of the first, as an skb's
+/// memory would lie, and the pieces that lend it (one per page touched).
+fn lend(rig: &Rig, data: &[u8], offset: usize) -> (Pages, Vec<TxLent>) {
+    let pages = (offset + data.len()).div_ceil(4096);
+    let mem = rig.fe.alloc_pages(pages);
+    mem.write(offset, data);
+    let mut pieces = Vec::new();
+    let mut at = offset;
+    while at < offset + data.len() {
+        let len = (4096 - at % 4096).min(offset + data.len() - at);
+        pieces.push(TxLent {
+            gfn: mem.frame(at / 4096).unwrap(),
+            offset: (at % 4096) as u16,
+            len: len as u16,
+        });
+        at += len;
+    }
+    (mem, pieces)
+}
+
+#[test]
+fn lent_packet_goes_out_in_place_without_a_copy() {
+    let mut rig = Rig::new(FrontConfig::default());
+    // A GSO packet as an skb may lie: a 54-byte head near a page end, a 61000-byte frag
+    // from a page start, a 4000-byte frag across a page end. 1 + 15 + 2 = 18 pieces, the most
+    // that is lent.
+    let data = pattern(54 + 61000 + 4000, 3);
+    let parts = [
+        (&data[..54], 4000),
+        (&data[54..61054], 0),
+        (&data[61054..], 2000),
+    ];
+    let mut mem = Vec::new();
+    let mut pieces = Vec::new();
+    for (bytes, offset) in parts {
+        let (m, p) = lend(&rig, bytes, offset);
+        mem.push(m);
+        pieces.extend(p);
+    }
+    assert_eq!(pieces.len(), NR_SLOTS_MIN);
+    let gso = Some(Gso {
+        ty: GsoType::Tcpv4,
+        size: 1448,
+    });
+    rig.front
+        .send_lent(&pieces, TxChecksum::Partial, gso, 77)
+        .unwrap();
+    // A small one in a single page.
+    let small = pattern(60, 9);
+    let (small_mem, small_pieces) = lend(&rig, &small, 4000);
+    assert_eq!(small_pieces.len(), 1);
+    rig.front
+        .send_lent(&small_pieces, TxChecksum::None, None, 78)
+        .unwrap();
+    rig.front.push_tx().unwrap();
+    assert_eq!(
+        rig.data_grants(),
+        256 + 19,
+        "one grant per piece, no page of ours"
+    );
+    let wire = rig.read_tx();
+    assert_eq!(wire.len(), 2);
+    assert_eq!(
+        wire[0].data, data,
+        "the backend reads the lent frames in place"
+    );
+    assert_eq!(
+        wire[0].slots,
+        NR_SLOTS_MIN + 1,
+        "18 data slots and the GSO slot"
+    );
+    assert_eq!(wire[0].gso.map(|g| g.ty), Some(ExtraType::Gso as u8));
+    assert_eq!(wire[1].data, small);
+    for w in &wire {
+        rig.answer_tx(w, 0);
+    }
+    rig.push_tx_responses();
+    rig.tx_event().unwrap();
+    let done: Vec<_> = rig
+        .completions
+        .iter()
+        .map(|c| (c.token, c.len, c.outcome, c.still_mapped))
+        .collect();
+    assert_eq!(
+        done,
+        vec![
+            (77, data.len() as u32, TxOutcome::Okay, false),
+            (78, 60, TxOutcome::Okay, false)
+        ]
+    );
+    let s = rig.front.stats();
+    assert_eq!(s.copied_bytes, 0);
+    assert_eq!(s.lent_bytes, (data.len() + 60) as u64);
+    assert_eq!(
+        s.page_allocs, 256,
+        "RX buffers only: lending allocates nothing"
+    );
+    assert_eq!(
+        rig.data_grants(),
+        256,
+        "every lent grant ended at its completion"
+    );
+    // Copied and lent packets share the ids: a copied one after them still works.
+    rig.front.send(&TxPacket::linear(&small), 79).unwrap();
+    rig.front.push_tx().unwrap();
+    let w = rig.read_tx();
+    assert_eq!(w[0].data, small);
+    drop((mem, small_mem));
+    rig.close();
+}
+
+#[test]
+fn lent_layouts_that_cannot_go_in_place_are_refused_untouched() {
+    let mut rig = Rig::new(FrontConfig::default());
+    let mem = rig.fe.alloc_pages(19);
+    let piece = |i: usize, offset: u16, len: u16| TxLent {
+        gfn: mem.frame(i).unwrap(),
+        offset,
+        len,
+    };
+    let too_many: Vec<TxLent> = (0..NR_SLOTS_MIN + 1).map(|i| piece(i, 0, 100)).collect();
+    let cases: Vec<(&str, Vec<TxLent>, SendError)> = vec![
+        ("no piece", vec![], SendError::BadLayout),
+        ("19 pieces", too_many, SendError::BadLayout),
+        (
+            "crossing the page end",
+            vec![piece(0, 4000, 97)],
+            SendError::BadLayout,
+        ),
+        (
+            "an empty piece",
+            vec![piece(0, 0, 60), piece(1, 0, 0)],
+            SendError::BadLayout,
+        ),
+        (
+            "shorter than a header",
+            vec![piece(0, 0, 13)],
+            SendError::BadLength,
+        ),
+    ];
+    for (what, pieces, want) in cases {
+        assert_eq!(
+            rig.front.send_lent(&pieces, TxChecksum::None, None, 1),
+            Err(want),
+            "{what}"
+        );
+    }
+    let gso = Some(Gso {
+        ty: GsoType::Tcpv4,
+        size: 1448,
+    });
+    assert_eq!(
+        rig.front
+            .send_lent(&[piece(0, 0, 100)], TxChecksum::None, gso, 1),
+        Err(SendError::BadGso),
+        "GSO without a partial checksum"
+    );
+    // Nothing was granted or queued by any of them.
+    assert_eq!(rig.data_grants(), 256);
+    rig.front.push_tx().unwrap();
+    assert!(rig.read_tx().is_empty());
+    // Without SG a lent packet must fit a page, as a copied one.
+    let mut rig2 = Rig::on(
+        rig.close().0,
+        FrontConfig {
+            tx: Offload::default(),
+            ..FrontConfig::default()
+        },
+        true,
+    );
+    let mem2 = rig2.fe.alloc_pages(2);
+    let two = [
+        TxLent {
+            gfn: mem2.frame(0).unwrap(),
+            offset: 0,
+            len: 4096,
+        },
+        TxLent {
+            gfn: mem2.frame(1).unwrap(),
+            offset: 0,
+            len: 1,
+        },
+    ];
+    assert_eq!(
+        rig2.front.send_lent(&two, TxChecksum::None, None, 1),
+        Err(SendError::BadLength)
+    );
+    rig2.close();
+}
+
+#[test]
+fn lent_and_copied_packets_fill_the_ring_and_drain() {
+    let mut rig = Rig::new(FrontConfig::default());
+    let mut kept = Vec::new();
+    let mut sent = Vec::new();
+    let mut token = 0u64;
+    // Alternate lent and copied packets until the queue says stop.
+    while rig.front.tx_room() {
+        let d = pattern(1000 + (token as usize * 97) % 9000, token as u8);
+        if token % 2 == 0 {
+            let (mem, pieces) = lend(&rig, &d, (token as usize * 613) % 4096);
+            rig.front
+                .send_lent(&pieces, TxChecksum::Partial, None, token)
+                .unwrap();
+            kept.push(mem);
+        } else {
+            rig.front
+                .send(
+                    &TxPacket {
+                        csum: TxChecksum::Partial,
+                        ..TxPacket::linear(&d)
+                    },
+                    token,
+                )
+                .unwrap();
+        }
+        sent.push(d);
+        token += 1;
+    }
+    assert!(token > 20, "the ring took many packets ({token})");
+    rig.front.push_tx().unwrap();
+    echo_all(&mut rig);
+    let got: Vec<&Vec<u8>> = rig.received.iter().map(|r| &r.data).collect();
+    assert_eq!(got, sent.iter().collect::<Vec<_>>());
+    assert_eq!(rig.completions.len(), sent.len());
+    assert!(rig
+        .completions
+        .iter()
+        .all(|c| c.outcome == TxOutcome::Okay && !c.still_mapped));
+    assert_eq!(rig.data_grants(), 256);
+    drop(kept);
     rig.close();
 }

@@ -12,7 +12,9 @@ use netif_harness::{Rig, D1};
 use std::collections::VecDeque;
 use xen_evtchn::{Eoi, Nanos, Outcome, Throttle, ThrottleConfig};
 use xen_netif::rx::{MAX_RX_CHAIN, MAX_RX_DATA_SLOTS};
-use xen_netif::{Error, Fault, FrontConfig, RxError, SendError, TxOutcome, TxPacket};
+use xen_netif::{
+    Error, Fault, FrontConfig, RxError, SendError, TxChecksum, TxLent, TxOutcome, TxPacket,
+};
 use xen_ring::RingError;
 use xen_sim::MapOp;
 use xen_sys::wire::netif::{
@@ -209,6 +211,112 @@ fn tx_page_still_mapped_is_deferred_never_reused() {
     drop(kept);
     assert_eq!(rig.fe.retry_deferred().pending, 0);
     rig.close();
+}
+
+/// Lends a 5000-byte packet from offset 3000 of fresh pages of the front's (two pieces);
+/// returns the memory (kept alive by the test, as the glue keeps the skb) and what the
+/// backend read.
+fn lend(rig: &mut Rig, token: u64) -> (xen_sim::Pages, netif_harness::WirePacket) {
+    let mem = rig.fe.alloc_pages(2);
+    mem.write(3000, &data(5000));
+    let pieces = [
+        TxLent {
+            gfn: mem.frame(0).unwrap(),
+            offset: 3000,
+            len: 1096,
+        },
+        TxLent {
+            gfn: mem.frame(1).unwrap(),
+            offset: 0,
+            len: 3904,
+        },
+    ];
+    rig.front
+        .send_lent(&pieces, TxChecksum::None, None, token)
+        .unwrap();
+    rig.front.push_tx().unwrap();
+    let mut w = rig.read_tx();
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].data, data(5000));
+    (mem, w.remove(0))
+}
+
+fn map_kept(rig: &Rig, gref: GrantRef) -> xen_sim::Mapping {
+    rig.be
+        .map_grants(&[MapOp {
+            granter: D1,
+            gref,
+            writable: false,
+        }])
+        .pop()
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+fn tx_lent_frame_still_mapped_after_its_answer_is_never_given_back() {
+    let mut rig = Rig::new(FrontConfig::default());
+    let (mem, w) = lend(&mut rig, 7);
+    // The backend answers both slots but keeps the second frame mapped.
+    let kept = map_kept(&rig, w.grefs[1]);
+    rig.answer_tx(&w, 0);
+    rig.push_tx_responses();
+    assert_eq!(
+        rig.tx_event(),
+        Err(Error::Fault(Fault::TxStillMapped(w.ids[1])))
+    );
+    // Reported once, aborted, and held: the glue must leak the memory, never free it.
+    let done: Vec<_> = rig
+        .completions
+        .iter()
+        .map(|c| (c.token, c.outcome, c.still_mapped))
+        .collect();
+    assert_eq!(done, vec![(7, TxOutcome::Aborted, true)]);
+    assert!(rig.front.is_failed());
+    assert_eq!(rig.front.stats().tx_still_mapped, 1);
+    assert_eq!(
+        rig.front.send(&TxPacket::linear(&data(60)), 8),
+        Err(SendError::Failed)
+    );
+    // Every grant is revoked but the one the backend maps, which is the memory's for good.
+    assert_eq!(rig.data_grants(), 1);
+    assert_eq!(rig.sim.grant_stats().freed_while_mapped, 0);
+    let mut seen = vec![0u8; 3904];
+    assert!(kept.read(0, &mut seen));
+    assert_eq!(seen, data(5000)[1096..]);
+    drop(kept);
+    drop(mem);
+}
+
+#[test]
+fn tx_lent_frame_mapped_when_the_queue_fails_is_reported_held() {
+    let mut rig = Rig::new(FrontConfig::default());
+    let (mem_a, a) = lend(&mut rig, 1);
+    let (mem_b, _b) = lend(&mut rig, 2);
+    let kept = map_kept(&rig, a.grefs[0]);
+    // A bogus answer fails the queue with both packets unanswered.
+    rig.tx_raw(4000, 0);
+    rig.push_tx_responses();
+    assert_eq!(rig.tx_event(), Err(Error::Fault(Fault::TxBadId(4000))));
+    let mut done: Vec<_> = rig
+        .completions
+        .iter()
+        .map(|c| (c.token, c.outcome, c.still_mapped))
+        .collect();
+    done.sort_unstable_by_key(|d| d.0);
+    assert_eq!(
+        done,
+        vec![
+            (1, TxOutcome::Aborted, true),
+            (2, TxOutcome::Aborted, false)
+        ],
+        "only the packet whose frame is mapped is held"
+    );
+    assert_eq!(rig.front.stats().tx_still_mapped, 1);
+    assert_eq!(rig.data_grants(), 1, "only the mapped frame stays granted");
+    drop(mem_b);
+    drop(kept);
+    drop(mem_a);
 }
 
 // ---- RX ring ----

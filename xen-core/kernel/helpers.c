@@ -73,6 +73,15 @@ unsigned long xpvrs_virt_to_gfn(const void *addr)
 	return virt_to_gfn(addr);
 }
 
+/* The frame of a direct-map address; false for any other (vmalloc, stack, module data). */
+bool xpvrs_direct_map_gfn(const void *addr, unsigned long *gfn)
+{
+	if (!virt_addr_valid(addr))
+		return false;
+	*gfn = virt_to_gfn(addr);
+	return true;
+}
+
 int xpvrs_setup_ring(struct xenbus_device *dev, void **vaddr, unsigned int nr_pages,
 		     grant_ref_t *grefs)
 {

@@ -20,6 +20,7 @@ void *xpvrs_alloc_page(void);
 void *xpvrs_alloc_page_atomic(void);
 void xpvrs_free_page(void *addr);
 unsigned long xpvrs_virt_to_gfn(const void *addr);
+bool xpvrs_direct_map_gfn(const void *addr, unsigned long *gfn);
 int xpvrs_setup_ring(struct xenbus_device *dev, void **vaddr, unsigned int nr_pages,
 		     grant_ref_t *grefs);
 int xpvrs_alloc_map_pages(unsigned int nr, struct page **pages);

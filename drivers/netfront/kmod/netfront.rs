@@ -12,9 +12,10 @@
 //! refills the RX ring, wakes the TX queue, and sends the late EOI once the queue is idle, so
 //! a backend that floods the channel is throttled.
 //!
-//! Every packet is copied through the engine's own zeroed, granted pages (Linux's
-//! `trusted=0`, always): no page of the guest's is ever granted to the backend. Received
-//! data lands in pages the engine posted; their grants are ended before the data is read, and
+//! TX lends the skb's own pages in place to a trusted backend (Linux's `trusted=1`, its
+//! default): the skb is kept until the backend has answered every slot, and leaked if it
+//! still maps one then. With `trusted=0` (or our `trusted` key 0) every packet is copied
+//! through the engine's own zeroed, granted pages instead. Received data lands in pages the engine posted; their grants are ended before the data is read, and
 //! the pages then go to the skb. Every response is copied once and checked by the engine; one
 //! that breaks the protocol fails the queue (its packets are dropped), never the kernel.
 
@@ -34,7 +35,7 @@ use xen_core::feature::netif::{
     read_mtu, wants_ctrl_ring, write_ctrl_ring, write_queue, BackOffer, Channels, CtrlRing,
     FrontLimits, FrontRequest, MacAddr, Offload, QueueRings, MAX_MTU, MIN_MTU,
 };
-use xen_core::feature::{FeatureError, StoreDir};
+use xen_core::feature::{read_u32, FeatureError, StoreDir};
 use xen_core::xenbus::{Action, Event, Input, Machine, Perform};
 use xen_core::xs::{with_transaction, TxId};
 use xen_evtchn::EvtchnOps;
@@ -46,11 +47,11 @@ use xen_kernel::ring::FrontRingPages;
 use xen_kernel::store::KernelStore;
 use xen_kernel::{stats, Kick, KickReason};
 use xen_netif::ctrl::{CtrlFront, CtrlOutcome, HashConfig};
-use xen_netif::front::{FrontConfig, FrontStats, RxEntry, TxEntry};
+use xen_netif::front::{FrontConfig, FrontStats, RxEntry, TxCompletion, TxEntry, TxOutcome};
 use xen_netif::rx::RxChecksum;
-use xen_netif::tx::{Gso, TxChecksum, TxFrag, TxPacket};
+use xen_netif::tx::{Gso, TxChecksum, TxFrag, TxLent, TxPacket, PAGE};
 use xen_netif::{NetFront, SendError};
-use xen_sys::wire::netif::GsoType;
+use xen_sys::wire::netif::{GsoType, NR_SLOTS_MIN};
 use xen_sys::{bindings, XenbusState};
 
 module! {
@@ -140,7 +141,7 @@ type Engine = NetFront<Env<IrqTarget>, FrontRingPages, IDS, TxTable, RxTable>;
 // --- counters ---------------------------------------------------------------------------------
 
 /// `ethtool -S`: the device's totals, then each queue's packets.
-const TOTALS: usize = 23;
+const TOTALS: usize = 25;
 const PER_QUEUE: usize = 2;
 const STAT_NAMES: [&kernel::str::CStr; TOTALS + PER_QUEUE * MAX_QUEUES as usize] = [
     c_str!("tx_packets"),
@@ -164,6 +165,8 @@ const STAT_NAMES: [&kernel::str::CStr; TOTALS + PER_QUEUE * MAX_QUEUES as usize]
     c_str!("grant_ends"),
     c_str!("deferred_frees"),
     c_str!("copied_bytes"),
+    c_str!("lent_bytes"),
+    c_str!("tx_still_mapped"),
     c_str!("page_allocs"),
     c_str!("rx_hashed"),
     c_str!("queue0_tx_packets"),
@@ -195,28 +198,60 @@ struct Counts {
     rx_hashed: u64,
 }
 
-fn add(a: &FrontStats, b: &FrontStats) -> FrontStats {
-    FrontStats {
-        tx_packets: a.tx_packets.wrapping_add(b.tx_packets),
-        tx_bytes: a.tx_bytes.wrapping_add(b.tx_bytes),
-        tx_slots: a.tx_slots.wrapping_add(b.tx_slots),
-        tx_errors: a.tx_errors.wrapping_add(b.tx_errors),
-        tx_aborted: a.tx_aborted.wrapping_add(b.tx_aborted),
-        tx_linearised: a.tx_linearised.wrapping_add(b.tx_linearised),
-        tx_gso: a.tx_gso.wrapping_add(b.tx_gso),
-        rx_packets: a.rx_packets.wrapping_add(b.rx_packets),
-        rx_bytes: a.rx_bytes.wrapping_add(b.rx_bytes),
-        rx_slots: a.rx_slots.wrapping_add(b.rx_slots),
-        rx_errors: a.rx_errors.wrapping_add(b.rx_errors),
-        rx_gso: a.rx_gso.wrapping_add(b.rx_gso),
-        notifications: a.notifications.wrapping_add(b.notifications),
-        events: a.events.wrapping_add(b.events),
-        spurious_events: a.spurious_events.wrapping_add(b.spurious_events),
-        grants: a.grants.wrapping_add(b.grants),
-        grant_ends: a.grant_ends.wrapping_add(b.grant_ends),
-        deferred_frees: a.deferred_frees.wrapping_add(b.deferred_frees),
-        copied_bytes: a.copied_bytes.wrapping_add(b.copied_bytes),
-        page_allocs: a.page_allocs.wrapping_add(b.page_allocs),
+
+/// An unused [`TxLent`].
+const NO_PIECE: TxLent = TxLent {
+    gfn: xen_sys::Gfn::new(0),
+    offset: 0,
+    len: 0,
+};
+
+/// The pieces that lend `slices` (an skb's head and frags) in place, one per page touched,
+/// written into `out`; `None` if a slice is not in the direct map or they need more than
+/// [`NR_SLOTS_MIN`] pieces (the packet is then copied).
+fn lend_pieces<'a, 'b>(
+    slices: impl Iterator<Item = &'a [u8]>,
+    out: &'b mut [TxLent; NR_SLOTS_MIN],
+) -> Option<&'b [TxLent]> {
+    let mut n = 0;
+    for s in slices {
+        let mut at = 0;
+        while at < s.len() {
+            let rest = s.get(at..)?;
+            let addr = rest.as_ptr();
+            let gfn = xen_kernel::grant::direct_map_gfn(addr)?;
+            let offset = addr as usize % PAGE;
+            let len = (PAGE - offset).min(rest.len());
+            *out.get_mut(n)? = TxLent {
+                gfn,
+                offset: u16::try_from(offset).ok()?,
+                len: u16::try_from(len).ok()?,
+            };
+            n += 1;
+            at += len;
+        }
+    }
+    out.get(..n)
+}
+
+/// A finished TX packet: a lent skb (a non-zero token) is freed, or leaked for good if the
+/// backend still maps it. Copied packets (token 0) were freed at `start_xmit`.
+fn tx_done(c: TxCompletion) {
+    if c.token == 0 {
+        return;
+    }
+    // SAFETY: a non-zero token is an skb `xmit` gave up with `into_token` after `send_lent`
+    // took it, and the engine completes each packet once.
+    let Some(skb) = (unsafe { TxSkb::from_token(c.token) }) else {
+        return;
+    };
+    if c.still_mapped {
+        pr_alert!("XENPVRS-NETFRONT: the backend still maps a sent packet; leaking its memory\n");
+        skb.leak();
+    } else if c.outcome == TxOutcome::Okay {
+        skb.consume();
+    } else {
+        drop(skb);
     }
 }
 
@@ -234,6 +269,8 @@ struct QState {
     ready: bool,
     /// Work was found since the last EOI (else the EOI says spurious).
     worked: bool,
+    /// TX lends the skb's own pages (`trusted`): else every packet is copied.
+    lend: bool,
     counts: Counts,
 }
 
@@ -258,6 +295,7 @@ impl Queue {
                 refill: None,
                 ready: false,
                 worked: false,
+                lend: false,
                 counts: Counts::default(),
             }),
         })
@@ -272,6 +310,7 @@ impl Queue {
         net: NapiScheduler,
         config: FrontConfig,
         split: bool,
+        lend: bool,
     ) -> Result<QueueRings> {
         let backend = dev.otherend_id();
         let tx_ring = FrontRingPages::new(dev, 1)?;
@@ -336,6 +375,7 @@ impl Queue {
             let mut st = self.state.lock();
             st.ready = false;
             st.worked = false;
+            st.lend = lend;
             st.irq = Some(irq);
             st.rx_irq = rx_irq;
             (st.engine.replace(engine), st.refill.replace(refill))
@@ -377,9 +417,9 @@ impl Queue {
             st.rx_irq = None;
             let mut engine = st.engine.take();
             if let Some(e) = engine.as_mut() {
-                e.close(|_| {});
+                e.close(tx_done);
                 let s = e.stats();
-                st.counts.past = add(&st.counts.past, &s);
+                st.counts.past = st.counts.past.sum(&s);
             }
             (engine, st.refill.take())
         };
@@ -393,7 +433,7 @@ impl Queue {
         let _bh = BhOff::new();
         let st = self.state.lock();
         let now = st.engine.as_ref().map(|e| e.stats()).unwrap_or_default();
-        (add(&st.counts.past, &now), st.counts)
+        (st.counts.past.sum(&now), st.counts)
     }
 
     /// `start_xmit` on this queue (bottom halves off).
@@ -443,17 +483,14 @@ impl Queue {
             Checksum::Partial => TxChecksum::Partial,
             Checksum::Unnecessary => TxChecksum::Unnecessary,
         };
-        let packet = TxPacket {
-            head: TxFrag::new(skb.head()),
-            frags: frags.get(..nfrags).unwrap_or(&[]),
-            csum,
-            gso,
-        };
+        let frag_slices = frags.get(..nfrags).unwrap_or(&[]);
+        let mut lent = [NO_PIECE; NR_SLOTS_MIN];
         let mut st = self.state.lock();
         let QState {
             engine,
             ready,
             counts,
+            lend,
             ..
         } = &mut *st;
         let engine = match engine.as_mut() {
@@ -463,16 +500,48 @@ impl Queue {
                 return Ok(());
             }
         };
-        match engine.send(&packet, 0) {
-            Ok(()) => {
+        // Lent in place when trusted and the layout allows; else copied (and packed).
+        let pieces = if *lend {
+            lend_pieces(
+                Iterator::chain(
+                    core::iter::once(skb.head()),
+                    frag_slices.iter().map(|f| f.data),
+                ),
+                &mut lent,
+            )
+        } else {
+            None
+        };
+        let sent = match pieces {
+            Some(pieces) => engine
+                .send_lent(pieces, csum, gso, skb.token())
+                .map(|()| true),
+            None => {
+                let packet = TxPacket {
+                    head: TxFrag::new(skb.head()),
+                    frags: frag_slices,
+                    csum,
+                    gso,
+                };
+                engine.send(&packet, 0).map(|()| false)
+            }
+        };
+        match sent {
+            Ok(lent) => {
                 let _ = engine.push_tx();
                 if !engine.tx_room() {
                     // Woken by the poll once completions free room.
                     net.tx_stop(self.index);
                 }
                 drop(st);
-                // The engine copied the packet: it is sent as far as the stack is concerned.
-                skb.consume();
+                if lent {
+                    // The backend reads it in place: the skb is the engine's until its
+                    // completion hands the token back (`tx_done`).
+                    skb.into_token();
+                } else {
+                    // The engine copied the packet: it is sent as far as the stack is concerned.
+                    skb.consume();
+                }
                 Ok(())
             }
             Err(SendError::Busy) => {
@@ -513,7 +582,7 @@ impl Queue {
             return 0;
         };
         if budget == 0 {
-            if let Ok(p) = e.tx_event(|_| {}) {
+            if let Ok(p) = e.tx_event(tx_done) {
                 *worked |= !p.spurious;
             }
             if net.tx_stopped(q) && e.tx_room() {
@@ -521,7 +590,7 @@ impl Queue {
             }
             return 0;
         }
-        match e.tx_event(|_| {}) {
+        match e.tx_event(tx_done) {
             Ok(p) => {
                 more |= p.more;
                 *worked |= !p.spurious;
@@ -820,7 +889,7 @@ impl net::Operations for Net {
         let mut rx_hashed = 0u64;
         for (i, q) in this.queues.iter().enumerate() {
             let (f, c) = q.stats();
-            t = add(&t, &f);
+            t = t.sum(&f);
             tx_dropped += c.tx_dropped;
             rx_dropped += c.rx_dropped;
             rx_hashed += c.rx_hashed;
@@ -853,6 +922,8 @@ impl net::Operations for Net {
             t.grant_ends,
             t.deferred_frees,
             t.copied_bytes,
+            t.lent_bytes,
+            t.tx_still_mapped,
             t.page_allocs,
             rx_hashed,
         ];
@@ -887,6 +958,8 @@ struct CtlState {
     ctrl_started: bool,
     /// How it ended was logged.
     ctrl_reported: bool,
+    /// TX lends the skbs' pages (the `trusted` parameter and our `trusted` key).
+    lend: bool,
 }
 
 /// One virtual network interface.
@@ -978,10 +1051,26 @@ impl Dev {
             rx: req.offload,
             tx_budget: BUDGET as u32,
         };
+        // As Linux's netfront: pages are lent only to a backend trusted both by the module
+        // parameter and by the toolstack (our `trusted` key, 1 when absent). A value that is
+        // not a number is taken as untrusted.
+        let lend = {
+            // SAFETY: reads a module parameter.
+            let param = unsafe { xpvrs_netfront_trusted() };
+            let store = st.store.as_mut().ok_or(EINVAL)?;
+            let me = self.handle.nodename_path()?;
+            let key = read_u32(
+                &mut StoreDir::new(store, me.as_path()?, TxId::NONE),
+                "trusted",
+                "trusted",
+            );
+            param && matches!(key, Ok(None) | Ok(Some(1..)))
+        };
+        st.lend = lend;
         let mut rings = KVec::new();
         for q in self.net.queues.iter().take(nq) {
             rings.push(
-                q.setup(&self.handle, net, config, req.split_event_channels)?,
+                q.setup(&self.handle, net, config, req.split_event_channels, lend)?,
                 GFP_KERNEL,
             )?;
         }
@@ -1141,7 +1230,7 @@ impl Dev {
         st.connections = st.connections.wrapping_add(1);
         let o = st.offload;
         pr_info!(
-            "XENPVRS-NETFRONT {}: connected connections={} resumes={} queues={} sg={} tso4={} tso6={} csum4={} csum6={} mtu={} split-event-channels={} trusted=0\n",
+            "XENPVRS-NETFRONT {}: connected connections={} resumes={} queues={} sg={} tso4={} tso6={} csum4={} csum6={} mtu={} split-event-channels={} trusted={}\n",
             net.name(),
             st.connections,
             self.resumed.load(Ordering::Relaxed),
@@ -1152,7 +1241,8 @@ impl Dev {
             u8::from(o.ipv4_csum),
             u8::from(o.ipv6_csum),
             net.mtu(),
-            u8::from(req.split_event_channels)
+            u8::from(req.split_event_channels),
+            u8::from(st.lend)
         );
         Ok(())
     }
@@ -1343,6 +1433,7 @@ impl bus::Driver for Driver {
                         ctrl: None,
                         ctrl_started: false,
                         ctrl_reported: false,
+                        lend: false,
                     },
                 }),
                 ctl_work <- new_work!("Dev::ctl_work"),

@@ -18,7 +18,7 @@ MODULE_PARM_DESC(max_queues, "Maximum number of queues per virtual interface");
 
 static bool trusted = true;
 module_param(trusted, bool, 0644);
-MODULE_PARM_DESC(trusted, "Is the backend trusted (this driver always copies through its own pages)");
+MODULE_PARM_DESC(trusted, "Is the backend trusted (1: lend the packets' pages; 0: copy them)");
 
 unsigned int xpvrs_netfront_max_queues(void)
 {

@@ -3,14 +3,16 @@
 use crate::ids::{IdLink, IdStack, Linked};
 use crate::rx::MAX_RX_DATA_SLOTS;
 use crate::rx::{EndlessChain, RxError, RxLimits, RxMeta, RxParser, RxSlot, SlotKind};
-use crate::tx::{copy_slots, parse_tx_response, TxPacket, TxReply, TxStatus, MIN_TX_SIZE, PAGE};
+use crate::tx::{copy_slots, parse_tx_response, Gso, TxChecksum, TxLent, TxPacket, TxReply};
+use crate::tx::{TxStatus, MIN_TX_SIZE, PAGE};
 use xen_core::feature::netif::Offload;
 use xen_core::platform::{self, PageAlloc, PageBytes, Progress};
 use xen_evtchn::{EvtchnError, EvtchnOps};
-use xen_grant::{Access, AccessError, EndAccess, GrantOps};
+use xen_grant::{Access, AccessError, EndAccess, GrantOps, LendOps};
 use xen_ring::{FrontRing, GeometryError, RingError, SharedMemory};
 use xen_sys::wire::netif::{
     ExtraFlags, ExtraInfo, GsoType, NetTxFlags, RxRequest, TxRequest, TxResponse, MAX_TX_SIZE,
+    NR_SLOTS_MIN,
 };
 use xen_sys::{DomId, GrantRef, Port};
 
@@ -18,8 +20,9 @@ use xen_sys::{DomId, GrantRef, Port};
 pub const RING_SLOTS: usize = 256;
 /// What a reused TX page's stale tail is cleared with.
 static ZEROS: [u8; PAGE] = [0; PAGE];
-/// Slots the largest packet takes: 16 data slots and a GSO slot.
-const MAX_TX_SLOTS: usize = (MAX_TX_SIZE as usize).div_ceil(PAGE) + 1;
+/// Data slots of the largest packet: 18 lent pieces ([`NR_SLOTS_MIN`]); a copied packet
+/// takes at most 16.
+const MAX_DATA_SLOTS: usize = NR_SLOTS_MIN;
 /// RX ring slots a poll handles per packet of its budget at most (data and extra-info).
 const RX_SLOTS_PER_PACKET: u32 = (MAX_RX_DATA_SLOTS + crate::rx::MAX_RX_EXTRAS) as u32;
 
@@ -92,8 +95,45 @@ pub struct FrontStats {
     pub deferred_frees: u64,
     /// Bytes copied into bounce pages.
     pub copied_bytes: u64,
+    /// Bytes granted where they lie ([`NetFront::send_lent`], Linux's `trusted=1`).
+    pub lent_bytes: u64,
+    /// Packets of lent memory the backend still mapped when they ended: their memory must
+    /// never be freed ([`TxCompletion::still_mapped`]).
+    pub tx_still_mapped: u64,
     /// Fresh pages allocated (and zeroed).
     pub page_allocs: u64,
+}
+
+impl FrontStats {
+    /// The field-by-field (wrapping) sum of two sets of counters, e.g. of the engines of a
+    /// device's queues or of its connections.
+    pub fn sum(&self, b: &FrontStats) -> FrontStats {
+        let a = self;
+        FrontStats {
+            tx_packets: a.tx_packets.wrapping_add(b.tx_packets),
+            tx_bytes: a.tx_bytes.wrapping_add(b.tx_bytes),
+            tx_slots: a.tx_slots.wrapping_add(b.tx_slots),
+            tx_errors: a.tx_errors.wrapping_add(b.tx_errors),
+            tx_aborted: a.tx_aborted.wrapping_add(b.tx_aborted),
+            tx_linearised: a.tx_linearised.wrapping_add(b.tx_linearised),
+            tx_gso: a.tx_gso.wrapping_add(b.tx_gso),
+            rx_packets: a.rx_packets.wrapping_add(b.rx_packets),
+            rx_bytes: a.rx_bytes.wrapping_add(b.rx_bytes),
+            rx_slots: a.rx_slots.wrapping_add(b.rx_slots),
+            rx_errors: a.rx_errors.wrapping_add(b.rx_errors),
+            rx_gso: a.rx_gso.wrapping_add(b.rx_gso),
+            notifications: a.notifications.wrapping_add(b.notifications),
+            events: a.events.wrapping_add(b.events),
+            spurious_events: a.spurious_events.wrapping_add(b.spurious_events),
+            grants: a.grants.wrapping_add(b.grants),
+            grant_ends: a.grant_ends.wrapping_add(b.grant_ends),
+            deferred_frees: a.deferred_frees.wrapping_add(b.deferred_frees),
+            copied_bytes: a.copied_bytes.wrapping_add(b.copied_bytes),
+            lent_bytes: a.lent_bytes.wrapping_add(b.lent_bytes),
+            tx_still_mapped: a.tx_still_mapped.wrapping_add(b.tx_still_mapped),
+            page_allocs: a.page_allocs.wrapping_add(b.page_allocs),
+        }
+    }
 }
 
 /// A response that breaks the protocol: the queue fails.
@@ -107,6 +147,8 @@ pub enum Fault {
     TxUnknownStatus(i16),
     /// A `NETIF_RSP_NULL` with no extra-info slot outstanding.
     TxUnexpectedNull,
+    /// The backend answered a slot of lent memory but still maps its frame.
+    TxStillMapped(u16),
     /// An RX response's id names no buffer of the table.
     RxBadId(u16),
     /// An RX response's id names a buffer not posted (a duplicate).
@@ -142,6 +184,9 @@ pub enum SendError {
     BadLength,
     /// GSO not negotiated for this type, size 0, or without a partial checksum.
     BadGso,
+    /// Lent pieces ([`NetFront::send_lent`]): none, more than [`NR_SLOTS_MIN`], or one empty
+    /// or crossing its page's end.
+    BadLayout,
     /// No page to copy into.
     NoMemory,
     /// A grant could not be made.
@@ -163,8 +208,10 @@ pub enum TxOutcome {
     Aborted,
 }
 
-/// A finished packet, for the glue's statistics and byte-queue limits. (The data was copied
-/// at [`NetFront::send`]: the glue may free its buffer there.)
+/// A finished packet, for the glue's statistics and byte-queue limits. (A packet copied by
+/// [`NetFront::send`] was done with its buffer there; one lent to
+/// [`NetFront::send_lent`] keeps its memory until this completion, and for good if
+/// `still_mapped`.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TxCompletion {
     /// The cookie given to [`NetFront::send`].
@@ -173,6 +220,18 @@ pub struct TxCompletion {
     pub len: u32,
     /// How it ended.
     pub outcome: TxOutcome,
+    /// The backend still maps a frame of this packet's lent memory
+    /// ([`NetFront::send_lent`]): the glue must never free or reuse that memory (it leaks
+    /// it). Always false for copied packets.
+    pub still_mapped: bool,
+}
+
+/// One data slot of a packet being queued: its id, and the bytes it carries in its page.
+#[derive(Clone, Copy, Debug, Default)]
+struct TxSlot {
+    id: u16,
+    offset: u16,
+    size: u16,
 }
 
 /// The packet of a TX head slot.
@@ -183,6 +242,8 @@ struct TxPacketState {
     /// Data slots not answered yet.
     remaining: u8,
     outcome: TxOutcome,
+    /// A lent frame of the packet is still mapped by the backend.
+    held: bool,
 }
 
 /// The page type of a platform.
@@ -199,6 +260,8 @@ pub struct TxEntry<Pg> {
     /// Kept across uses; granted while in flight.
     page: Option<Pg>,
     gref: Option<GrantRef>,
+    /// `gref` grants a frame the caller lent, not `page` (which stays for later copies).
+    lent: bool,
     /// Bytes from offset 0 that may be non-zero.
     dirty: usize,
     /// The packet's first slot.
@@ -218,6 +281,7 @@ impl<Pg> TxEntry<Pg> {
             link: IdLink::CLOSED,
             page: None,
             gref: None,
+            lent: false,
             dirty: 0,
             head: 0,
             answered: false,
@@ -231,6 +295,7 @@ impl<Pg> TxEntry<Pg> {
         self.link.is_closed()
             && self.page.is_none()
             && self.gref.is_none()
+            && !self.lent
             && self.dirty == 0
             && self.head == 0
             && !self.answered
@@ -585,23 +650,28 @@ where
             + self.rx.as_ref().iter().filter(|e| e.page.is_some()).count()
     }
 
-    /// Whether the largest packet (16 data slots and a GSO slot) can be queued now: the glue
-    /// stops its queue when this turns false and wakes it when it is true again.
+    /// Whether the largest packet (18 data slots, lent or copied, and a GSO slot) can be
+    /// queued now: the glue stops its queue when this turns false and wakes it when it is
+    /// true again.
     pub fn tx_room(&self) -> bool {
         !self.failed
-            && self.tx_ids.free() >= MAX_TX_SLOTS - 1
-            && self.tx_ring.free_requests() as usize >= MAX_TX_SLOTS
+            && self.tx_ids.free() >= MAX_DATA_SLOTS
+            && self.tx_ring.free_requests() as usize > MAX_DATA_SLOTS
     }
 
-    /// Copies `packet` into bounce pages (zeroed when new, their stale tail cleared when
-    /// reused), grants them read-only and queues its slots: the first (whole length,
-    /// checksum flags), a GSO extra-info slot if any, then the rest. `token` comes back in
-    /// its [`TxCompletion`]. Publish with [`push_tx`](Self::push_tx).
-    pub fn send(&mut self, packet: &TxPacket<'_>, token: u64) -> Result<(), SendError> {
+    /// The checks every packet passes before anything is claimed: the queue works, the
+    /// length fits, the GSO type was negotiated, and `slots` data slots (and a GSO slot) are
+    /// free.
+    fn check_send(
+        &self,
+        len: usize,
+        csum: TxChecksum,
+        gso: Option<Gso>,
+        slots: usize,
+    ) -> Result<(), SendError> {
         if self.failed {
             return Err(SendError::Failed);
         }
-        let len = packet.len();
         let max = if self.config.tx.sg {
             MAX_TX_SIZE as usize
         } else {
@@ -610,27 +680,33 @@ where
         if len < MIN_TX_SIZE || len > max {
             return Err(SendError::BadLength);
         }
-        let gso = match packet.gso {
-            None => None,
-            Some(g) => {
-                let offered = match g.ty {
-                    GsoType::Tcpv4 => self.config.tx.gso_tcpv4,
-                    GsoType::Tcpv6 => self.config.tx.gso_tcpv6,
-                    GsoType::None => false,
-                };
-                if !offered || g.size == 0 || packet.csum != crate::tx::TxChecksum::Partial {
-                    return Err(SendError::BadGso);
-                }
-                Some(g)
+        if let Some(g) = gso {
+            let offered = match g.ty {
+                GsoType::Tcpv4 => self.config.tx.gso_tcpv4,
+                GsoType::Tcpv6 => self.config.tx.gso_tcpv6,
+                GsoType::None => false,
+            };
+            if !offered || g.size == 0 || csum != TxChecksum::Partial {
+                return Err(SendError::BadGso);
             }
-        };
-        let slots = copy_slots(len);
+        }
         let ring_slots = slots + usize::from(gso.is_some());
         if self.tx_ids.free() < slots || (self.tx_ring.free_requests() as usize) < ring_slots {
             return Err(SendError::Busy);
         }
+        Ok(())
+    }
+
+    /// Copies `packet` into bounce pages (zeroed when new, their stale tail cleared when
+    /// reused), grants them read-only and queues its slots: the first (whole length,
+    /// checksum flags), a GSO extra-info slot if any, then the rest. `token` comes back in
+    /// its [`TxCompletion`]. Publish with [`push_tx`](Self::push_tx).
+    pub fn send(&mut self, packet: &TxPacket<'_>, token: u64) -> Result<(), SendError> {
+        let len = packet.len();
+        let slots = copy_slots(len);
+        self.check_send(len, packet.csum, packet.gso, slots)?;
         // Claim, fill and grant every slot before anything reaches the ring.
-        let mut claimed = [0u16; MAX_TX_SLOTS];
+        let mut claimed = [TxSlot::default(); MAX_DATA_SLOTS];
         let mut pieces = packet.pieces();
         let mut piece: &[u8] = &[];
         let mut result = Ok(());
@@ -640,58 +716,85 @@ where
                 result = Err(SendError::Busy);
                 break;
             };
-            *out = slot;
             n += 1;
             let chunk = if n < slots {
                 PAGE
             } else {
                 len - PAGE * (slots - 1)
             };
-            match self.fill_tx(slot, chunk, &mut pieces, &mut piece) {
-                Ok(()) => {}
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
+            *out = TxSlot {
+                id: slot,
+                offset: 0,
+                size: u16::try_from(chunk).unwrap_or(PAGE as u16),
+            };
+            if let Err(e) = self.fill_tx(slot, chunk, &mut pieces, &mut piece) {
+                result = Err(e);
+                break;
             }
         }
-        let head = claimed[0];
         if let Err(e) = result {
-            for &slot in claimed.iter().take(n) {
-                self.unclaim_tx(slot);
+            for s in claimed.iter().take(n) {
+                self.unclaim_tx(s.id);
             }
             return Err(e);
         }
-        let mut first_flags = packet.csum.flags();
-        if slots > 1 {
+        self.queue_packet(
+            claimed.get(..slots).unwrap_or(&[]),
+            len,
+            packet.csum,
+            packet.gso,
+            token,
+        );
+        let s = &mut self.stats;
+        s.copied_bytes = s.copied_bytes.wrapping_add(len as u64);
+        if packet.needs_linearisation() {
+            s.tx_linearised = s.tx_linearised.wrapping_add(1);
+        }
+        Ok(())
+    }
+
+    /// Queues the claimed, granted data slots of one packet: the first carries the whole
+    /// length and the flags, a GSO extra-info slot follows it, then the rest. Room was
+    /// checked by [`check_send`](Self::check_send).
+    fn queue_packet(
+        &mut self,
+        slots: &[TxSlot],
+        len: usize,
+        csum: TxChecksum,
+        gso: Option<Gso>,
+        token: u64,
+    ) {
+        let Some(head) = slots.first().map(|s| s.id) else {
+            return;
+        };
+        let mut first_flags = csum.flags();
+        if slots.len() > 1 {
             first_flags |= NetTxFlags::MORE_DATA;
         }
         if gso.is_some() {
             first_flags |= NetTxFlags::EXTRA_INFO;
         }
-        for (i, &slot) in claimed.iter().take(slots).enumerate() {
+        for (i, s) in slots.iter().enumerate() {
             // Ids come from `tx_ids`, which hands out `0..N` only.
-            let Some(e) = self.tx.as_mut().get_mut(usize::from(slot)) else {
+            let Some(e) = self.tx.as_mut().get_mut(usize::from(s.id)) else {
                 continue;
             };
             e.head = head;
             let mut req = TxRequest::ZERO;
             req.gref = e.gref.map_or(0, GrantRef::raw);
-            req.offset = 0;
-            req.id = slot;
+            req.offset = s.offset;
+            req.id = s.id;
             if i == 0 {
                 req.flags = first_flags.bits();
                 req.size = u16::try_from(len).unwrap_or(u16::MAX);
             } else {
-                req.flags = if i + 1 < slots {
+                req.flags = if i + 1 < slots.len() {
                     NetTxFlags::MORE_DATA.bits()
                 } else {
                     0
                 };
-                req.size =
-                    u16::try_from(len - PAGE * i).map_or(PAGE as u16, |s| s.min(PAGE as u16));
+                req.size = s.size;
             }
-            // Room was checked above: this cannot fail.
             let queued = self.tx_ring.queue_request(&req.to_bytes());
             debug_assert!(queued.is_ok());
             if i == 0 {
@@ -709,22 +812,20 @@ where
             e.packet = Some(TxPacketState {
                 token,
                 len: u32::try_from(len).unwrap_or(u32::MAX),
-                remaining: u8::try_from(slots).unwrap_or(u8::MAX),
+                remaining: u8::try_from(slots.len()).unwrap_or(u8::MAX),
                 outcome: TxOutcome::Okay,
+                held: false,
             });
         }
         let s = &mut self.stats;
         s.tx_packets = s.tx_packets.wrapping_add(1);
         s.tx_bytes = s.tx_bytes.wrapping_add(len as u64);
-        s.tx_slots = s.tx_slots.wrapping_add(ring_slots as u64);
-        s.copied_bytes = s.copied_bytes.wrapping_add(len as u64);
-        if packet.needs_linearisation() {
-            s.tx_linearised = s.tx_linearised.wrapping_add(1);
-        }
+        s.tx_slots = s
+            .tx_slots
+            .wrapping_add((slots.len() + usize::from(gso.is_some())) as u64);
         if gso.is_some() {
             s.tx_gso = s.tx_gso.wrapping_add(1);
         }
-        Ok(())
     }
 
     /// Fills the page of the claimed TX slot `slot` with the next `chunk` bytes of the packet
@@ -797,7 +898,13 @@ where
         let Some(e) = self.tx.as_mut().get_mut(usize::from(slot)) else {
             return;
         };
-        if let Some(gref) = e.gref.take() {
+        if core::mem::take(&mut e.lent) {
+            // Never published: the backend cannot map it, and the memory is not ours to defer.
+            if let Some(gref) = e.gref.take() {
+                self.stats.grant_ends = self.stats.grant_ends.wrapping_add(1);
+                let _ = self.env.end_access(gref);
+            }
+        } else if let Some(gref) = e.gref.take() {
             self.stats.grant_ends = self.stats.grant_ends.wrapping_add(1);
             if self.env.end_access(gref) == EndAccess::StillMapped {
                 // Cannot happen for a grant the backend never saw; never reuse it anyway.
@@ -912,10 +1019,14 @@ where
     fn report_aborted(&mut self, complete: &mut impl FnMut(TxCompletion)) {
         for e in self.tx.as_mut().iter_mut() {
             if let Some(p) = e.aborted.take() {
+                if p.held {
+                    self.stats.tx_still_mapped = self.stats.tx_still_mapped.wrapping_add(1);
+                }
                 complete(TxCompletion {
                     token: p.token,
                     len: p.len,
                     outcome: TxOutcome::Aborted,
+                    still_mapped: p.held,
                 });
             }
         }
@@ -1257,9 +1368,25 @@ where
                 e.aborted = Some(p);
             }
         });
-        for e in tx.as_mut().iter_mut() {
+        let tx = tx.as_mut();
+        for i in 0..tx.len() {
+            let Some(e) = tx.get_mut(i) else { break };
             e.packet = None;
-            release(env, stats, &mut e.gref, &mut e.page);
+            if core::mem::take(&mut e.lent) {
+                let head = usize::from(e.head);
+                if let Some(g) = e.gref.take() {
+                    stats.grant_ends = stats.grant_ends.wrapping_add(1);
+                    if env.end_access(g) == EndAccess::StillMapped {
+                        // Lent memory the backend maps: its packet is reported held.
+                        if let Some(a) = tx.get_mut(head).and_then(|h| h.aborted.as_mut()) {
+                            a.held = true;
+                        }
+                    }
+                }
+            }
+            if let Some(e) = tx.get_mut(i) {
+                release(env, stats, &mut e.gref, &mut e.page);
+            }
         }
         rx_ids.close(rx.as_mut(), |_| {});
         for e in rx.as_mut().iter_mut() {
@@ -1284,6 +1411,77 @@ where
     pub fn into_rings(mut self) -> (M, M) {
         self.fail();
         (self.tx_ring.into_memory(), self.rx_ring.into_memory())
+    }
+}
+
+impl<P, M, const N: usize, T, R> NetFront<P, M, N, T, R>
+where
+    P: LendOps + EvtchnOps + PageAlloc<Page = <P as GrantOps>::Page>,
+    <P as GrantOps>::Page: PageBytes,
+    M: SharedMemory,
+    T: AsRef<[TxEntry<Pg<P>>]> + AsMut<[TxEntry<Pg<P>>]>,
+    R: AsRef<[RxEntry<Pg<P>>]> + AsMut<[RxEntry<Pg<P>>]>,
+{
+    /// Grants the packet's memory where it lies (Linux's netfront with `trusted=1`): each of
+    /// `pieces` (the head and fragments, split at page ends by the caller) becomes one data
+    /// slot granted read-only, with no copy. Otherwise as [`send`](Self::send): flags and
+    /// GSO, nothing queued on an error, `token` returned in the [`TxCompletion`].
+    ///
+    /// The caller keeps the memory alive and unchanged until that completion, and leaks it
+    /// if the completion says [`still_mapped`](TxCompletion::still_mapped). Lending shows
+    /// the backend every frame in full, so only a trusted backend is lent to; a packet of
+    /// more than [`NR_SLOTS_MIN`] pieces is the caller's to [`send`](Self::send) (copied and
+    /// packed) instead.
+    pub fn send_lent(
+        &mut self,
+        pieces: &[TxLent],
+        csum: TxChecksum,
+        gso: Option<Gso>,
+        token: u64,
+    ) -> Result<(), SendError> {
+        let len = crate::tx::lent_len(pieces).ok_or(SendError::BadLayout)?;
+        self.check_send(len, csum, gso, pieces.len())?;
+        let mut claimed = [TxSlot::default(); MAX_DATA_SLOTS];
+        let mut n = 0;
+        let mut result = Ok(());
+        for (out, piece) in claimed.iter_mut().zip(pieces) {
+            let Some(slot) = self.tx_ids.claim(self.tx.as_mut()) else {
+                result = Err(SendError::Busy);
+                break;
+            };
+            n += 1;
+            *out = TxSlot {
+                id: slot,
+                offset: piece.offset,
+                size: piece.len,
+            };
+            match self
+                .env
+                .grant_frame(self.backend, piece.gfn, Access::ReadOnly)
+            {
+                Ok(gref) => {
+                    self.stats.grants = self.stats.grants.wrapping_add(1);
+                    if let Some(e) = self.tx.as_mut().get_mut(usize::from(slot)) {
+                        e.answered = false;
+                        e.lent = true;
+                        e.gref = Some(gref);
+                    }
+                }
+                Err(e) => {
+                    result = Err(SendError::Grant(e));
+                    break;
+                }
+            }
+        }
+        if let Err(e) = result {
+            for s in claimed.iter().take(n) {
+                self.unclaim_tx(s.id);
+            }
+            return Err(e);
+        }
+        self.queue_packet(claimed.get(..n).unwrap_or(&[]), len, csum, gso, token);
+        self.stats.lent_bytes = self.stats.lent_bytes.wrapping_add(len as u64);
+        Ok(())
     }
 }
 
@@ -1330,10 +1528,15 @@ fn tx_answer<P: GrantOps>(
         return Err(Fault::TxNotOutstanding(id));
     }
     e.answered = true;
+    let lent = core::mem::take(&mut e.lent);
+    let mut held = false;
     if let Some(gref) = e.gref.take() {
         stats.grant_ends = stats.grant_ends.wrapping_add(1);
         if env.end_access(gref) == EndAccess::StillMapped {
-            if let Some(page) = e.page.take() {
+            if lent {
+                // Not ours to defer: the packet's memory is kept for good (below).
+                held = true;
+            } else if let Some(page) = e.page.take() {
                 stats.deferred_frees = stats.deferred_frees.wrapping_add(1);
                 env.defer_free(gref, page);
             }
@@ -1358,6 +1561,11 @@ fn tx_answer<P: GrantOps>(
             TxStatus::Dropped => TxOutcome::Dropped,
         };
     }
+    if held {
+        // The packet stays on its head: failing the queue reports it aborted and held.
+        p.held = true;
+        return Err(Fault::TxStillMapped(id));
+    }
     if p.remaining > 0 {
         return Ok(None);
     }
@@ -1371,6 +1579,7 @@ fn tx_answer<P: GrantOps>(
         token: p.token,
         len: p.len,
         outcome: p.outcome,
+        still_mapped: false,
     }))
 }
 
@@ -1404,9 +1613,10 @@ mod tests {
     fn rejects_table_not_empty() {
         // Each way a TX entry can hold something: a stale page (never zeroed for this
         // backend), a grant, a packet, an id on some free list.
-        let dirty: [fn(&mut TxEntry<u8>); 8] = [
+        let dirty: [fn(&mut TxEntry<u8>); 9] = [
             |e| e.page = Some(0xaa),
             |e| e.gref = Some(GrantRef::new(9)),
+            |e| e.lent = true,
             |e| e.dirty = 100,
             |e| e.head = 1,
             |e| e.answered = true,
@@ -1416,6 +1626,7 @@ mod tests {
                     len: 60,
                     remaining: 1,
                     outcome: TxOutcome::Okay,
+                    held: false,
                 })
             },
             |e| {
@@ -1424,6 +1635,7 @@ mod tests {
                     len: 60,
                     remaining: 1,
                     outcome: TxOutcome::Aborted,
+                    held: false,
                 })
             },
             |e| {

@@ -12,11 +12,14 @@
 //!   [`TxParser`], heads grant-copied, fragments grant-mapped (zero-copy) or copied, each slot
 //!   answered once; RX packets queued (bounded) and grant-copied into the posted buffers;
 //!   stall and drain timers driven by the glue's clock.
-//! - [`NetFront`]: the frontend of one queue. TX: each packet is copied into the engine's own
-//!   zeroed pages (Linux's `trusted=0`: nothing of the guest's memory is granted), packed
-//!   from offset 0 so it takes at most 16 data slots plus a GSO slot; checksum flags from the
-//!   packet's checksum state; responses checked (id in range and outstanding, status known,
-//!   `RSP_NULL` only for extra-info slots sent) and finished packets reported. RX: buffers
+//! - [`NetFront`]: the frontend of one queue. TX: a packet is copied into the engine's own
+//!   zeroed pages ([`NetFront::send`], Linux's `trusted=0`: nothing of the guest's memory is
+//!   granted), packed from offset 0 so it takes at most 16 data slots plus a GSO slot; or
+//!   its frames are granted where they lie ([`NetFront::send_lent`], Linux's `trusted=1`:
+//!   no copy, at most 18 pieces, the memory kept until the completion and leaked if the
+//!   backend still maps it then). Checksum flags from the packet's checksum state;
+//!   responses checked (id in range and outstanding, status known, `RSP_NULL` only for
+//!   extra-info slots sent) and finished packets reported. RX: buffers
 //!   kept posted (zeroed pages granted read-write, rx-copy), responses checked against the
 //!   buffer posted at their ring position, packets handed over as page fragments and
 //!   metadata, pages recycled. Work per call bounded by a budget; every event handler
@@ -27,8 +30,8 @@
 //! # Not here (yet)
 //!
 //! The XenBus handshake is the glue's, through `xen_core::feature::netif` and
-//! `xen_core::xenbus`. Multiple queues are one engine per queue. The control ring and
-//! granting the guest's pages in place (`trusted=1`) are to come; see the README.
+//! `xen_core::xenbus`. Multiple queues are one engine per queue; the control ring is
+//! [`ctrl`].
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
@@ -49,6 +52,7 @@ pub use front::{
 };
 pub use rx::{RxChecksum, RxError, RxGso, RxHash, RxLimits, RxMeta, RxParser};
 pub use tx::{
-    Gso, Mcast, TxChecksum, TxDrop, TxFault, TxFrag, TxLimits, TxMeta, TxPacket, TxParser, TxStatus,
+    Gso, Mcast, TxChecksum, TxDrop, TxFault, TxFrag, TxLent, TxLimits, TxMeta, TxPacket, TxParser,
+    TxStatus,
 };
 pub use xen_core::platform::Progress;

@@ -1,13 +1,17 @@
 //! The transmit side's pure parts: how a packet is described, how many slots it takes, the check of each TX response, and the backend's parser of TX request chains.
 //!
-//! A packet reaches the engine as a head buffer and fragments, each a byte slice plus the
-//! offset it has in its page ([`TxPacket`]). The engine never grants the guest's own memory
-//! (Linux's `trusted=0`): it copies the packet into its own pages, packed from offset 0, so a
-//! packet of `len` bytes always takes [`copy_slots`]`(len)` data slots, at most 16 for
-//! [`MAX_TX_SIZE`] bytes, within the [`NR_SLOTS_MIN`] a backend must accept. Packing *is*
-//! linearisation: a packet whose own layout would need more than [`NR_SLOTS_MIN`] slots
-//! ([`TxPacket::needs_linearisation`], which is what a zero-copy mode granting the pages in
-//! place would have to check) goes out in as few slots as any other of its size.
+//! A packet reaches the engine in one of two forms:
+//!
+//! - Copied (Linux's `trusted=0`): a head buffer and fragments, each a byte slice plus the
+//!   offset it has in its page ([`TxPacket`]). The engine copies the packet into its own
+//!   pages, packed from offset 0, so a packet of `len` bytes always takes
+//!   [`copy_slots`]`(len)` data slots, at most 16 for [`MAX_TX_SIZE`] bytes, within the
+//!   [`NR_SLOTS_MIN`] a backend must accept. Packing *is* linearisation: a packet whose own
+//!   layout would need more than [`NR_SLOTS_MIN`] slots
+//!   ([`TxPacket::needs_linearisation`]) goes out in as few slots as any other of its size.
+//! - Lent (Linux's `trusted=1`): the frames the packet lies in, one [`TxLent`] piece per
+//!   page it touches, each granted in place. At most [`NR_SLOTS_MIN`] pieces
+//!   ([`lent_len`]); a packet with more is sent copied.
 //!
 //! The backend's side is [`TxParser`]: it takes the TX requests of a frontend in ring order,
 //! each copied once, and chains them into packets (see its doc for every check).
@@ -16,7 +20,7 @@ use crate::rx::RxHash;
 use xen_sys::wire::netif::{ExtraFlags, ExtraInfo, ExtraType, TxRequest};
 use xen_sys::wire::netif::{GsoType, NetTxFlags, TxResponse, MAX_TX_SIZE, NR_SLOTS_MIN};
 use xen_sys::wire::netif::{RSP_DROPPED, RSP_ERROR, RSP_NULL, RSP_OKAY};
-use xen_sys::GrantRef;
+use xen_sys::{Gfn, GrantRef};
 
 /// Bytes in a granted page.
 pub const PAGE: usize = 4096;
@@ -81,6 +85,29 @@ impl<'a> TxFrag<'a> {
         }
         (self.page_offset % PAGE + self.data.len()).div_ceil(PAGE)
     }
+}
+
+/// A piece of a packet granted where it lies: `len` bytes at `offset` of the frame `gfn`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxLent {
+    /// The frame.
+    pub gfn: Gfn,
+    /// Where the bytes start in it.
+    pub offset: u16,
+    /// How many (1 to `4096 - offset`).
+    pub len: u16,
+}
+
+/// The length of a packet lent as `pieces`, or `None` if it cannot go out as they lie: no
+/// piece, more than [`NR_SLOTS_MIN`], a piece that is empty or crosses its page's end.
+pub fn lent_len(pieces: &[TxLent]) -> Option<usize> {
+    if pieces.is_empty() || pieces.len() > NR_SLOTS_MIN {
+        return None;
+    }
+    pieces.iter().try_fold(0usize, |n, p| {
+        let end = usize::from(p.offset) + usize::from(p.len);
+        (p.len > 0 && end <= PAGE).then_some(n + usize::from(p.len))
+    })
 }
 
 /// A packet to send: a head buffer and fragments (the skb's linear part and frags).

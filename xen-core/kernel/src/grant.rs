@@ -22,11 +22,11 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use kernel::prelude::*;
 use xen_grant::{
-    Access, AccessError, BatchError, CopyOp, CopyPtr, EndAccess, GrantError, GrantOps, MapRequest,
-    MapResult, UnmapResult,
+    Access, AccessError, BatchError, CopyOp, CopyPtr, EndAccess, GrantError, GrantOps, LendOps,
+    MapRequest, MapResult, UnmapResult,
 };
 use xen_kbindings as b;
-use xen_sys::{DomId, GrantRef};
+use xen_sys::{DomId, Gfn, GrantRef};
 
 use linux::page::{KernelPage, PagePtr};
 use crate::stats;
@@ -458,6 +458,29 @@ impl Drop for Grants {
             // mapping (no slot is busy); it was just taken out of the pool.
             unsafe { b::xpvrs_free_map_pages(1, &mut page) };
         }
+    }
+}
+
+/// The frame holding `addr` if it lies in the kernel's direct map (memory of the page
+/// allocator or the slab: an skb's head and its frag pages), for lending it in place
+/// ([`LendOps`]); `None` for any other address.
+pub fn direct_map_gfn(addr: *const u8) -> Option<Gfn> {
+    let mut gfn = 0;
+    // SAFETY: only checks and translates the address, never dereferences it.
+    let ok = unsafe { b::xpvrs_direct_map_gfn(addr.cast(), &mut gfn) };
+    ok.then(|| Gfn::new(gfn as u64))
+}
+
+impl LendOps for Grants {
+    fn grant_frame(&self, domid: DomId, gfn: Gfn, access: Access) -> Result<GrantRef, AccessError> {
+        let frame = usize::try_from(gfn.raw()).map_err(|_| AccessError::FrameTooLarge)?;
+        let readonly = i32::from(access == Access::ReadOnly);
+        // SAFETY: grants a frame the caller lends under `LendOps`' contract: it keeps the
+        // memory until `end_access` says the grant ended, and leaks it otherwise.
+        let r = unsafe { b::gnttab_grant_foreign_access(domid.raw(), frame, readonly) };
+        let gref = u32::try_from(r).map_err(|_| AccessError::NoFreeRefs)?;
+        stats::inc(&stats::GRANTS);
+        Ok(GrantRef::new(gref))
     }
 }
 

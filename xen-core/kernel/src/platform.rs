@@ -15,7 +15,7 @@
 use xen_core::platform::{PageAlloc, PageBytes, RingMemory};
 use xen_evtchn::{EvtchnError, EvtchnOps};
 use xen_grant::{
-    Access, AccessError, BatchError, CopyOp, EndAccess, GrantError, GrantOps, MapRequest,
+    Access, AccessError, BatchError, CopyOp, EndAccess, GrantError, GrantOps, LendOps, MapRequest,
     MapResult, UnmapResult,
 };
 use crate::bus::DeviceHandle;
@@ -23,7 +23,7 @@ use crate::evtchn::Channel;
 use crate::grant::{Grants, LocalPage, Mapping};
 use crate::ring::{BackRingPages, FrontRingPages};
 use crate::Kick;
-use xen_sys::{DomId, GrantRef, Port};
+use xen_sys::{DomId, Gfn, GrantRef, Port};
 
 /// A page of ours the front grants.
 pub struct Page(pub LocalPage);
@@ -83,6 +83,12 @@ impl<K: Kick> Env<K> {
             (Err(EvtchnError::InvalidPort), Some(rx)) => op(rx, port),
             (r, _) => r,
         }
+    }
+}
+
+impl<K: Kick> LendOps for Env<K> {
+    fn grant_frame(&self, domid: DomId, gfn: Gfn, access: Access) -> Result<GrantRef, AccessError> {
+        self.grants.grant_frame(domid, gfn, access)
     }
 }
 
