@@ -8,7 +8,7 @@
 #   of 8972 bytes unfragmented at MTU 9000;
 # - UDP again with checksum offload and TSO off (ethtool -K), then both on again;
 # then shows its counters (ethtool -S: both queues carried packets; TX went out lent in place,
-# Linux's default trusted=1) and unloads the driver.
+# Linux's default trusted=1; debugfs has the same per queue) and unloads the driver.
 # Our control ring sets Linux's netback up for Toeplitz receive hashing over the two queues
 # (which Linux's netfront never does); dom0 reads back key and table from netback's debugfs.
 TIMEOUT=900
@@ -151,6 +151,18 @@ domu_main() {
     log "lent_bytes=$lent copied_bytes=$(ethtool -S eth0 | awk '$1 == "copied_bytes:" {print $2}')"
     check tx-lent-in-place test "${lent:-0}" -gt "$NET_BYTES"
     check_eq tx-still-mapped 0 "$(ethtool -S eth0 | awk '$1 == "tx_still_mapped:" {print $2}')"
+    # The same counters per queue in debugfs, refreshed by each poll: both queues' sum is
+    # ethtool's live total, give or take the packets of the last moments (1 %).
+    debugfs_counters | grep '^xenpvrs-netfront-' | sed 's/^/DEBUGFS /'
+    for k in tx_packets rx_packets lent_bytes grants events_received; do
+        d=0
+        for q in 0 1; do
+            d=$((d + $(cat "/sys/kernel/debug/xenpvrs-netfront-eth0-q$q/$k" 2>/dev/null || echo 0)))
+        done
+        e=$(ethtool -S eth0 | awk -v k="$k:" '$1 == k {print $2}')
+        log "debugfs $k=$d ethtool $k=$e"
+        check "debugfs-$k-sums-queues" test "$d" -gt 0 -a "$d" -le "$e" -a "$((e - d))" -le "$((e / 100))"
+    done
     check_eq rx-errors 0 "$(ethtool -S eth0 | awk '$1 == "rx_errors:" {print $2}')"
     check_eq tx-errors 0 "$(ethtool -S eth0 | awk '$1 == "tx_errors:" {print $2}')"
     ip link set eth0 down

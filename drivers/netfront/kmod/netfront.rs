@@ -29,6 +29,7 @@ use linux::net::{
     self, BhOff, Checksum, Features, NapiScheduler, NetDevice, NetParams, NetRef, NetStats, RxSkb,
     TxSkb,
 };
+use linux::debugfs::DebugCounters;
 use linux::timer::{Tick, Ticker};
 use linux::workqueue::cancel_sync;
 use xen_core::feature::netif::{
@@ -187,6 +188,68 @@ const STAT_NAMES: [&kernel::str::CStr; TOTALS + PER_QUEUE * MAX_QUEUES as usize]
     c_str!("queue7_rx_packets"),
 ];
 
+/// debugfs: each queue's counters in `/sys/kernel/debug/xenpvrs-netfront-<ifname>-q<N>/`,
+/// summed over its connections.
+const DEBUG_COUNTERS: usize = 19;
+const DEBUG_NAMES: [&kernel::str::CStr; DEBUG_COUNTERS] = [
+    c_str!("tx_packets"),
+    c_str!("tx_bytes"),
+    c_str!("tx_slots"),
+    c_str!("tx_errors"),
+    c_str!("tx_dropped"),
+    c_str!("rx_packets"),
+    c_str!("rx_bytes"),
+    c_str!("rx_slots"),
+    c_str!("rx_errors"),
+    c_str!("rx_dropped"),
+    c_str!("notifications_sent"),
+    c_str!("events_received"),
+    c_str!("spurious_events"),
+    c_str!("grants"),
+    c_str!("grant_ends"),
+    c_str!("deferred_frees"),
+    c_str!("copied_bytes"),
+    c_str!("lent_bytes"),
+    c_str!("tx_still_mapped"),
+];
+
+/// What debugfs shows of a queue, refreshed by each poll and at disconnect.
+struct QCounters {
+    index: u16,
+    /// Read by debugfs (as plain u64s: `AtomicU64` has `u64`'s layout).
+    vals: [AtomicU64; DEBUG_COUNTERS],
+}
+
+impl QCounters {
+    fn publish(&self, now: Option<&FrontStats>, counts: &Counts) {
+        let s = now.map_or(counts.past, |n| counts.past.sum(n));
+        let vals = [
+            s.tx_packets,
+            s.tx_bytes,
+            s.tx_slots,
+            s.tx_errors,
+            counts.tx_dropped,
+            s.rx_packets,
+            s.rx_bytes,
+            s.rx_slots,
+            s.rx_errors,
+            counts.rx_dropped,
+            s.notifications,
+            s.events,
+            s.spurious_events,
+            s.grants,
+            s.grant_ends,
+            s.deferred_frees,
+            s.copied_bytes,
+            s.lent_bytes,
+            s.tx_still_mapped,
+        ];
+        for (c, v) in self.vals.iter().zip(vals) {
+            c.store(v, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A queue's counters: the engines' (summed over its connections) and the glue's own.
 #[derive(Clone, Copy, Default)]
 struct Counts {
@@ -278,6 +341,7 @@ struct QState {
 #[pin_data]
 struct Queue {
     index: u16,
+    counters: Arc<QCounters>,
     /// Taken by `start_xmit` and the NAPI poll (bottom halves off), and by process context
     /// only with bottom halves off ([`BhOff`]).
     #[pin]
@@ -285,9 +349,10 @@ struct Queue {
 }
 
 impl Queue {
-    fn new(index: u16) -> impl PinInit<Self> {
+    fn new(index: u16, counters: Arc<QCounters>) -> impl PinInit<Self> {
         pin_init!(Queue {
             index,
+            counters,
             state <- new_spinlock!(QState {
                 engine: None,
                 irq: None,
@@ -421,6 +486,7 @@ impl Queue {
                 let s = e.stats();
                 st.counts.past = st.counts.past.sum(&s);
             }
+            self.counters.publish(None, &st.counts);
             (engine, st.refill.take())
         };
         // Unbinds the interrupt and stops the refill timer (each waiting for a running
@@ -642,6 +708,7 @@ impl Queue {
                 t.arm(RX_REFILL_MS);
             }
         }
+        self.counters.publish(Some(&e.stats()), counts);
         let done = n.min(budget);
         drop(st);
         // Delivered outside the lock: the stack may send on this very queue from here (an ARP
@@ -960,6 +1027,8 @@ struct CtlState {
     ctrl_reported: bool,
     /// TX lends the skbs' pages (the `trusted` parameter and our `trusted` key).
     lend: bool,
+    /// The queues' debugfs counters while connected.
+    debug: KVec<DebugCounters<QCounters>>,
 }
 
 /// One virtual network interface.
@@ -1228,6 +1297,12 @@ impl Dev {
         }
         st.connected = true;
         st.connections = st.connections.wrapping_add(1);
+        st.debug = DebugCounters::for_queues(
+            self.net.queues.iter().take(usize::from(nq)).map(|q| &q.counters),
+            &DEBUG_NAMES,
+            |c| &c.vals,
+            |c| CString::try_from_fmt(fmt!("xenpvrs-netfront-{}-q{}", net.name(), c.index)),
+        )?;
         let o = st.offload;
         pr_info!(
             "XENPVRS-NETFRONT {}: connected connections={} resumes={} queues={} sg={} tso4={} tso6={} csum4={} csum6={} mtu={} split-event-channels={} trusted={}\n",
@@ -1271,6 +1346,7 @@ impl Dev {
         }
         // The control ring's engine goes too (its channel holds a reference on the device).
         close_ctrl(st);
+        st.debug = KVec::new();
         let was = st.connected || st.request.is_some();
         st.connected = false;
         st.request = None;
@@ -1398,7 +1474,17 @@ impl bus::Driver for Driver {
         let nq = max_queues();
         let mut queues = KVec::with_capacity(usize::from(nq), GFP_KERNEL)?;
         for i in 0..nq {
-            queues.push(KBox::pin_init(Queue::new(i), GFP_KERNEL)?, GFP_KERNEL)?;
+            let counters = Arc::new(
+                QCounters {
+                    index: i,
+                    vals: [const { AtomicU64::new(0) }; DEBUG_COUNTERS],
+                },
+                GFP_KERNEL,
+            )?;
+            queues.push(
+                KBox::pin_init(Queue::new(i, counters), GFP_KERNEL)?,
+                GFP_KERNEL,
+            )?;
         }
         let net = Arc::new(
             Net {
@@ -1434,6 +1520,7 @@ impl bus::Driver for Driver {
                         ctrl_started: false,
                         ctrl_reported: false,
                         lend: false,
+                        debug: KVec::new(),
                     },
                 }),
                 ctl_work <- new_work!("Dev::ctl_work"),
