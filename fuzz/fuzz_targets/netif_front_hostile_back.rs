@@ -4,8 +4,12 @@
 //! The engine runs in the host simulator (`xen-sim`). Checked after every step: no panic or
 //! hang; every packet completes at most once, and once the queue failed nothing is left in
 //! flight; a delivered packet's fragments lie inside their pages and add up to its length;
-//! a page is never freed while the backend maps it. At the end, after close, every packet
-//! sent completed exactly once and nothing is granted but the two rings and what is deferred.
+//! a page is never freed while the backend maps it. Packets are copied (`send`) or lent in
+//! place (`send_lent`, from memory the test owns): lent memory is freed at its completion
+//! unless the completion says the backend still maps it, and then it is kept for good, so a
+//! frame the backend maps is never freed either. At the end, after close, every packet sent
+//! completed exactly once and nothing is granted but the two rings, what is deferred and the
+//! frames of lent memory reported held.
 #![no_main]
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
@@ -14,8 +18,10 @@ use std::collections::HashSet;
 use xen_core::feature::netif::Offload;
 use xen_core::platform::{self, RingMemory};
 use xen_netif::{
-    Error, FrontConfig, Gso, NetFront, SendError, TxChecksum, TxFrag, TxOutcome, TxPacket,
+    Error, FrontConfig, Gso, NetFront, SendError, TxChecksum, TxFrag, TxLent, TxOutcome,
+    TxPacket,
 };
+use std::collections::HashMap;
 use xen_sim::{MapOp, Mapping, Pages, Sim};
 use xen_sys::wire::netif::GsoType;
 use xen_sys::{DomId, GrantRef};
@@ -28,6 +34,8 @@ enum Step {
         csum: u8,
         gso: u8,
         mss: u16,
+        /// Lent in place (at offset `mss % 4096` of fresh pages) rather than copied.
+        lent: bool,
     },
     PushTx,
     /// Writes TX response slot `slot`: a real id (picked among the ids the backend saw) or
@@ -121,6 +129,9 @@ fuzz_target!(|input: Input| {
     let mut sent: u64 = 0;
     let mut done: HashSet<u64> = HashSet::new();
     let mut kept: Vec<Mapping> = Vec::new();
+    // Lent memory by token until its completion; memory reported held, with its frames.
+    let mut lent_mem: HashMap<u64, (Pages, usize)> = HashMap::new();
+    let mut held: Vec<(Pages, usize)> = Vec::new();
     let (mut tx_prod, mut rx_prod) = (0u32, 0u32);
     let data = vec![0x5au8; 65535];
     let read_u16 = |m: &Mapping, off: usize| {
@@ -132,6 +143,11 @@ fuzz_target!(|input: Input| {
         let mut complete = |c: xen_netif::TxCompletion| {
             assert!(c.token < sent, "unknown token");
             assert!(done.insert(c.token), "completed twice");
+            match lent_mem.remove(&c.token) {
+                Some(mem) if c.still_mapped => held.push(mem),
+                Some(mem) => drop(mem),
+                None => assert!(!c.still_mapped, "a copied packet reported held"),
+            }
         };
         match step {
             Step::Send {
@@ -140,6 +156,7 @@ fuzz_target!(|input: Input| {
                 csum,
                 gso,
                 mss,
+                lent,
             } => {
                 let len = usize::from(*len);
                 let n = usize::from(*frags % 20).max(1);
@@ -174,7 +191,31 @@ fuzz_target!(|input: Input| {
                         }),
                     },
                 };
-                match front.send(&p, sent) {
+                let r = if *lent {
+                    let offset = usize::from(*mss) % 4096;
+                    let pages = (offset + len).div_ceil(4096).max(1);
+                    let mem = fe.alloc_pages(pages);
+                    mem.write(offset, &data[..len]);
+                    let mut pieces = Vec::new();
+                    let mut at = offset;
+                    while at < offset + len {
+                        let n = (4096 - at % 4096).min(offset + len - at);
+                        pieces.push(TxLent {
+                            gfn: mem.frame(at / 4096).unwrap(),
+                            offset: (at % 4096) as u16,
+                            len: n as u16,
+                        });
+                        at += n;
+                    }
+                    let r = front.send_lent(&pieces, p.csum, p.gso, sent);
+                    if r.is_ok() {
+                        lent_mem.insert(sent, (mem, pieces.len()));
+                    }
+                    r
+                } else {
+                    front.send(&p, sent)
+                };
+                match r {
                     Ok(()) => sent += 1,
                     Err(SendError::Failed) => assert!(front.is_failed()),
                     Err(_) => {}
@@ -296,7 +337,13 @@ fuzz_target!(|input: Input| {
         assert!(c.token < sent);
         assert!(done.insert(c.token), "completed twice");
         assert_eq!(c.outcome, TxOutcome::Aborted);
+        match lent_mem.remove(&c.token) {
+            Some(mem) if c.still_mapped => held.push(mem),
+            Some(mem) => drop(mem),
+            None => assert!(!c.still_mapped, "a copied packet reported held"),
+        }
     });
+    assert!(lent_mem.is_empty(), "every lent packet came back");
     assert_eq!(done.len() as u64, sent, "every packet completed once");
     let (tx_ring, rx_ring) = front.into_rings();
     drop((txm, rxm));
@@ -307,7 +354,14 @@ fuzz_target!(|input: Input| {
     }
     fe.retry_deferred();
     assert_eq!(sim.grant_stats().freed_while_mapped, 0);
-    assert_eq!(sim.live_grants(fe.id()), fe.deferred_frees() as u64);
+    // The grants of held memory are the memory's for good; nothing else stays granted.
+    let held_frames: usize = held.iter().map(|(_, n)| n).sum();
+    let live = sim.live_grants(fe.id());
+    let deferred = fe.deferred_frees() as u64;
+    assert!(live >= deferred && live - deferred <= held_frames as u64);
+    if held.is_empty() {
+        assert_eq!(live, deferred);
+    }
 });
 
 /// After an error the queue is failed and holds nothing.

@@ -662,7 +662,12 @@ fn lent_layouts_that_cannot_go_in_place_are_refused_untouched() {
         (
             "shorter than a header",
             vec![piece(0, 0, 13)],
-            SendError::BadLength,
+            SendError::BadLayout,
+        ),
+        (
+            "a header split across pieces",
+            vec![piece(0, 4090, 6), piece(1, 0, 100)],
+            SendError::BadLayout,
         ),
     ];
     for (what, pieces, want) in cases {

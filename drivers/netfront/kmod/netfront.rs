@@ -50,7 +50,7 @@ use xen_kernel::{stats, Kick, KickReason};
 use xen_netif::ctrl::{CtrlFront, CtrlOutcome, HashConfig};
 use xen_netif::front::{FrontConfig, FrontStats, RxEntry, TxCompletion, TxEntry, TxOutcome};
 use xen_netif::rx::RxChecksum;
-use xen_netif::tx::{Gso, TxChecksum, TxFrag, TxLent, TxPacket, PAGE};
+use xen_netif::tx::{lent_len, Gso, TxChecksum, TxFrag, TxLent, TxPacket, PAGE};
 use xen_netif::{NetFront, SendError};
 use xen_sys::wire::netif::{GsoType, NR_SLOTS_MIN};
 use xen_sys::{bindings, XenbusState};
@@ -566,7 +566,8 @@ impl Queue {
                 return Ok(());
             }
         };
-        // Lent in place when trusted and the layout allows; else copied (and packed).
+        // Lent in place when trusted and the layout allows (`lent_len`); else copied (and
+        // packed).
         let pieces = if *lend {
             lend_pieces(
                 Iterator::chain(
@@ -575,6 +576,7 @@ impl Queue {
                 ),
                 &mut lent,
             )
+            .filter(|p| lent_len(p).is_some())
         } else {
             None
         };

@@ -184,8 +184,8 @@ pub enum SendError {
     BadLength,
     /// GSO not negotiated for this type, size 0, or without a partial checksum.
     BadGso,
-    /// Lent pieces ([`NetFront::send_lent`]): none, more than [`NR_SLOTS_MIN`], or one empty
-    /// or crossing its page's end.
+    /// Lent pieces ([`NetFront::send_lent`]): none, more than [`NR_SLOTS_MIN`], one empty
+    /// or crossing its page's end, or a first one shorter than an Ethernet header.
     BadLayout,
     /// No page to copy into.
     NoMemory,
@@ -1429,9 +1429,10 @@ where
     ///
     /// The caller keeps the memory alive and unchanged until that completion, and leaks it
     /// if the completion says [`still_mapped`](TxCompletion::still_mapped). Lending shows
-    /// the backend every frame in full, so only a trusted backend is lent to; a packet of
-    /// more than [`NR_SLOTS_MIN`] pieces is the caller's to [`send`](Self::send) (copied and
-    /// packed) instead.
+    /// the backend every frame in full, so only a trusted backend is lent to. A packet the
+    /// layout refuses ([`SendError::BadLayout`]: more than [`NR_SLOTS_MIN`] pieces, or a
+    /// first piece shorter than an Ethernet header) is the caller's to [`send`](Self::send)
+    /// (copied and packed) instead.
     pub fn send_lent(
         &mut self,
         pieces: &[TxLent],

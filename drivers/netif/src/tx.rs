@@ -99,9 +99,12 @@ pub struct TxLent {
 }
 
 /// The length of a packet lent as `pieces`, or `None` if it cannot go out as they lie: no
-/// piece, more than [`NR_SLOTS_MIN`], a piece that is empty or crosses its page's end.
+/// piece, more than [`NR_SLOTS_MIN`], a piece that is empty or crosses its page's end, or a
+/// first piece shorter than an Ethernet header (a backend takes the header from the first
+/// slot; Linux's netfront bounces such a packet too).
 pub fn lent_len(pieces: &[TxLent]) -> Option<usize> {
-    if pieces.is_empty() || pieces.len() > NR_SLOTS_MIN {
+    let first = pieces.first()?;
+    if pieces.len() > NR_SLOTS_MIN || usize::from(first.len) < MIN_TX_SIZE {
         return None;
     }
     pieces.iter().try_fold(0usize, |n, p| {
