@@ -57,10 +57,10 @@ void *xpvrs_alloc_page(void)
 	return (void *)get_zeroed_page(GFP_NOIO);
 }
 
-void *xpvrs_alloc_page_atomic(void)
+/* For engines, which zero a page themselves before they grant it (xen-core's PageAlloc). */
+void *xpvrs_alloc_page_unzeroed(bool atomic)
 {
-	/* For NAPI polls and start_xmit, which must not sleep. */
-	return (void *)get_zeroed_page(GFP_ATOMIC | __GFP_NOWARN);
+	return (void *)__get_free_page(atomic ? GFP_ATOMIC | __GFP_NOWARN : GFP_NOIO);
 }
 
 void xpvrs_free_page(void *addr)

@@ -17,7 +17,7 @@ bool xpvrs_xen_domain(void);
 bool xpvrs_xen_initial_domain(void);
 void xpvrs_notify_evtchn(evtchn_port_t port);
 void *xpvrs_alloc_page(void);
-void *xpvrs_alloc_page_atomic(void);
+void *xpvrs_alloc_page_unzeroed(bool atomic);
 void xpvrs_free_page(void *addr);
 unsigned long xpvrs_virt_to_gfn(const void *addr);
 bool xpvrs_direct_map_gfn(const void *addr, unsigned long *gfn);

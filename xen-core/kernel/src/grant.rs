@@ -144,11 +144,12 @@ impl LocalPage {
         NonNull::new(addr.cast()).map(|addr| LocalPage { addr })
     }
 
-    /// A new zeroed page, allocated without sleeping (for softirq and `start_xmit` paths);
-    /// `None` when memory is short.
-    pub fn new_atomic() -> Option<LocalPage> {
-        // SAFETY: no preconditions; returns a page or NULL, never sleeps.
-        let addr = unsafe { b::xpvrs_alloc_page_atomic() };
+    /// A new page whose contents are whatever its last owner left (`atomic`: allocated
+    /// without sleeping), for an engine that zeroes it before anyone else sees it (the
+    /// contract of `xen_core::platform::PageAlloc`); `None` when memory is short.
+    pub fn new_unzeroed(atomic: bool) -> Option<LocalPage> {
+        // SAFETY: no preconditions; returns a page or NULL, never sleeps when `atomic`.
+        let addr = unsafe { b::xpvrs_alloc_page_unzeroed(atomic) };
         // INVARIANT: a fresh page we own.
         NonNull::new(addr.cast()).map(|addr| LocalPage { addr })
     }
