@@ -40,8 +40,12 @@
 //! - Ceiling: `memory/static-max` (the glue falls back to `memory_static_max`, as Linux does).
 //!   Until one parses, the engine moves nothing ([`State::Blocked`]). A higher target is
 //!   clamped to it.
-//! - Floor: [`crate::floor`]; a lower target stops at it. If the guest is already below it,
-//!   the balloon does not go down at all (and does not grow to reach it either).
+//! - Floor: [`crate::floor`], the larger of the formula (from the guest's size, at load) and
+//!   the usage floor (what the guest holds that nothing can reclaim, plus headroom), the
+//!   latter evaluated from [`KernelMemory::memory_use`] at every [`Balloon::poll`] so it
+//!   follows memory use while the balloon goes down; a lower target stops at it
+//!   ([`StopReason::FloorReached`]). If the guest is already below it, the balloon does not
+//!   go down at all (and does not grow to reach it either).
 //! - Each decrease also takes at most the kernel's available pages (`MemAvailable`), and backs
 //!   off when that cut the batch short below the kernel's reserve, as Linux's worker does.
 //! - Steps: [`crate::step`]; one batch per [`Balloon::poll`].
@@ -63,7 +67,7 @@ use core::fmt;
 use xen_core::hypercall::HypercallError;
 
 use crate::backoff::Backoff;
-use crate::floor::floor_pages;
+use crate::floor::{floor_pages, usage_floor_pages, MemoryUse};
 use crate::parse::{parse_kib, Kib, TargetError};
 use crate::step::{step, BATCH};
 
@@ -95,6 +99,10 @@ pub trait KernelMemory {
     /// Pages committed to processes (`vm_memory_committed()`, `Committed_AS`); read only by
     /// self-ballooning.
     fn committed_pages(&mut self) -> u64;
+
+    /// The counters the usage floor reads ([`crate::floor::usage_floor_pages`]): free pages,
+    /// LRU sizes, reclaimable kernel memory, free swap, watermarks. Read at every poll.
+    fn memory_use(&mut self) -> MemoryUse;
 }
 
 /// The Xen side of a batch: the memory reservation, over the staging area.
@@ -460,8 +468,13 @@ pub struct Stats {
     pub balloon_low: u64,
     /// Pages in the balloon from high memory (sysfs `info/high_kb`): 0 on x86_64.
     pub balloon_high: u64,
-    /// The floor.
+    /// The floor: the larger of the formula and the usage floor, as last evaluated.
     pub floor_pages: u64,
+    /// The formula's part of the floor ([`crate::floor::floor_pages`]), fixed at load.
+    pub floor_formula_pages: u64,
+    /// The usage floor as last evaluated ([`crate::floor::usage_floor_pages`]); `None` before
+    /// the first poll.
+    pub floor_usage_pages: Option<u64>,
     /// The ceiling (`static-max`), if one parsed.
     pub ceiling_pages: Option<u64>,
     /// Why the balloon last stopped or waited.
@@ -501,7 +514,10 @@ pub struct Balloon {
     cfg: Config,
     current: u64,
     held: u64,
+    /// `max(floor_formula, floor_usage)`.
     floor: u64,
+    floor_formula: u64,
+    floor_usage: Option<u64>,
     ceiling: Ceiling,
     requested: Option<u64>,
     self_target: Option<u64>,
@@ -528,8 +544,11 @@ impl Balloon {
     /// A balloon at rest; it acts on nothing until [`Balloon::set_static_max`] gives it a
     /// ceiling and a target arrives.
     pub fn new(cfg: Config, init: Init) -> Self {
+        let formula = floor_pages(init.max_pages, init.reserve_pages, cfg.min_usable_pages);
         Self {
-            floor: floor_pages(init.max_pages, init.reserve_pages, cfg.min_usable_pages),
+            floor: formula,
+            floor_formula: formula,
+            floor_usage: None,
             cfg,
             current: init.current_pages,
             held: init.held_pages,
@@ -592,9 +611,25 @@ impl Balloon {
         self.redirect(now);
     }
 
-    /// The floor, in pages.
+    /// The floor, in pages, as last evaluated: the larger of the formula and the usage floor.
     pub fn floor(&self) -> u64 {
         self.floor
+    }
+
+    /// The formula's part of the floor, fixed at load.
+    pub fn floor_formula(&self) -> u64 {
+        self.floor_formula
+    }
+
+    /// Evaluates the usage floor from the kernel's counters now; [`Balloon::poll`] does so
+    /// before anything else, the glue may too (sysfs `floor_kb` shows a fresh value).
+    pub fn refresh_floor<E: KernelMemory>(&mut self, env: &mut E) {
+        let total = env.total_ram_pages();
+        let reserve = env.reserve_pages();
+        let usage = env.memory_use();
+        let u = usage_floor_pages(self.current, total, reserve, &usage);
+        self.floor_usage = Some(u);
+        self.floor = self.floor_formula.max(u);
     }
 
     /// The ceiling, in pages, once `static-max` parsed.
@@ -624,6 +659,8 @@ impl Balloon {
             balloon_low: self.held,
             balloon_high: 0,
             floor_pages: self.floor,
+            floor_formula_pages: self.floor_formula,
+            floor_usage_pages: self.floor_usage,
             ceiling_pages: self.ceiling(),
             last_stop: self.stop,
             state: self.state,
@@ -716,7 +753,12 @@ impl Balloon {
 
     /// Runs at most one batch toward the target (or self-balloon computation), and says when
     /// to call again. `now` is a monotonic time in milliseconds (`jiffies_to_msecs`).
+    ///
+    /// Each poll first evaluates the floor again ([`Balloon::refresh_floor`]): memory use
+    /// changes while the balloon moves, and a batch going down never takes the guest below
+    /// the floor evaluated just before it.
     pub fn poll<E: KernelMemory + Reservation>(&mut self, env: &mut E, now: u64) -> Poll {
+        self.refresh_floor(env);
         let report = self.tick_self_balloon(env, now);
         let mut poll = self.poll_batch(env, now);
         if poll.report.is_none() {
