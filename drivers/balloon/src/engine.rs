@@ -45,7 +45,9 @@
 //!   latter evaluated from [`KernelMemory::memory_use`] at every [`Balloon::poll`] so it
 //!   follows memory use while the balloon goes down; a lower target stops at it
 //!   ([`StopReason::FloorReached`]). If the guest is already below it, the balloon does not
-//!   go down at all (and does not grow to reach it either).
+//!   go down at all (and does not grow to reach it either). Once stopped at the floor, the
+//!   balloon stays there until the target (or ceiling, or self-balloon target) changes: it
+//!   does not chase the floor's jitter down.
 //! - Each decrease also takes at most the kernel's available pages (`MemAvailable`), and backs
 //!   off when that cut the batch short below the kernel's reserve, as Linux's worker does.
 //! - Steps: [`crate::step`]; one batch per [`Balloon::poll`].
@@ -655,7 +657,10 @@ impl Balloon {
         Stats {
             current_pages: self.current,
             target_pages: self.requested.unwrap_or(self.current),
-            effective_target_pages: self.effective().map_or(self.current, |(t, _)| t),
+            effective_target_pages: match self.effective() {
+                Some((t, _)) if !(self.resting_at_floor() && t < self.current) => t,
+                _ => self.current,
+            },
             balloon_low: self.held,
             balloon_high: 0,
             floor_pages: self.floor,
@@ -807,6 +812,14 @@ impl Balloon {
             self.state = State::Idle;
             return idle(None);
         };
+        // At rest at the floor, a poll that no new target, ceiling or self-balloon target
+        // caused (a refused target, a sysfs tunable, a repeated watch event) does not follow
+        // the floor down: its estimate jitters with the guest's short-lived processes, and
+        // following every low sample would ratchet the balloon down by that jitter, into the
+        // headroom. A new target starts a new descent from the floor as it is then.
+        if self.resting_at_floor() && target < self.current {
+            return idle(None);
+        }
         if target == self.current {
             return self.finish(limit.unwrap_or(StopReason::TargetReached), now);
         }
@@ -985,6 +998,11 @@ impl Balloon {
             self.state = State::Moving;
             self.not_before = now;
         }
+    }
+
+    /// Stopped at the floor, with no new target since: a lower floor is not followed.
+    fn resting_at_floor(&self) -> bool {
+        self.state == State::Idle && self.stop == StopReason::FloorReached
     }
 
     /// Where to head, and what limits it (`None`: the target itself), or `None` without a

@@ -249,6 +249,38 @@ fn floor_does_not_move_with_the_balloons_own_pages() {
 }
 
 #[test]
+fn resting_at_the_floor_does_not_follow_it_down_without_a_new_target() {
+    let (mut g, mut b, mut now) = holding(62);
+    b.set_target(&kib(48 * MIB), now);
+    g.run(&mut b, &mut now, 0);
+    let rest = b.current();
+    assert_eq!(b.stats().last_stop, StopReason::FloorReached);
+    // The floor's estimate drops (a short-lived process exits); polls that no new target
+    // caused, a refused target and the same target again move nothing.
+    g.allocate(-i64::try_from(MIB).unwrap(), true);
+    let calls = g.hypercalls;
+    g.run(&mut b, &mut now, 0);
+    assert_eq!(
+        b.set_target(b"12x", now).map(|r| r.event),
+        Some(Event::TargetRejected(TargetError::NotDecimal))
+    );
+    g.run(&mut b, &mut now, 0);
+    b.set_target(&kib(48 * MIB), now);
+    g.run(&mut b, &mut now, 0);
+    assert_eq!((b.current(), g.hypercalls), (rest, calls));
+    assert!(b.floor() < rest, "the floor did drop: {}", b.floor());
+    // A new target starts a new descent, to the floor as it is now.
+    b.set_target(&kib(40 * MIB), now);
+    g.run(&mut b, &mut now, 0);
+    assert_eq!(b.current(), rest - MIB);
+    assert_eq!(b.stats().last_stop, StopReason::FloorReached);
+    // Going up from the floor is not held back.
+    b.set_target(&kib(200 * MIB), now);
+    g.run(&mut b, &mut now, 0);
+    assert_eq!(b.current(), 200 * MIB);
+}
+
+#[test]
 fn swap_lets_the_balloon_take_anonymous_memory() {
     // Without swap, 36 MiB held puts the usage floor above the formula.
     let (g0, _, _) = holding(36);
