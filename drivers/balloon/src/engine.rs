@@ -217,7 +217,7 @@ pub enum Event {
     TargetBelowFloor {
         /// The target, pages.
         requested: u64,
-        /// The floor, pages.
+        /// The floor as last evaluated, pages (the descent re-evaluates it).
         floor: u64,
     },
     /// The target changed more than [`Config::flap_changes`] times within
@@ -296,7 +296,7 @@ impl fmt::Display for Event {
             ),
             Self::TargetBelowFloor { requested, floor } => write!(
                 f,
-                "target {} MiB below the floor: stopping at {} MiB",
+                "target {} MiB below the floor ({} MiB now, re-evaluated on the way down): stopping at the floor",
                 mib(requested),
                 mib(floor)
             ),
