@@ -854,6 +854,12 @@ impl Balloon {
             None => {
                 self.backoff.reset();
                 match self.effective() {
+                    // Landed on the floor evaluated before this batch: one more poll
+                    // evaluates it afresh, and stops there only if it still holds.
+                    Some((t, Some(StopReason::FloorReached))) if t == self.current => Poll {
+                        next: Next::Now,
+                        report: None,
+                    },
                     Some((t, limit)) if t == self.current => {
                         self.finish(limit.unwrap_or(StopReason::TargetReached), now)
                     }

@@ -281,6 +281,28 @@ fn resting_at_the_floor_does_not_follow_it_down_without_a_new_target() {
 }
 
 #[test]
+fn descent_stops_on_a_fresh_floor_not_on_the_sample_before_its_last_batch() {
+    let (mut g, mut b, now) = holding(62);
+    b.set_target(&kib(48 * MIB), now);
+    // Down until a batch lands on the floor sampled before it.
+    let mut polls = 0;
+    while b.current() != b.floor() {
+        assert_eq!(b.poll(&mut g, now).next, Next::Now);
+        g.check();
+        polls += 1;
+        assert!(polls < 1000);
+    }
+    let landed = b.current();
+    // That sample was high (a process has exited since): the balloon is not done yet.
+    assert_ne!(b.stats().last_stop, StopReason::FloorReached);
+    g.allocate(-i64::try_from(MIB).unwrap(), true);
+    let mut now = now;
+    g.run(&mut b, &mut now, 0);
+    assert_eq!(b.current(), landed - MIB);
+    assert_eq!(b.stats().last_stop, StopReason::FloorReached);
+}
+
+#[test]
 fn swap_lets_the_balloon_take_anonymous_memory() {
     // Without swap, 36 MiB held puts the usage floor above the formula.
     let (g0, _, _) = holding(36);
