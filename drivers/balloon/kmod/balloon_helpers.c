@@ -17,6 +17,7 @@
  * under the Rust side's mutex (the engine's), except at load and unload, when nothing else
  * runs.
  */
+#include <linux/cpumask.h>
 #include <linux/device.h>
 #include <linux/highmem.h>
 #include <linux/jiffies.h>
@@ -25,6 +26,7 @@
 #include <linux/mman.h>
 #include <linux/mmzone.h>
 #include <linux/page-flags.h>
+#include <linux/percpu.h>
 #include <linux/slab.h>
 #include <linux/smp.h>
 #include <linux/swap.h>
@@ -305,7 +307,11 @@ unsigned long xpvrs_balloon_committed_pages(void)
 /*
  * The counters the engine's usage floor reads (xen_balloon::MemoryUse; the Rust side mirrors
  * this layout). All in pages, global. The vmstat arrays and nr_swap_pages are exported; the
- * watermarks are summed over node 0's populated zones (one node, see above).
+ * watermarks are summed over node 0's populated zones (one node, see above). Free pages count
+ * those on the per-CPU lists too, which NR_FREE_PAGES leaves out: they grow with the zone
+ * (several MiB in a 384 MiB guest) and change with every process that exits, and counted as
+ * used they inflated the floor by up to 10 MiB. Each list's count is read without its lock,
+ * as show_free_areas() does: a snapshot, good to a few pages.
  */
 struct xpvrs_balloon_use {
 	u64 free;
@@ -336,8 +342,16 @@ void xpvrs_balloon_memory_use(struct xpvrs_balloon_use *use)
 	for (i = 0; i < MAX_NR_ZONES; i++) {
 		struct zone *zone = &pgdat->node_zones[i];
 
+		int cpu;
+
 		if (!populated_zone(zone))
 			continue;
+		for_each_online_cpu(cpu) {
+			int count = READ_ONCE(per_cpu_ptr(zone->per_cpu_pageset, cpu)->count);
+
+			if (count > 0)
+				use->free += count;
+		}
 		use->min_wmark += min_wmark_pages(zone);
 		use->low_wmark += low_wmark_pages(zone);
 	}
