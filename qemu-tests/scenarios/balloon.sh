@@ -102,8 +102,10 @@ dom0_main() {
 
     # Below the floor: stops there and says why. With the pattern and the initramfs held, the
     # floor is the usage floor, above the formula's (the module's load line gives the latter).
-    # sysfs floor_kb is evaluated when read, so it may differ a little from the floor the
-    # balloon stopped at (the status loop's own processes come and go): 2 MiB tolerance.
+    # sysfs floor_kb is evaluated when read, so it jitters around the floor the balloon stopped
+    # at (the status loop's own processes come and go, and pages they free wait on per-CPU
+    # lists, which count as used): seen between 98.1 and 101.1 MiB at rest. So the median of
+    # its readings over the stay must be within 2 MiB of where the balloon stopped.
     _formula=$(kv "$(grep -a '^BLOAD ' "$(guest_log domu)" | head -1 | tr -d '\r')" floor_formula_kb)
     [ -n "$_formula" ] || fail "no floor_formula_kb in the module's load line"
     _since=$(log_lines)
@@ -113,7 +115,6 @@ dom0_main() {
         _l=$(bstat_last)
         log "FLOOR: $_l (formula floor ${_formula} KiB)"
         _floor_cur=$(kv "$_l" current_kb)
-        near floor-current "$(kv "$_l" floor_kb)" "$_floor_cur" 2048
         check floor-above-formula [ "$_floor_cur" -gt "${_formula:-999999999}" ]
         near floor-xl-list $((_floor_cur / 1024)) "$(xl_mem)" 1
         # At the floor for 15 s: the guest keeps forking its status commands, the holder keeps
@@ -124,6 +125,11 @@ dom0_main() {
         check_eq floor-holder alive "$(kv "$_l" holder)"
         check_eq floor-no-oom 0 "$(kv "$_l" oom)"
         check_eq floor-stayed "$_floor_cur" "$(kv "$_l" current_kb)"
+        _fl=$(tail -n +"$((_since + 1))" "$(guest_log domu)" | grep -a '^BSTAT .*stop=floor-reached' |
+            tr -d '\r' | sed -n 's/.* floor_kb=\([0-9]*\) .*/\1/p' | sort -n |
+            awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)], v[1], v[NR], NR }')
+        log "FLOOR floor_kb readings at rest: median min max count = $_fl"
+        near floor-current-median "${_fl%% *}" "$_floor_cur" 2048
         check floor-meminfo grep -aq '^FLOORMEM ' "$(guest_log domu)"
         log "$(grep -a '^FLOORMEM ' "$(guest_log domu)" | head -1 | tr -d '\r')"
     else
