@@ -29,8 +29,8 @@ use kernel::new_mutex;
 use kernel::prelude::*;
 use kernel::sync::{Arc, ArcBorrow, Mutex};
 use xen_balloon::{
-    parse_kib_line, Balloon, Config, Event, Init, KernelMemory, Kib, Next, Report, Reservation,
-    SelfBalloon, StopReason, BATCH,
+    parse_kib_line, Balloon, Config, Event, Init, KernelMemory, Kib, MemoryUse, Next, Report,
+    Reservation, SelfBalloon, StopReason, BATCH,
 };
 use xen_core::hypercall::HypercallError;
 use xen_core::xs::{Error as XsError, Path, TxId, WatchId, XenStore};
@@ -67,6 +67,7 @@ extern "C" {
     fn xpvrs_balloon_total_ram_pages() -> u64;
     fn xpvrs_balloon_reserve_pages() -> u64;
     fn xpvrs_balloon_committed_pages() -> u64;
+    fn xpvrs_balloon_memory_use(use_: *mut MemUse);
     fn xpvrs_balloon_max_pages() -> u64;
     fn xpvrs_balloon_current_reservation() -> i64;
     fn xpvrs_balloon_now_ms() -> u64;
@@ -112,6 +113,19 @@ fn log(report: Option<Report>) {
         }
         _ => pr_warn!("XENPVRS-BALLOON {}\n", r),
     }
+}
+
+/// The helper's `struct xpvrs_balloon_use`: the kernel's counters for the usage floor, pages.
+#[repr(C)]
+#[derive(Default)]
+struct MemUse {
+    free: u64,
+    file: u64,
+    anon: u64,
+    kernel_reclaimable: u64,
+    swap_free: u64,
+    min_wmark: u64,
+    low_wmark: u64,
 }
 
 // --- the staging area ------------------------------------------------------------------------
@@ -207,6 +221,22 @@ impl KernelMemory for Mem {
     fn committed_pages(&mut self) -> u64 {
         // SAFETY: as above.
         unsafe { xpvrs_balloon_committed_pages() }
+    }
+
+    fn memory_use(&mut self) -> MemoryUse {
+        let mut u = MemUse::default();
+        // SAFETY: `u` is a valid, writable `struct xpvrs_balloon_use` (same layout, repr(C));
+        // the helper only reads the kernel's counters and writes its fields.
+        unsafe { xpvrs_balloon_memory_use(&mut u) };
+        MemoryUse {
+            free_pages: u.free,
+            file_pages: u.file,
+            anon_pages: u.anon,
+            kernel_reclaimable_pages: u.kernel_reclaimable,
+            swap_free_pages: u.swap_free,
+            min_wmark_pages: u.min_wmark,
+            low_wmark_pages: u.low_wmark,
+        }
     }
 }
 
@@ -417,7 +447,12 @@ fn kib(pages: u64) -> u64 {
 
 impl Shared {
     fn show(&self, attr: Attr, out: &mut Cursor<'_>) -> core::fmt::Result {
-        let g = self.inner.lock();
+        let mut g = self.inner.lock();
+        if matches!(attr, Attr::FloorKb) {
+            // The floor follows memory use: show it as of now.
+            let Inner { engine, mem, .. } = &mut *g;
+            engine.refresh_floor(mem);
+        }
         let s = g.engine.stats();
         match attr {
             Attr::TargetKb => writeln!(out, "{}", kib(s.target_pages)),
@@ -577,7 +612,7 @@ impl kernel::Module for BalloonModule {
             },
             ..Config::default()
         };
-        let mem = Mem::new(scrub)?;
+        let mut mem = Mem::new(scrub)?;
         let kicker = Arc::new(Kicker, GFP_KERNEL)?;
         let mut store = KernelStore::new(kicker);
 
@@ -600,6 +635,7 @@ impl kernel::Module for BalloonModule {
             reserve_pages: unsafe { xpvrs_balloon_reserve_pages() },
         };
         let mut engine = Balloon::new(cfg, init);
+        engine.refresh_floor(&mut mem);
         let now = now_ms();
         let mut buf = [0u8; VALUE_CAP];
         let static_max = read_key(&mut store, STATIC_MAX, &mut buf);
@@ -642,7 +678,7 @@ impl kernel::Module for BalloonModule {
                 ENODEV
             });
         }
-        let (floor, ceiling) = {
+        let (floor, formula, ceiling) = {
             let mut g = shared.inner.lock();
             let Inner { store, watch, .. } = &mut *g;
             if let Ok(p) = Path::new(FEATURE) {
@@ -661,13 +697,18 @@ impl kernel::Module for BalloonModule {
                     "XENPVRS-BALLOON cannot watch {TARGET}; only sysfs moves the balloon\n"
                 ),
             }
-            (g.engine.floor(), g.engine.ceiling())
+            (
+                g.engine.floor(),
+                g.engine.floor_formula(),
+                g.engine.ceiling(),
+            )
         };
         pr_info!(
-            "XENPVRS-BALLOON loaded current_kb={} held_kb={} floor_kb={} ceiling_kb={} scrub_pages={} selfballooning={}\n",
+            "XENPVRS-BALLOON loaded current_kb={} held_kb={} floor_kb={} floor_formula_kb={} ceiling_kb={} scrub_pages={} selfballooning={}\n",
             kib(current),
             kib(claimed),
             kib(floor),
+            kib(formula),
             ceiling.map_or(0, kib),
             u8::from(scrub),
             u8::from(self_balloon)

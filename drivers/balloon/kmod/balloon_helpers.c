@@ -17,6 +17,7 @@
  * under the Rust side's mutex (the engine's), except at load and unload, when nothing else
  * runs.
  */
+#include <linux/cpumask.h>
 #include <linux/device.h>
 #include <linux/highmem.h>
 #include <linux/jiffies.h>
@@ -25,9 +26,12 @@
 #include <linux/mman.h>
 #include <linux/mmzone.h>
 #include <linux/page-flags.h>
+#include <linux/percpu.h>
 #include <linux/slab.h>
 #include <linux/smp.h>
+#include <linux/swap.h>
 #include <linux/sysfs.h>
+#include <linux/vmstat.h>
 #include <linux/workqueue.h>
 #include <asm/tlbflush.h>
 #include <asm/xen/hypervisor.h>
@@ -70,6 +74,8 @@ unsigned long xpvrs_balloon_available_pages(void);
 unsigned long xpvrs_balloon_total_ram_pages(void);
 unsigned long xpvrs_balloon_reserve_pages(void);
 unsigned long xpvrs_balloon_committed_pages(void);
+struct xpvrs_balloon_use;
+void xpvrs_balloon_memory_use(struct xpvrs_balloon_use *use);
 unsigned long xpvrs_balloon_max_pages(void);
 long xpvrs_balloon_current_reservation(void);
 u64 xpvrs_balloon_now_ms(void);
@@ -296,6 +302,59 @@ unsigned long xpvrs_balloon_reserve_pages(void)
 unsigned long xpvrs_balloon_committed_pages(void)
 {
 	return vm_memory_committed();
+}
+
+/*
+ * The counters the engine's usage floor reads (xen_balloon::MemoryUse; the Rust side mirrors
+ * this layout). All in pages, global. The vmstat arrays and nr_swap_pages are exported; the
+ * watermarks are summed over node 0's populated zones (one node, see above). Free pages count
+ * those on the per-CPU lists too, which NR_FREE_PAGES leaves out: they grow with the zone
+ * (several MiB in a 384 MiB guest) and change with every process that exits, and counted as
+ * used they inflated the floor by up to 10 MiB. Each list's count is read without its lock,
+ * as show_free_areas() does: a snapshot, good to a few pages.
+ */
+struct xpvrs_balloon_use {
+	u64 free;
+	u64 file;
+	u64 anon;
+	u64 kernel_reclaimable;
+	u64 swap_free;
+	u64 min_wmark;
+	u64 low_wmark;
+};
+
+void xpvrs_balloon_memory_use(struct xpvrs_balloon_use *use)
+{
+	struct pglist_data *pgdat = NODE_DATA(0);
+	long swap = get_nr_swap_pages();
+	int i;
+
+	use->free = global_zone_page_state(NR_FREE_PAGES);
+	use->file = global_node_page_state(NR_ACTIVE_FILE) +
+		    global_node_page_state(NR_INACTIVE_FILE);
+	use->anon = global_node_page_state(NR_ACTIVE_ANON) +
+		    global_node_page_state(NR_INACTIVE_ANON);
+	use->kernel_reclaimable = global_node_page_state_pages(NR_SLAB_RECLAIMABLE_B) +
+				  global_node_page_state(NR_KERNEL_MISC_RECLAIMABLE);
+	use->swap_free = swap > 0 ? swap : 0;
+	use->min_wmark = 0;
+	use->low_wmark = 0;
+	for (i = 0; i < MAX_NR_ZONES; i++) {
+		struct zone *zone = &pgdat->node_zones[i];
+
+		int cpu;
+
+		if (!populated_zone(zone))
+			continue;
+		for_each_online_cpu(cpu) {
+			int count = READ_ONCE(per_cpu_ptr(zone->per_cpu_pageset, cpu)->count);
+
+			if (count > 0)
+				use->free += count;
+		}
+		use->min_wmark += min_wmark_pages(zone);
+		use->low_wmark += low_wmark_pages(zone);
+	}
 }
 
 /* The end of the guest's memory map, in pages (max_pfn). */

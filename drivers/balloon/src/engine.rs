@@ -40,8 +40,14 @@
 //! - Ceiling: `memory/static-max` (the glue falls back to `memory_static_max`, as Linux does).
 //!   Until one parses, the engine moves nothing ([`State::Blocked`]). A higher target is
 //!   clamped to it.
-//! - Floor: [`crate::floor`]; a lower target stops at it. If the guest is already below it,
-//!   the balloon does not go down at all (and does not grow to reach it either).
+//! - Floor: [`crate::floor`], the larger of the formula (from the guest's size, at load) and
+//!   the usage floor (what the guest holds that nothing can reclaim, plus headroom), the
+//!   latter evaluated from [`KernelMemory::memory_use`] at every [`Balloon::poll`] so it
+//!   follows memory use while the balloon goes down; a lower target stops at it
+//!   ([`StopReason::FloorReached`]). If the guest is already below it, the balloon does not
+//!   go down at all (and does not grow to reach it either). Once stopped at the floor, the
+//!   balloon stays there until the target (or ceiling, or self-balloon target) changes: it
+//!   does not chase the floor's jitter down.
 //! - Each decrease also takes at most the kernel's available pages (`MemAvailable`), and backs
 //!   off when that cut the batch short below the kernel's reserve, as Linux's worker does.
 //! - Steps: [`crate::step`]; one batch per [`Balloon::poll`].
@@ -63,7 +69,7 @@ use core::fmt;
 use xen_core::hypercall::HypercallError;
 
 use crate::backoff::Backoff;
-use crate::floor::floor_pages;
+use crate::floor::{floor_pages, usage_floor_pages, MemoryUse};
 use crate::parse::{parse_kib, Kib, TargetError};
 use crate::step::{step, BATCH};
 
@@ -95,6 +101,10 @@ pub trait KernelMemory {
     /// Pages committed to processes (`vm_memory_committed()`, `Committed_AS`); read only by
     /// self-ballooning.
     fn committed_pages(&mut self) -> u64;
+
+    /// The counters the usage floor reads ([`crate::floor::usage_floor_pages`]): free pages,
+    /// LRU sizes, reclaimable kernel memory, free swap, watermarks. Read at every poll.
+    fn memory_use(&mut self) -> MemoryUse;
 }
 
 /// The Xen side of a batch: the memory reservation, over the staging area.
@@ -207,7 +217,7 @@ pub enum Event {
     TargetBelowFloor {
         /// The target, pages.
         requested: u64,
-        /// The floor, pages.
+        /// The floor as last evaluated, pages (the descent re-evaluates it).
         floor: u64,
     },
     /// The target changed more than [`Config::flap_changes`] times within
@@ -286,7 +296,7 @@ impl fmt::Display for Event {
             ),
             Self::TargetBelowFloor { requested, floor } => write!(
                 f,
-                "target {} MiB below the floor: stopping at {} MiB",
+                "target {} MiB below the floor ({} MiB now, re-evaluated on the way down): stopping at the floor",
                 mib(requested),
                 mib(floor)
             ),
@@ -460,8 +470,13 @@ pub struct Stats {
     pub balloon_low: u64,
     /// Pages in the balloon from high memory (sysfs `info/high_kb`): 0 on x86_64.
     pub balloon_high: u64,
-    /// The floor.
+    /// The floor: the larger of the formula and the usage floor, as last evaluated.
     pub floor_pages: u64,
+    /// The formula's part of the floor ([`crate::floor::floor_pages`]), fixed at load.
+    pub floor_formula_pages: u64,
+    /// The usage floor as last evaluated ([`crate::floor::usage_floor_pages`]); `None` before
+    /// the first poll.
+    pub floor_usage_pages: Option<u64>,
     /// The ceiling (`static-max`), if one parsed.
     pub ceiling_pages: Option<u64>,
     /// Why the balloon last stopped or waited.
@@ -501,7 +516,10 @@ pub struct Balloon {
     cfg: Config,
     current: u64,
     held: u64,
+    /// `max(floor_formula, floor_usage)`.
     floor: u64,
+    floor_formula: u64,
+    floor_usage: Option<u64>,
     ceiling: Ceiling,
     requested: Option<u64>,
     self_target: Option<u64>,
@@ -528,8 +546,11 @@ impl Balloon {
     /// A balloon at rest; it acts on nothing until [`Balloon::set_static_max`] gives it a
     /// ceiling and a target arrives.
     pub fn new(cfg: Config, init: Init) -> Self {
+        let formula = floor_pages(init.max_pages, init.reserve_pages, cfg.min_usable_pages);
         Self {
-            floor: floor_pages(init.max_pages, init.reserve_pages, cfg.min_usable_pages),
+            floor: formula,
+            floor_formula: formula,
+            floor_usage: None,
             cfg,
             current: init.current_pages,
             held: init.held_pages,
@@ -592,9 +613,25 @@ impl Balloon {
         self.redirect(now);
     }
 
-    /// The floor, in pages.
+    /// The floor, in pages, as last evaluated: the larger of the formula and the usage floor.
     pub fn floor(&self) -> u64 {
         self.floor
+    }
+
+    /// The formula's part of the floor, fixed at load.
+    pub fn floor_formula(&self) -> u64 {
+        self.floor_formula
+    }
+
+    /// Evaluates the usage floor from the kernel's counters now; [`Balloon::poll`] does so
+    /// before anything else, the glue may too (sysfs `floor_kb` shows a fresh value).
+    pub fn refresh_floor<E: KernelMemory>(&mut self, env: &mut E) {
+        let total = env.total_ram_pages();
+        let reserve = env.reserve_pages();
+        let usage = env.memory_use();
+        let u = usage_floor_pages(self.current, total, reserve, &usage);
+        self.floor_usage = Some(u);
+        self.floor = self.floor_formula.max(u);
     }
 
     /// The ceiling, in pages, once `static-max` parsed.
@@ -620,10 +657,15 @@ impl Balloon {
         Stats {
             current_pages: self.current,
             target_pages: self.requested.unwrap_or(self.current),
-            effective_target_pages: self.effective().map_or(self.current, |(t, _)| t),
+            effective_target_pages: match self.effective() {
+                Some((t, _)) if !(self.resting_at_floor() && t < self.current) => t,
+                _ => self.current,
+            },
             balloon_low: self.held,
             balloon_high: 0,
             floor_pages: self.floor,
+            floor_formula_pages: self.floor_formula,
+            floor_usage_pages: self.floor_usage,
             ceiling_pages: self.ceiling(),
             last_stop: self.stop,
             state: self.state,
@@ -716,7 +758,12 @@ impl Balloon {
 
     /// Runs at most one batch toward the target (or self-balloon computation), and says when
     /// to call again. `now` is a monotonic time in milliseconds (`jiffies_to_msecs`).
+    ///
+    /// Each poll first evaluates the floor again ([`Balloon::refresh_floor`]): memory use
+    /// changes while the balloon moves, and a batch going down never takes the guest below
+    /// the floor evaluated just before it.
     pub fn poll<E: KernelMemory + Reservation>(&mut self, env: &mut E, now: u64) -> Poll {
+        self.refresh_floor(env);
         let report = self.tick_self_balloon(env, now);
         let mut poll = self.poll_batch(env, now);
         if poll.report.is_none() {
@@ -765,6 +812,14 @@ impl Balloon {
             self.state = State::Idle;
             return idle(None);
         };
+        // At rest at the floor, a poll that no new target, ceiling or self-balloon target
+        // caused (a refused target, a sysfs tunable, a repeated watch event) does not follow
+        // the floor down: its estimate jitters with the guest's short-lived processes, and
+        // following every low sample would ratchet the balloon down by that jitter, into the
+        // headroom. A new target starts a new descent from the floor as it is then.
+        if self.resting_at_floor() && target < self.current {
+            return idle(None);
+        }
         if target == self.current {
             return self.finish(limit.unwrap_or(StopReason::TargetReached), now);
         }
@@ -799,6 +854,12 @@ impl Balloon {
             None => {
                 self.backoff.reset();
                 match self.effective() {
+                    // Landed on the floor evaluated before this batch: one more poll
+                    // evaluates it afresh, and stops there only if it still holds.
+                    Some((t, Some(StopReason::FloorReached))) if t == self.current => Poll {
+                        next: Next::Now,
+                        report: None,
+                    },
                     Some((t, limit)) if t == self.current => {
                         self.finish(limit.unwrap_or(StopReason::TargetReached), now)
                     }
@@ -943,6 +1004,11 @@ impl Balloon {
             self.state = State::Moving;
             self.not_before = now;
         }
+    }
+
+    /// Stopped at the floor, with no new target since: a lower floor is not followed.
+    fn resting_at_floor(&self) -> bool {
+        self.state == State::Idle && self.stop == StopReason::FloorReached
     }
 
     /// Where to head, and what limits it (`None`: the target itself), or `None` without a

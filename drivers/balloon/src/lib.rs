@@ -6,9 +6,10 @@
 //! - [`parse`]: `memory/target` and `memory/static-max` (KiB, decimal ASCII, untrusted) read
 //!   with a checked parser whose [`TargetError`] names each bad class (empty, too long,
 //!   negative, not decimal, overflow, huge).
-//! - [`floor`]: the fewest pages the balloon leaves the guest, from Linux's former
-//!   self-ballooning driver, with each decrease also capped by `MemAvailable` as Linux 6.12's
-//!   balloon does (the module doc of [`floor`] gives the formula and its sources).
+//! - [`floor`]: the fewest pages the balloon leaves the guest: the larger of Linux's former
+//!   self-ballooning driver's minimum and what the guest holds that nothing can reclaim plus
+//!   headroom, with each decrease also capped by `MemAvailable` as Linux 6.12's balloon does
+//!   (the module doc of [`floor`] gives the formulas and their sources).
 //! - [`step`]: the logarithmic step scale, `min(d, clamp(2^(floor(log2 d) - 2), 16, 512))`
 //!   pages for a distance `d`: never overshoots, shrinks monotonically near the target.
 //! - [`backoff`]: `schedule_delay`, `max_schedule_delay`, `retry_count`, `max_retry_count`
@@ -45,6 +46,6 @@ pub use engine::{
     Balloon, Config, Event, Init, KernelMemory, Next, Poll, Report, Reservation, SelfBalloon,
     State, Stats, StopReason,
 };
-pub use floor::floor_pages;
+pub use floor::{floor_pages, usage_floor_pages, MemoryUse};
 pub use parse::{parse_kib, parse_kib_line, Kib, TargetError};
 pub use step::{step as step_pages, BATCH};

@@ -13,14 +13,27 @@ use std::vec::Vec;
 use xen_core::hypercall::HypercallError;
 
 use crate::engine::{Balloon, KernelMemory, Next, Reservation};
+use crate::floor::MemoryUse;
 use crate::step::BATCH;
 
 /// The simulated guest: the kernel's pages, the glue's staging area and balloon list, and
 /// Xen's free pool.
 #[derive(Clone, Debug, Default)]
 pub struct SimGuest {
-    /// Pages the kernel uses (it cannot give these).
+    /// Pages the kernel uses. For the usage floor they are unreclaimable, except the `file`
+    /// and `anon` (up to `swap_free`) pages among them, which `take_pages` reclaims (page
+    /// cache first, then swap-backed pages to swap) when free pages run short.
     pub kernel_used: u64,
+    /// Of `kernel_used`, page cache (reported as the file LRUs).
+    pub file: u64,
+    /// Of `kernel_used`, swap-backed pages (reported as the anon LRUs).
+    pub anon: u64,
+    /// Free swap.
+    pub swap_free: u64,
+    /// The zones' min watermarks, summed.
+    pub min_wmark: u64,
+    /// The zones' low watermarks, summed.
+    pub low_wmark: u64,
     /// Free pages in the kernel.
     pub kernel_free: u64,
     /// Pages staged by the glue.
@@ -74,9 +87,38 @@ impl SimGuest {
         self.kernel_used + self.kernel_free + self.staged
     }
 
+    /// Moves `n` pages from free to used (a process allocating), or back with a negative `n`;
+    /// `anon` says whether they count as swap-backed.
+    pub fn allocate(&mut self, n: i64, anon: bool) {
+        let m = n.unsigned_abs();
+        if n >= 0 {
+            assert!(
+                m <= self.kernel_free,
+                "allocating {m}, {} free",
+                self.kernel_free
+            );
+            self.kernel_free -= m;
+            self.kernel_used += m;
+            if anon {
+                self.anon += m;
+            }
+        } else {
+            assert!(m <= self.kernel_used);
+            self.kernel_used -= m;
+            self.kernel_free += m;
+            if anon {
+                self.anon -= m;
+            }
+        }
+    }
+
     /// Panics unless every page is accounted for and the staging area is empty.
     pub fn check(&self) {
         assert_eq!(self.staged, 0, "pages left staged between engine calls");
+        assert!(
+            self.file + self.anon <= self.kernel_used,
+            "more page cache and swap-backed pages than used pages: {self:?}"
+        );
         assert_eq!(
             self.populated() + self.ballooned + self.lent,
             self.total_map,
@@ -121,6 +163,16 @@ impl SimGuest {
 impl KernelMemory for SimGuest {
     fn take_pages(&mut self, n: usize) -> usize {
         assert!(n <= BATCH && self.staged + n as u64 <= BATCH as u64);
+        // Reclaim: page cache first, then swap-backed pages while swap has room.
+        let mut short = (self.cap(n) as u64).saturating_sub(self.kernel_free);
+        let from_file = short.min(self.file);
+        self.file -= from_file;
+        short -= from_file;
+        let to_swap = short.min(self.anon).min(self.swap_free);
+        self.anon -= to_swap;
+        self.swap_free -= to_swap;
+        self.kernel_used -= from_file + to_swap;
+        self.kernel_free += from_file + to_swap;
         let mut k = (self.cap(n) as u64).min(self.kernel_free);
         if let Some(b) = self.kernel_spare_budget.as_mut() {
             k = k.min(*b);
@@ -141,9 +193,10 @@ impl KernelMemory for SimGuest {
         self.kernel_free += n as u64;
     }
 
+    /// Free pages plus page cache less what Linux's `MemAvailable` assumes stays.
     fn available_pages(&mut self) -> u64 {
-        self.available_cap
-            .map_or(self.kernel_free, |c| c.min(self.kernel_free))
+        let avail = self.kernel_free + self.file - (self.file / 2).min(self.low_wmark);
+        self.available_cap.map_or(avail, |c| c.min(avail))
     }
 
     fn total_ram_pages(&mut self) -> u64 {
@@ -156,6 +209,18 @@ impl KernelMemory for SimGuest {
 
     fn committed_pages(&mut self) -> u64 {
         self.committed
+    }
+
+    fn memory_use(&mut self) -> MemoryUse {
+        MemoryUse {
+            free_pages: self.kernel_free,
+            file_pages: self.file,
+            anon_pages: self.anon,
+            kernel_reclaimable_pages: 0,
+            swap_free_pages: self.swap_free,
+            min_wmark_pages: self.min_wmark,
+            low_wmark_pages: self.low_wmark,
+        }
     }
 }
 

@@ -3,8 +3,8 @@
 
 use xen_balloon::sim::{collect_reports, SimGuest};
 use xen_balloon::{
-    step_pages, Balloon, Config, Event, Init, Next, State, StopReason, TargetError, BATCH,
-    RETRY_UNLIMITED,
+    step_pages, Balloon, Config, Event, Init, Next, SelfBalloon, State, StopReason, TargetError,
+    BATCH, RETRY_UNLIMITED,
 };
 use xen_core::hypercall::HypercallError;
 
@@ -137,6 +137,236 @@ fn guest_below_floor_does_not_go_down() {
     assert_eq!(b.current(), 64 * MIB);
     assert_eq!(g.hypercalls, 0);
     assert_eq!(b.stats().last_stop, StopReason::FloorReached);
+}
+
+/// A 256 MiB guest like the scenario's: 32 MiB of kernel memory, `held` MiB of anonymous
+/// memory and tmpfs (an initramfs and a pattern holder), no swap, watermarks of a guest that
+/// size (min 2 MiB, low 2.5 MiB); 4 MiB reserve.
+fn holding(held: u64) -> (SimGuest, Balloon, u64) {
+    let (mut g, b, now) = setup(256, 256, Config::default());
+    g.allocate(i64::try_from(held * MIB).unwrap(), true);
+    g.min_wmark = 512;
+    g.low_wmark = 640;
+    (g, b, now)
+}
+
+/// What the usage floor should be for the sim guest: everything used but page cache and
+/// swap-backed pages swap can take, plus the reserve and twice the min watermarks.
+fn expected_usage_floor(g: &SimGuest) -> u64 {
+    let file_kept = (g.file / 2).min(g.low_wmark);
+    g.kernel_used - (g.file - file_kept) - g.anon.min(g.swap_free) + g.reserve + 2 * g.min_wmark
+}
+
+#[test]
+fn floor_counts_unreclaimable_memory_above_the_formula() {
+    let (mut g, mut b, mut now) = holding(62);
+    let formula = b.floor_formula();
+    assert_eq!(
+        formula,
+        xen_balloon::floor_pages(256 * MIB, g.reserve, None)
+    );
+    let usage = expected_usage_floor(&g);
+    assert_eq!(usage, 94 * MIB + 1024 + 1024);
+    assert!(usage > formula, "the scenario's case: {usage} vs {formula}");
+    b.set_target(&kib(48 * MIB), now);
+    g.run(&mut b, &mut now, 0);
+    let s = b.stats();
+    assert_eq!(b.current(), usage, "stopped at the usage floor");
+    assert_eq!(s.last_stop, StopReason::FloorReached);
+    assert_eq!(
+        (s.floor_pages, s.floor_formula_pages, s.floor_usage_pages),
+        (usage, formula, Some(usage))
+    );
+    // What stays free at the floor is the headroom: nothing here is reclaimable.
+    assert_eq!(g.kernel_free, g.reserve + 2 * g.min_wmark);
+}
+
+#[test]
+fn small_use_leaves_the_formula_as_the_floor() {
+    let (mut g, mut b, mut now) = holding(0);
+    assert!(expected_usage_floor(&g) < b.floor_formula());
+    b.set_target(&kib(16 * MIB), now);
+    g.run(&mut b, &mut now, 0);
+    assert_eq!(b.current(), b.floor_formula());
+    assert_eq!(b.floor(), b.floor_formula());
+    assert_eq!(b.stats().last_stop, StopReason::FloorReached);
+}
+
+#[test]
+fn floor_rises_when_memory_use_grows_while_going_down() {
+    let (mut g, mut b, mut now) = holding(62);
+    b.set_target(&kib(48 * MIB), now);
+    for _ in 0..20 {
+        b.poll(&mut g, now);
+        g.check();
+    }
+    let first = b.floor();
+    assert!(b.current() > first + 16 * MIB, "still on its way down");
+    // A process allocates 10 MiB of anonymous memory mid-way.
+    g.allocate(i64::try_from(10 * MIB).unwrap(), true);
+    g.run(&mut b, &mut now, 0);
+    assert_eq!(b.floor(), first + 10 * MIB);
+    assert_eq!(b.current(), first + 10 * MIB);
+    assert_eq!(b.current(), expected_usage_floor(&g));
+    assert_eq!(b.stats().last_stop, StopReason::FloorReached);
+}
+
+#[test]
+fn floor_falls_when_memory_is_freed_while_going_down() {
+    let (mut g, mut b, mut now) = holding(62);
+    b.set_target(&kib(48 * MIB), now);
+    for _ in 0..20 {
+        b.poll(&mut g, now);
+        g.check();
+    }
+    let first = b.floor();
+    // A process exits: 16 MiB freed.
+    g.allocate(-i64::try_from(16 * MIB).unwrap(), true);
+    g.run(&mut b, &mut now, 0);
+    assert!(first - 16 * MIB > b.floor_formula());
+    assert_eq!(b.current(), first - 16 * MIB);
+    assert_eq!(b.current(), expected_usage_floor(&g));
+    assert_eq!(b.stats().last_stop, StopReason::FloorReached);
+}
+
+#[test]
+fn floor_does_not_move_with_the_balloons_own_pages() {
+    let (mut g, mut b, mut now) = holding(62);
+    b.set_target(&kib(48 * MIB), now);
+    let mut floors = Vec::new();
+    loop {
+        let p = b.poll(&mut g, now);
+        g.check();
+        floors.push(b.floor());
+        if p.next != Next::Now {
+            break;
+        }
+    }
+    assert!(floors.len() > 10);
+    assert!(floors.iter().all(|&f| f == floors[0]), "{floors:?}");
+    let _ = g.run(&mut b, &mut now, 0);
+    assert_eq!(b.current(), floors[0]);
+}
+
+#[test]
+fn resting_at_the_floor_does_not_follow_it_down_without_a_new_target() {
+    let (mut g, mut b, mut now) = holding(62);
+    b.set_target(&kib(48 * MIB), now);
+    g.run(&mut b, &mut now, 0);
+    let rest = b.current();
+    assert_eq!(b.stats().last_stop, StopReason::FloorReached);
+    // The floor's estimate drops (a short-lived process exits); polls that no new target
+    // caused, a refused target and the same target again move nothing.
+    g.allocate(-i64::try_from(MIB).unwrap(), true);
+    let calls = g.hypercalls;
+    g.run(&mut b, &mut now, 0);
+    assert_eq!(
+        b.set_target(b"12x", now).map(|r| r.event),
+        Some(Event::TargetRejected(TargetError::NotDecimal))
+    );
+    g.run(&mut b, &mut now, 0);
+    b.set_target(&kib(48 * MIB), now);
+    g.run(&mut b, &mut now, 0);
+    assert_eq!((b.current(), g.hypercalls), (rest, calls));
+    assert!(b.floor() < rest, "the floor did drop: {}", b.floor());
+    // A new target starts a new descent, to the floor as it is now.
+    b.set_target(&kib(40 * MIB), now);
+    g.run(&mut b, &mut now, 0);
+    assert_eq!(b.current(), rest - MIB);
+    assert_eq!(b.stats().last_stop, StopReason::FloorReached);
+    // Going up from the floor is not held back.
+    b.set_target(&kib(200 * MIB), now);
+    g.run(&mut b, &mut now, 0);
+    assert_eq!(b.current(), 200 * MIB);
+}
+
+#[test]
+fn descent_stops_on_a_fresh_floor_not_on_the_sample_before_its_last_batch() {
+    let (mut g, mut b, now) = holding(62);
+    b.set_target(&kib(48 * MIB), now);
+    // Down until a batch lands on the floor sampled before it.
+    let mut polls = 0;
+    while b.current() != b.floor() {
+        assert_eq!(b.poll(&mut g, now).next, Next::Now);
+        g.check();
+        polls += 1;
+        assert!(polls < 1000);
+    }
+    let landed = b.current();
+    // That sample was high (a process has exited since): the balloon is not done yet.
+    assert_ne!(b.stats().last_stop, StopReason::FloorReached);
+    g.allocate(-i64::try_from(MIB).unwrap(), true);
+    let mut now = now;
+    g.run(&mut b, &mut now, 0);
+    assert_eq!(b.current(), landed - MIB);
+    assert_eq!(b.stats().last_stop, StopReason::FloorReached);
+}
+
+#[test]
+fn swap_lets_the_balloon_take_anonymous_memory() {
+    // Without swap, 36 MiB held puts the usage floor above the formula.
+    let (g0, _, _) = holding(36);
+    assert_eq!(expected_usage_floor(&g0), 76 * MIB);
+    let (mut g, mut b, mut now) = holding(36);
+    assert!(expected_usage_floor(&g0) > b.floor_formula());
+    // With 20 MiB of free swap, 20 of those MiB are reclaimable: the formula is the floor.
+    g.swap_free = 20 * MIB;
+    assert_eq!(expected_usage_floor(&g), 56 * MIB);
+    b.set_target(&kib(48 * MIB), now);
+    g.run(&mut b, &mut now, 0);
+    assert_eq!(b.current(), b.floor_formula());
+    assert_eq!(b.stats().floor_usage_pages, Some(56 * MIB));
+}
+
+#[test]
+fn page_cache_counts_as_reclaimable_less_what_linux_keeps() {
+    let (mut g, mut b, mut now) = holding(62);
+    // 20 of the used MiB are page cache: the floor drops by all but the low watermarks.
+    g.file = 20 * MIB;
+    let usage = expected_usage_floor(&g);
+    assert_eq!(usage, 94 * MIB + 2048 - (20 * MIB - 640));
+    b.set_target(&kib(48 * MIB), now);
+    g.run(&mut b, &mut now, 0);
+    assert_eq!(b.current(), usage.max(b.floor_formula()));
+}
+
+#[test]
+fn guest_using_more_than_the_usage_floor_allows_does_not_go_down() {
+    // 220 of 256 MiB anonymous: unreclaimable use plus headroom is above what it holds.
+    let (mut g, mut b, mut now) = holding(220);
+    b.set_target(&kib(128 * MIB), now);
+    g.run(&mut b, &mut now, 0);
+    assert_eq!(b.current(), 256 * MIB);
+    assert_eq!(g.hypercalls, 0);
+    assert!(b.floor() > 256 * MIB);
+    assert_eq!(b.stats().last_stop, StopReason::FloorReached);
+    // Going up is not held back by it.
+    b.set_target(&kib(256 * MIB), now);
+    g.run(&mut b, &mut now, 0);
+    assert_eq!(b.stats().last_stop, StopReason::TargetReached);
+}
+
+#[test]
+fn self_balloon_stays_above_the_usage_floor() {
+    let cfg = Config {
+        self_balloon: SelfBalloon {
+            enabled: true,
+            ..SelfBalloon::default()
+        },
+        ..Config::default()
+    };
+    let (mut g, mut b, mut now) = setup(256, 256, cfg);
+    g.allocate(i64::try_from(62 * MIB).unwrap(), true);
+    g.min_wmark = 512;
+    b.set_target(&kib(256 * MIB), now);
+    // Nothing committed: self-ballooning heads for the reserve plus its margin, far below
+    // what the guest holds in tmpfs and anonymous memory; the usage floor stops it.
+    for _ in 0..40 {
+        g.run(&mut b, &mut now, 0);
+        now += 5000;
+        assert!(b.current() >= expected_usage_floor(&g));
+    }
+    assert_eq!(b.current(), expected_usage_floor(&g));
 }
 
 #[test]
