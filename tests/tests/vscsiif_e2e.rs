@@ -277,3 +277,53 @@ fn removed_lun_answers_no_connect() {
     let (o, _) = rig.one(&[0, 0, 0, 0, 0, 0], Direction::None, 0, &[]);
     assert_eq!(o.host, 0);
 }
+
+#[test]
+fn orderly_close_finishes_commands_in_flight_and_turns_new_ones_away() {
+    let mut rig = Rig::new(true);
+    let data: Vec<u8> = (0..4096).map(|i| (i % 251) as u8).collect();
+    let write = rig.submit(&rw10(0x2a, 8, 8), Direction::ToDevice, 4096, &data);
+    let read = rig.submit(&rw10(0x28, 0, 8), Direction::FromDevice, 4096, &[]);
+    assert!(rig.round().is_empty(), "both held by the target");
+    assert_eq!(rig.back.in_flight(), 2);
+    // Queued after the close began: answered at once, never submitted or mapped.
+    let late = rig.submit(&rw10(0x28, 16, 8), Direction::FromDevice, 4096, &[]);
+    let maps_before = rig.back.stats().maps;
+    rig.back.close().unwrap();
+    assert!(rig.back.is_closing());
+    let done = rig.collect();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].0.ticket, late);
+    match done[0].0.answer {
+        Answer::Command(o) => assert_eq!(o.host, wire::RSLT_HOST_NO_CONNECT),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rig.back.stats().maps, maps_before, "nothing mapped for it");
+    assert_eq!(rig.back.stats().turned_away, 1);
+    assert_eq!(
+        rig.back.target().pending.len(),
+        2,
+        "nothing submitted for it"
+    );
+    // The commands in flight finish and are answered as usual.
+    for (tag, o) in rig.back.target_mut().take_pending() {
+        rig.back.complete(tag, o);
+    }
+    rig.back.resume().unwrap();
+    let mut done = rig.collect();
+    done.sort_by_key(|(c, _)| c.ticket != write);
+    assert_eq!(done.len(), 2);
+    assert_eq!(done[0].0.ticket, write);
+    assert_eq!(done[1].0.ticket, read);
+    assert!(done
+        .iter()
+        .all(|(c, _)| matches!(c.answer, Answer::Command(o) if o.status == 0 && o.host == 0)));
+    assert_eq!(rig.back.in_flight(), 0);
+    assert_eq!(&rig.back.target().disks[&0][8 * 512..16 * 512], &data[..]);
+    rig.back.disconnect();
+    assert_eq!(
+        rig.sim.grant_stats().live_maps,
+        0,
+        "every data and ring mapping gone"
+    );
+}

@@ -95,6 +95,8 @@ pub struct BackStats {
     pub spurious_events: u64,
     /// Times every pending slot was busy with requests waiting.
     pub stalls: u64,
+    /// Requests answered `NO_CONNECT` unserved while closing ([`ScsiBack::close`]).
+    pub turned_away: u64,
 }
 
 /// One data segment of a command: the guest page mapped, and the range in it.
@@ -213,6 +215,8 @@ pub struct ScsiBack<P: GrantOps, S, M, T> {
     budget: u32,
     stalled: bool,
     spurious_run: u32,
+    /// [`close`](ScsiBack::close) was called: requests are answered without being served.
+    closing: bool,
     server: Server<P, S, T>,
 }
 
@@ -245,6 +249,7 @@ where
             budget: config.budget.max(1),
             stalled: false,
             spurious_run: 0,
+            closing: false,
             server: Server {
                 env,
                 target,
@@ -358,6 +363,25 @@ where
         })
     }
 
+    /// Begins an orderly close, before [`disconnect`](Self::disconnect): from now on every
+    /// request taken from the ring is answered at once with the host byte `NO_CONNECT`
+    /// (nothing is mapped or submitted), while the commands in flight finish and are answered
+    /// as usual ([`complete`](Self::complete), [`resume`](Self::resume)). This answers what
+    /// is on the ring now; the glue then waits for [`in_flight`](Self::in_flight) to reach 0.
+    ///
+    /// A closing frontend still waits for an answer to every request it queued (its SCSI
+    /// error handler would otherwise time them out one by one), so responses are pushed
+    /// before the ring is unmapped.
+    pub fn close(&mut self) -> Result<Progress, Error> {
+        self.closing = true;
+        self.resume()
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
     /// Stops serving: unmaps the ring and closes the port. Idempotent. Commands in flight
     /// keep their mappings until they complete; their responses are dropped.
     pub fn disconnect(&mut self) {
@@ -372,7 +396,7 @@ where
         let Some(ring) = self.ring.as_mut() else {
             return Err(Error::Disconnected);
         };
-        let result = run(ring, &mut self.server, self.budget);
+        let result = run(ring, &mut self.server, self.budget, self.closing);
         let (done, stalled, more) = match result {
             Ok(v) => v,
             Err(e) => {
@@ -406,6 +430,7 @@ fn run<M, P, S, T>(
     ring: &mut BackRing<M, Slot, Slot>,
     server: &mut Server<P, S, T>,
     budget: u32,
+    closing: bool,
 ) -> Result<(u32, bool, bool), RingError>
 where
     M: SharedMemory,
@@ -418,13 +443,18 @@ where
     let mut stalled = false;
     let mut batch = ring.requests(budget)?;
     loop {
-        if server.in_flight >= server.depth {
+        if !closing && server.in_flight >= server.depth {
             stalled = true;
             break;
         }
         let Some(slot) = batch.next() else { break };
         let req = wire::Request::from_bytes(&slot);
-        if let Some(rsp) = server.serve(&req) {
+        let rsp = if closing {
+            Some(server.turn_away(&req))
+        } else {
+            server.serve(&req)
+        };
+        if let Some(rsp) = rsp {
             batch.queue_response(&rsp.to_bytes())?;
         }
         done += 1;
@@ -508,6 +538,16 @@ where
                 Some(task_response(req.rqid, ok))
             }
         }
+    }
+
+    /// Answers a request taken while closing: `NO_CONNECT`, nothing mapped or submitted.
+    fn turn_away(&mut self, w: &wire::Request) -> wire::Response {
+        self.stats.requests = self.stats.requests.wrapping_add(1);
+        self.stats.turned_away = self.stats.turned_away.wrapping_add(1);
+        let mut r = wire::Response::ZERO;
+        r.rqid = w.rqid;
+        r.rslt = crate::parse::rslt(wire::RSLT_HOST_NO_CONNECT, 0);
+        r
     }
 
     fn refuse(&mut self, w: &wire::Request, invalid: Invalid) -> wire::Response {
