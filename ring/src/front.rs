@@ -130,9 +130,7 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> FrontRing<M, Req, Rsp> {
         if self.is_full() {
             return Err(RingError::Full);
         }
-        if let Err(v) = self.ring.write_request(self.req_prod_pvt, req) {
-            return Err(self.fail(v));
-        }
+        self.ring.write_request(self.req_prod_pvt, req);
         // INVARIANT: the ring was not full, so `req_prod_pvt - rsp_cons` stays `<= entries`.
         self.req_prod_pvt = self.req_prod_pvt.add(1);
         Ok(())
@@ -189,19 +187,17 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> FrontRing<M, Req, Rsp> {
 
     /// Copies out the response at `rsp_cons` if it is below `rsp_prod_seen`, without loading
     /// `rsp_prod`.
-    fn take(&mut self) -> Result<Option<Rsp>, RingError> {
-        self.check()?;
+    ///
+    /// Callers check first that the ring is not broken (once per batch).
+    #[inline]
+    fn take(&mut self) -> Option<Rsp> {
         if self.rsp_prod_seen.since(self.rsp_cons) == 0 {
-            return Ok(None);
+            return None;
         }
-        match self.ring.read_response(self.rsp_cons) {
-            Ok(rsp) => {
-                // INVARIANT: `rsp_cons` was below `rsp_prod_seen`.
-                self.rsp_cons = self.rsp_cons.add(1);
-                Ok(Some(rsp))
-            }
-            Err(v) => Err(self.fail(v)),
-        }
+        let rsp = self.ring.read_response(self.rsp_cons);
+        // INVARIANT: `rsp_cons` was below `rsp_prod_seen`.
+        self.rsp_cons = self.rsp_cons.add(1);
+        Some(rsp)
     }
 
     /// Copies the next response out of the ring, or returns `None` if there is none.
@@ -213,7 +209,7 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> FrontRing<M, Req, Rsp> {
         if self.ready()? == 0 {
             return Ok(None);
         }
-        self.take()
+        Ok(self.take())
     }
 
     /// Starts a batch: loads `rsp_prod` once, checks it, and yields at most `budget` of the
@@ -249,8 +245,8 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> FrontRing<M, Req, Rsp> {
 
 /// A batch of responses, see [`FrontRing::responses`].
 ///
-/// If the ring breaks mid-batch (only possible through an internal bug), the batch ends and
-/// the next call on the ring returns the error.
+/// The batch was validated when it started (`rsp_prod` loaded once and checked), so taking a
+/// response is one copy out of its slot and nothing can break the ring mid-batch.
 pub struct Responses<'a, M, Req, Rsp> {
     ring: &'a mut FrontRing<M, Req, Rsp>,
     left: u32,
@@ -271,16 +267,11 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> Iterator for Responses<'_, M, Req, R
         if self.left == 0 {
             return None;
         }
-        match self.ring.take() {
-            Ok(Some(rsp)) => {
-                self.left -= 1;
-                Some(rsp)
-            }
-            Ok(None) | Err(_) => {
-                self.left = 0;
-                None
-            }
-        }
+        let rsp = self.ring.take();
+        // `left` never exceeds the responses validated for this batch, so `take` always has
+        // one; if it had none, the batch would simply end.
+        self.left = if rsp.is_some() { self.left - 1 } else { 0 };
+        rsp
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
