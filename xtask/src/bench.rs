@@ -7,8 +7,13 @@
 //! there is no event channel, but our ring's consumers re-arm their event index with the final
 //! check whenever they find the ring empty (where a driver would go to sleep), so the count of
 //! notifications the hold-off logic asks for is what a driver would send. Each configuration
-//! runs at least 5 times, alternating ring and rtrb, and the median counts. The last line is
-//! `ratio ring/rtrb = X`: our throughput over rtrb's, batched case.
+//! runs at least 5 times, alternating ring and rtrb, and the median counts.
+//!
+//! Our ring runs twice: "push" calls `push_*` after every batch (the full barrier and the
+//! notify check each time, as `ring.h` drivers do), "publish" calls `publish_*` after every
+//! batch and `push_*` only when the side finds nothing to do, before it re-arms. The last line
+//! is `ratio ring/rtrb = X`: publish's throughput over rtrb's, batched case; the line before it
+//! gives push's.
 //!
 //! Time on a shared 2-vCPU machine swings by 2x from one run to the next, so the bench also
 //! counts instructions per request, which load does not change: it runs itself under
