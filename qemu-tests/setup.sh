@@ -8,7 +8,7 @@ say() { echo "setup: $*"; }
 PKGS="linux-source-6.12 rustc-web rust-web-src clang libclang-dev lld llvm \
 flex bison bc libelf-dev libssl-dev cpio xz-utils kmod patch \
 xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common xenstore-utils libxen-dev \
-qemu-system-x86 busybox-static fio e2fsprogs iproute2 iperf3 ethtool"
+qemu-system-x86 busybox-static fio e2fsprogs iproute2 iperf3 ethtool valgrind"
 
 if [ "$(id -u)" -ne 0 ]; then
     say "must run as root (it installs Debian packages)" >&2

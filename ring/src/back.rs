@@ -23,7 +23,7 @@ use crate::sring::{
 ///
 /// # Invariants
 ///
-/// `rsp_prod_pushed <= rsp_prod_pvt <= req_cons <= req_prod_seen` and
+/// `rsp_prod_pushed <= rsp_prod_published <= rsp_prod_pvt <= req_cons <= req_prod_seen` and
 /// `req_prod_seen - rsp_prod_pvt <= entries`, all in wrapping distance from `rsp_prod_pushed`:
 /// the back never answers a request it has not consumed, and never consumes more requests
 /// than it has slots to answer in.
@@ -31,6 +31,7 @@ pub struct BackRing<M, Req, Rsp> {
     ring: SharedRing<M, Req, Rsp>,
     rsp_prod_pvt: RingIndex,
     rsp_prod_pushed: RingIndex,
+    rsp_prod_published: RingIndex,
     req_cons: RingIndex,
     req_prod_seen: RingIndex,
     broken: Option<Violation>,
@@ -51,6 +52,7 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> BackRing<M, Req, Rsp> {
             ring,
             rsp_prod_pvt: start,
             rsp_prod_pushed: start,
+            rsp_prod_published: start,
             req_cons: start,
             req_prod_seen: start,
             broken: None,
@@ -101,7 +103,9 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> BackRing<M, Req, Rsp> {
         self.req_cons.since(self.rsp_prod_pvt)
     }
 
-    /// Responses queued but not yet published by [`push_responses`](Self::push_responses).
+    /// Responses queued but not yet pushed by [`push_responses`](Self::push_responses) (some
+    /// may already be published by [`publish_responses`](Self::publish_responses), without a
+    /// decision on the event yet).
     pub fn unpushed_responses(&self) -> u32 {
         self.rsp_prod_pvt.since(self.rsp_prod_pushed)
     }
@@ -136,19 +140,17 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> BackRing<M, Req, Rsp> {
 
     /// Copies out the request at `req_cons` if it is below `req_prod_seen`, without loading
     /// `req_prod`.
-    fn take(&mut self) -> Result<Option<Req>, RingError> {
-        self.check()?;
+    ///
+    /// Callers check first that the ring is not broken (once per batch).
+    #[inline]
+    fn take(&mut self) -> Option<Req> {
         if self.req_prod_seen.since(self.req_cons) == 0 {
-            return Ok(None);
+            return None;
         }
-        match self.ring.read_request(self.req_cons) {
-            Ok(req) => {
-                // INVARIANT: `req_cons` was below `req_prod_seen`.
-                self.req_cons = self.req_cons.add(1);
-                Ok(Some(req))
-            }
-            Err(v) => Err(self.fail(v)),
-        }
+        let req = self.ring.read_request(self.req_cons);
+        // INVARIANT: `req_cons` was below `req_prod_seen`.
+        self.req_cons = self.req_cons.add(1);
+        Some(req)
     }
 
     /// Copies the next request out of the ring, or returns `None` if there is none.
@@ -160,18 +162,27 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> BackRing<M, Req, Rsp> {
         if self.ready()? == 0 {
             return Ok(None);
         }
-        self.take()
+        Ok(self.take())
     }
 
-    /// Starts a batch: loads `req_prod` once, checks it, and yields at most `budget` of the
-    /// requests it covers, each copied out once.
+    /// Starts a batch: loads `req_prod` at most once, checks it, and yields at most `budget` of
+    /// the requests it covers, each copied out once.
+    ///
+    /// If the last load already showed `budget` requests not yet consumed, `req_prod` is not
+    /// loaded at all: the batch takes those, and the shared index line (which the peer writes)
+    /// is left alone.
     ///
     /// The batch never loads `req_prod` again, so its length is fixed up front and bounded by
     /// both `budget` and the ring size, whatever the front does meanwhile: a budgeted loop
     /// always returns, and the driver reschedules itself for the rest.
     pub fn requests(&mut self, budget: u32) -> Result<Requests<'_, M, Req, Rsp>, RingError> {
         self.check()?;
-        let ready = self.refresh()?;
+        let cached = self.req_prod_seen.since(self.req_cons);
+        let ready = if cached >= budget {
+            cached
+        } else {
+            self.refresh()?
+        };
         Ok(Requests {
             left: ready.min(budget),
             ring: self,
@@ -188,9 +199,7 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> BackRing<M, Req, Rsp> {
         if self.unanswered_requests() == 0 {
             return Err(RingError::NoRequestToAnswer);
         }
-        if let Err(v) = self.ring.write_response(self.rsp_prod_pvt, rsp) {
-            return Err(self.fail(v));
-        }
+        self.ring.write_response(self.rsp_prod_pvt, rsp);
         // INVARIANT: a request was unanswered, so `rsp_prod_pvt` stays at or below `req_cons`.
         self.rsp_prod_pvt = self.rsp_prod_pvt.add(1);
         Ok(())
@@ -199,8 +208,9 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> BackRing<M, Req, Rsp> {
     /// Publishes every queued response and says whether the front needs an event
     /// (`RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`).
     ///
-    /// One call covers a whole batch. The old producer value is our private copy, not the
-    /// page's.
+    /// One call covers a whole batch. The decision covers every response published since the
+    /// last push, including those [`publish_responses`](Self::publish_responses) made visible
+    /// without a decision. The old producer value is our private copy, not the page's.
     pub fn push_responses(&mut self) -> Result<Notify, RingError> {
         self.check()?;
         let old = self.rsp_prod_pushed;
@@ -210,14 +220,39 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> BackRing<M, Req, Rsp> {
             // no event either; skip the store and the barrier.
             return Ok(Notify::No);
         }
-        // Release: the front sees the slots before it sees the new producer index.
-        self.ring.store(RSP_PROD, new);
+        if new != self.rsp_prod_published {
+            // Release: the front sees the slots before it sees the new producer index.
+            self.ring.store(RSP_PROD, new);
+        }
         // The front must see the new index before we read its event index.
         full_barrier();
         let event = self.ring.load(RSP_EVENT);
-        // INVARIANT: `rsp_prod_pushed` moves up to `rsp_prod_pvt`, which is ahead of it.
+        // INVARIANT: both move up to `rsp_prod_pvt`, which is ahead of them.
+        self.rsp_prod_published = new;
         self.rsp_prod_pushed = new;
         Ok(Notify::decide(old, new, event))
+    }
+
+    /// Makes every queued response visible to the front (`RING_PUSH_RESPONSES`), without the
+    /// barrier and without deciding whether it needs an event.
+    ///
+    /// For a back that keeps working: a front that is polling sees the responses at once, and
+    /// the costly part of a push (a full barrier, then reading `rsp_event`) is paid once for
+    /// many batches. The decision is only postponed, never lost: the next
+    /// [`push_responses`](Self::push_responses) covers these responses too. **Call
+    /// `push_responses` before the back waits for anything** (before its final check, and at
+    /// the end of a budget): a front that went to sleep is woken only by the event that push
+    /// asks for.
+    pub fn publish_responses(&mut self) -> Result<(), RingError> {
+        self.check()?;
+        let new = self.rsp_prod_pvt;
+        if new != self.rsp_prod_published {
+            // Release: the front sees the slots before it sees the new producer index.
+            self.ring.store(RSP_PROD, new);
+            // INVARIANT: moves up to `rsp_prod_pvt`; `rsp_prod_pushed` stays behind it.
+            self.rsp_prod_published = new;
+        }
+        Ok(())
     }
 
     /// Checks for requests one last time before the back goes idle
@@ -252,8 +287,8 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> BackRing<M, Req, Rsp> {
 /// }
 /// ```
 ///
-/// If the ring breaks mid-batch (only possible through an internal bug), the batch ends and
-/// the next call on the ring returns the error.
+/// The batch was validated when it started (`req_prod` loaded once and checked), so taking a
+/// request is one copy out of its slot and nothing can break the ring mid-batch.
 pub struct Requests<'a, M, Req, Rsp> {
     ring: &'a mut BackRing<M, Req, Rsp>,
     left: u32,
@@ -273,16 +308,11 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> Iterator for Requests<'_, M, Req, Rs
         if self.left == 0 {
             return None;
         }
-        match self.ring.take() {
-            Ok(Some(req)) => {
-                self.left -= 1;
-                Some(req)
-            }
-            Ok(None) | Err(_) => {
-                self.left = 0;
-                None
-            }
-        }
+        let req = self.ring.take();
+        // `left` never exceeds the requests validated for this batch, so `take` always has
+        // one; if it had none, the batch would simply end.
+        self.left = if req.is_some() { self.left - 1 } else { 0 };
+        req
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

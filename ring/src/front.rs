@@ -25,12 +25,14 @@ use crate::sring::{
 ///
 /// # Invariants
 ///
-/// `rsp_cons <= rsp_prod_seen <= req_prod_pushed <= req_prod_pvt` and
-/// `req_prod_pvt - rsp_cons <= entries`, all in wrapping distance from `rsp_cons`.
+/// `rsp_cons <= rsp_prod_seen <= req_prod_published <= req_prod_pvt`,
+/// `req_prod_pushed <= req_prod_published` and `req_prod_pvt - rsp_cons <= entries`, all in
+/// wrapping distance from `rsp_cons`.
 pub struct FrontRing<M, Req, Rsp> {
     ring: SharedRing<M, Req, Rsp>,
     req_prod_pvt: RingIndex,
     req_prod_pushed: RingIndex,
+    req_prod_published: RingIndex,
     rsp_cons: RingIndex,
     rsp_prod_seen: RingIndex,
     broken: Option<Violation>,
@@ -60,6 +62,7 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> FrontRing<M, Req, Rsp> {
             ring,
             req_prod_pvt: start,
             req_prod_pushed: start,
+            req_prod_published: start,
             rsp_cons: start,
             rsp_prod_seen: start,
             broken: None,
@@ -117,7 +120,9 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> FrontRing<M, Req, Rsp> {
         self.free_requests() == 0
     }
 
-    /// Requests queued but not yet published by [`push_requests`](Self::push_requests).
+    /// Requests queued but not yet pushed by [`push_requests`](Self::push_requests) (some
+    /// may already be published by [`publish_requests`](Self::publish_requests), without a
+    /// decision on the event yet).
     pub fn unpushed_requests(&self) -> u32 {
         self.req_prod_pvt.since(self.req_prod_pushed)
     }
@@ -130,9 +135,7 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> FrontRing<M, Req, Rsp> {
         if self.is_full() {
             return Err(RingError::Full);
         }
-        if let Err(v) = self.ring.write_request(self.req_prod_pvt, req) {
-            return Err(self.fail(v));
-        }
+        self.ring.write_request(self.req_prod_pvt, req);
         // INVARIANT: the ring was not full, so `req_prod_pvt - rsp_cons` stays `<= entries`.
         self.req_prod_pvt = self.req_prod_pvt.add(1);
         Ok(())
@@ -142,8 +145,10 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> FrontRing<M, Req, Rsp> {
     /// (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`).
     ///
     /// One call covers a whole batch: queue many requests, push once, send at most one event.
-    /// The old producer value is our private copy, not the page's (which the back could have
-    /// scribbled on).
+    /// The decision covers every request published since the last push, including those
+    /// [`publish_requests`](Self::publish_requests) made visible without a decision. The old
+    /// producer value is our private copy, not the page's (which the back could have scribbled
+    /// on).
     pub fn push_requests(&mut self) -> Result<Notify, RingError> {
         self.check()?;
         let old = self.req_prod_pushed;
@@ -153,24 +158,49 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> FrontRing<M, Req, Rsp> {
             // no event either; skip the store and the barrier.
             return Ok(Notify::No);
         }
-        // Release: the back sees the slots before it sees the new producer index.
-        self.ring.store(REQ_PROD, new);
+        if new != self.req_prod_published {
+            // Release: the back sees the slots before it sees the new producer index.
+            self.ring.store(REQ_PROD, new);
+        }
         // The back must see the new index before we read its event index, or we could both
         // decide the other one will act (the back sleeps, we don't notify).
         full_barrier();
         let event = self.ring.load(REQ_EVENT);
-        // INVARIANT: `req_prod_pushed` moves up to `req_prod_pvt`, which is ahead of it.
+        // INVARIANT: both move up to `req_prod_pvt`, which is ahead of them.
+        self.req_prod_published = new;
         self.req_prod_pushed = new;
         Ok(Notify::decide(old, new, event))
+    }
+
+    /// Makes every queued request visible to the back (`RING_PUSH_REQUESTS`), without the
+    /// barrier and without deciding whether it needs an event.
+    ///
+    /// For a front that keeps working: a back that is polling sees the requests at once, and
+    /// the costly part of a push (a full barrier, then reading `req_event`) is paid once for
+    /// many batches. The decision is only postponed, never lost: the next
+    /// [`push_requests`](Self::push_requests) covers these requests too. **Call
+    /// `push_requests` before waiting for anything from the back** (before sleeping, and at
+    /// the latest when the ring is full): a back that went to sleep is woken only by the event
+    /// that push asks for.
+    pub fn publish_requests(&mut self) -> Result<(), RingError> {
+        self.check()?;
+        let new = self.req_prod_pvt;
+        if new != self.req_prod_published {
+            // Release: the back sees the slots before it sees the new producer index.
+            self.ring.store(REQ_PROD, new);
+            // INVARIANT: moves up to `req_prod_pvt`; `req_prod_pushed` stays behind it.
+            self.req_prod_published = new;
+        }
+        Ok(())
     }
 
     /// Loads `rsp_prod` once, validates it, and returns how many responses are ready.
     fn refresh(&mut self) -> Result<u32, RingError> {
         let prod = self.ring.load(RSP_PROD);
-        let limit = self.req_prod_pushed.since(self.rsp_cons);
+        let limit = self.req_prod_published.since(self.rsp_cons);
         match check_producer(prod, self.rsp_cons, self.rsp_cons, limit, self.entries()) {
             Ok(ready) => {
-                // INVARIANT: `rsp_cons <= prod <= req_prod_pushed`, as just checked.
+                // INVARIANT: `rsp_cons <= prod <= req_prod_published`, as just checked.
                 self.rsp_prod_seen = prod;
                 Ok(ready)
             }
@@ -189,19 +219,17 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> FrontRing<M, Req, Rsp> {
 
     /// Copies out the response at `rsp_cons` if it is below `rsp_prod_seen`, without loading
     /// `rsp_prod`.
-    fn take(&mut self) -> Result<Option<Rsp>, RingError> {
-        self.check()?;
+    ///
+    /// Callers check first that the ring is not broken (once per batch).
+    #[inline]
+    fn take(&mut self) -> Option<Rsp> {
         if self.rsp_prod_seen.since(self.rsp_cons) == 0 {
-            return Ok(None);
+            return None;
         }
-        match self.ring.read_response(self.rsp_cons) {
-            Ok(rsp) => {
-                // INVARIANT: `rsp_cons` was below `rsp_prod_seen`.
-                self.rsp_cons = self.rsp_cons.add(1);
-                Ok(Some(rsp))
-            }
-            Err(v) => Err(self.fail(v)),
-        }
+        let rsp = self.ring.read_response(self.rsp_cons);
+        // INVARIANT: `rsp_cons` was below `rsp_prod_seen`.
+        self.rsp_cons = self.rsp_cons.add(1);
+        Some(rsp)
     }
 
     /// Copies the next response out of the ring, or returns `None` if there is none.
@@ -213,17 +241,26 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> FrontRing<M, Req, Rsp> {
         if self.ready()? == 0 {
             return Ok(None);
         }
-        self.take()
+        Ok(self.take())
     }
 
-    /// Starts a batch: loads `rsp_prod` once, checks it, and yields at most `budget` of the
-    /// responses it covers, each copied out once.
+    /// Starts a batch: loads `rsp_prod` at most once, checks it, and yields at most `budget` of
+    /// the responses it covers, each copied out once.
+    ///
+    /// If the last load already showed `budget` responses not yet consumed, `rsp_prod` is not
+    /// loaded at all: the batch takes those, and the shared index line (which the peer writes)
+    /// is left alone.
     ///
     /// The batch never loads `rsp_prod` again, so its length is fixed up front and bounded by
     /// both `budget` and the ring size, whatever the back does meanwhile.
     pub fn responses(&mut self, budget: u32) -> Result<Responses<'_, M, Req, Rsp>, RingError> {
         self.check()?;
-        let ready = self.refresh()?;
+        let cached = self.rsp_prod_seen.since(self.rsp_cons);
+        let ready = if cached >= budget {
+            cached
+        } else {
+            self.refresh()?
+        };
         Ok(Responses {
             left: ready.min(budget),
             ring: self,
@@ -249,8 +286,8 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> FrontRing<M, Req, Rsp> {
 
 /// A batch of responses, see [`FrontRing::responses`].
 ///
-/// If the ring breaks mid-batch (only possible through an internal bug), the batch ends and
-/// the next call on the ring returns the error.
+/// The batch was validated when it started (`rsp_prod` loaded once and checked), so taking a
+/// response is one copy out of its slot and nothing can break the ring mid-batch.
 pub struct Responses<'a, M, Req, Rsp> {
     ring: &'a mut FrontRing<M, Req, Rsp>,
     left: u32,
@@ -271,16 +308,11 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> Iterator for Responses<'_, M, Req, R
         if self.left == 0 {
             return None;
         }
-        match self.ring.take() {
-            Ok(Some(rsp)) => {
-                self.left -= 1;
-                Some(rsp)
-            }
-            Ok(None) | Err(_) => {
-                self.left = 0;
-                None
-            }
-        }
+        let rsp = self.ring.take();
+        // `left` never exceeds the responses validated for this batch, so `take` always has
+        // one; if it had none, the batch would simply end.
+        self.left = if rsp.is_some() { self.left - 1 } else { 0 };
+        rsp
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -36,6 +36,13 @@
 //! from `old` to `new`, notify iff `new - event < new - old` (wrapping) — see
 //! [`Notify::decide`].
 //!
+//! A side that keeps working may [`publish_requests`](FrontRing::publish_requests) (or
+//! [`publish_responses`](BackRing::publish_responses)) after each batch instead: a release store
+//! of the producer index, without the full barrier and without reading the peer's event index.
+//! The next push decides for everything published since the previous push (`old` is the index
+//! at that push, kept privately), so no event is lost as long as the side pushes before it
+//! waits for anything; `tests/loom.rs` checks exactly that.
+//!
 //! ```
 //! use xen_ring::{impl_slot, BackRing, FrontRing, HostPages, Notify};
 //!
@@ -80,8 +87,8 @@
 //!   pattern). A request is handed over by value; no API reads a slot twice or exposes a
 //!   reference into the pages, so a peer rewriting a slot after it was consumed changes
 //!   nothing (XSA-155).
-//! - The peer's producer index is loaded once per batch and checked before any slot is read:
-//!   the back requires `req_cons <= req_prod` and `req_prod - rsp_prod_pvt <= N`
+//! - The peer's producer index is loaded at most once per batch and checked before any slot is
+//!   read: the back requires `req_cons <= req_prod` and `req_prod - rsp_prod_pvt <= N`
 //!   (`RING_REQUEST_PROD_OVERFLOW`); the front requires `rsp_cons <= rsp_prod <= req_prod`
 //!   as it last published it — it will not accept a response to a request it never sent.
 //! - The back cannot answer more requests than it consumed; the front cannot queue more than

@@ -4,13 +4,16 @@
 //! access, none of which hands out a Rust reference into the shared pages:
 //!
 //! - 32-bit ring indices: atomic loads with `Acquire` and stores with `Release`;
-//! - one volatile copy of a whole [`Slot`] in or out (the value is copied once, then owned);
+//! - one volatile copy of a whole [`Slot`] in or out of the slot array of an `io/ring.h` ring
+//!   ([`SlotArray`]; the value is copied once, then owned);
 //! - volatile byte copies in or out (for the byte-stream rings);
 //! - [`full_barrier`], the `xen_mb()` that `ring.h` puts between publishing an index and reading
 //!   the peer's event index.
 //!
 //! Offsets are checked against the region on every access: a wrong offset yields `None`, never
-//! an access outside the pages.
+//! an access outside the pages. The one exception is [`SlotArray`]: it checks its geometry
+//! against the region when it is built, and any index then names a whole slot inside it, so
+//! there is nothing left to check per access.
 //!
 //! Under `cfg(loom)` the index words a model touches are routed to loom's atomics (see
 //! [`SharedMemory::loom_index`]) and the barrier becomes loom's fence, so the model checker
@@ -22,7 +25,8 @@ mod host;
 #[cfg(any(test, feature = "std"))]
 pub use host::HostPages;
 
-use core::mem::{align_of, size_of};
+use core::marker::PhantomData;
+use core::mem::{align_of, size_of, MaybeUninit};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -306,31 +310,6 @@ impl<M: SharedMemory> Region<M> {
         unsafe { AtomicU32::from_ptr(ptr) }.store(value, Ordering::Release);
     }
 
-    /// Copies the `T` at `offset` out of shared memory, once.
-    ///
-    /// Returns `None` if `offset` is out of bounds or misaligned for `T`.
-    pub(crate) fn read<T: Slot>(&self, offset: usize) -> Option<T> {
-        let ptr = self.span(offset, size_of::<T>(), align_of::<T>())?;
-        // SAFETY: `span` checked that the `T` lies inside the region and that `offset` is a
-        // multiple of `align_of::<T>()`; the region is page-aligned, so the pointer is aligned.
-        // `SharedMemory` makes the bytes valid for reads. The peer may be writing them right now:
-        // like the kernel's READ_ONCE we may get a torn value, which `Slot` makes harmless (every
-        // bit pattern is a valid `T`). Volatile keeps the compiler from reading the slot again
-        // later instead of using this copy.
-        Some(unsafe { ptr.cast::<T>().read_volatile() })
-    }
-
-    /// Copies `value` into shared memory at `offset`.
-    ///
-    /// Returns `None` (and writes nothing) if `offset` is out of bounds or misaligned for `T`.
-    pub(crate) fn write<T: Slot>(&self, offset: usize, value: &T) -> Option<()> {
-        let ptr = self.span(offset, size_of::<T>(), align_of::<T>())?;
-        // SAFETY: in bounds and aligned as in `read`; `SharedMemory` makes the bytes valid for
-        // writes. `Slot` guarantees `T` has no padding, so no uninitialised byte reaches the peer.
-        unsafe { ptr.cast::<T>().write_volatile(*value) };
-        Some(())
-    }
-
     /// Copies `dst.len()` bytes at `offset` out of shared memory.
     ///
     /// Returns `None` (and copies nothing) if the bytes are not all inside the region.
@@ -367,6 +346,207 @@ impl<M: SharedMemory> Region<M> {
             unsafe { ptr.add(i).write_volatile(0) };
         }
         Some(())
+    }
+}
+
+/// The slot array of an `io/ring.h` ring: `entries` slots of `entry_size` bytes starting at
+/// byte `offset` of a region, each holding an `A` or a `B` (the request/response union).
+///
+/// The geometry is checked against the region once, in [`SlotArray::new`]; an index is then
+/// reduced to a slot with a mask, so every access is in bounds by construction and costs no
+/// check. Each access is still one volatile copy of a whole value, in or out.
+///
+/// # Invariants
+///
+/// - `mask + 1` is a power of two (the slot count), and
+///   `offset + (mask + 1) * entry_size <= region.len()` without overflow;
+/// - `size_of::<A>()` and `size_of::<B>()` are at most `entry_size`;
+/// - `offset` and `entry_size` are multiples of `align_of::<A>()` and of `align_of::<B>()`
+///   (the region itself is page-aligned, and both alignments are at most a page).
+pub(crate) struct SlotArray<M, A, B> {
+    region: Region<M>,
+    offset: usize,
+    entry_size: usize,
+    mask: u32,
+    _slots: PhantomData<fn() -> (A, B)>,
+}
+
+impl<M: SharedMemory, A: Slot, B: Slot> SlotArray<M, A, B> {
+    /// Builds the slot array after checking every invariant against `region`; `None` if one
+    /// fails.
+    pub(crate) fn new(
+        region: Region<M>,
+        offset: usize,
+        entry_size: usize,
+        entries: u32,
+    ) -> Option<Self> {
+        let fits = |t_size: usize, t_align: usize| {
+            t_size <= entry_size
+                && t_align <= PAGE_SIZE
+                && offset & (t_align - 1) == 0
+                && entry_size & (t_align - 1) == 0
+        };
+        let bytes = usize::try_from(entries).ok()?.checked_mul(entry_size)?;
+        let end = offset.checked_add(bytes)?;
+        if !entries.is_power_of_two()
+            || end > region.len()
+            || !fits(size_of::<A>(), align_of::<A>())
+            || !fits(size_of::<B>(), align_of::<B>())
+        {
+            return None;
+        }
+        // INVARIANT: each condition was checked just above (alignments are powers of two, so
+        // `& (align - 1)` is the remainder).
+        Some(SlotArray {
+            region,
+            offset,
+            entry_size,
+            mask: entries - 1,
+            _slots: PhantomData,
+        })
+    }
+
+    /// The region the slots live in (for the index words).
+    pub(crate) fn region(&self) -> &Region<M> {
+        &self.region
+    }
+
+    /// Gives the region back.
+    pub(crate) fn into_region(self) -> Region<M> {
+        self.region
+    }
+
+    /// The first byte of the slot that `index` names (`index & mask`).
+    #[inline]
+    fn slot(&self, index: u32) -> *mut u8 {
+        // `mask` fits in `u32`, so in `usize` on every target this crate builds for (32 and
+        // 64 bits); the conversion cannot fail, and `unwrap_or` keeps a panic path out.
+        let slot = usize::try_from(index & self.mask).unwrap_or(0);
+        // By the invariant, `offset + slot * entry_size + entry_size <= len` with no overflow:
+        // wrapping arithmetic only keeps overflow checks out of the kernel build. Only a
+        // pointer is computed here; `wrapping_add` keeps this function free of `unsafe`.
+        let at = self.offset.wrapping_add(slot.wrapping_mul(self.entry_size));
+        self.region.mem.as_ptr().as_ptr().wrapping_add(at)
+    }
+
+    /// Copies the `A` in the slot `index` names out of shared memory, once.
+    #[inline]
+    pub(crate) fn read_a(&self, index: u32) -> A {
+        // SAFETY: by the invariant the slot lies inside the region and is aligned for `A`
+        // (region page-aligned, `offset` and `entry_size` multiples of `align_of::<A>()`), and
+        // `size_of::<A>() <= entry_size`. `SharedMemory` makes the bytes valid for reads. The
+        // peer may be writing them: a torn value is harmless because `Slot` accepts every bit
+        // pattern, and volatile keeps the compiler from reading the slot again later.
+        unsafe { read_words(self.slot(index).cast::<A>()) }
+    }
+
+    /// Copies `value` into the slot `index` names.
+    #[inline]
+    pub(crate) fn write_a(&self, index: u32, value: &A) {
+        // SAFETY: in bounds and aligned for `A` as in `read_a`; `SharedMemory` makes the bytes
+        // valid for writes, and `Slot` means `A` has no padding to leak.
+        unsafe { write_words(self.slot(index).cast::<A>(), value) };
+    }
+
+    /// Copies the `B` in the slot `index` names out of shared memory, once.
+    #[inline]
+    pub(crate) fn read_b(&self, index: u32) -> B {
+        // SAFETY: as in `read_a`, with the invariant's conditions for `B`.
+        unsafe { read_words(self.slot(index).cast::<B>()) }
+    }
+
+    /// Copies `value` into the slot `index` names.
+    #[inline]
+    pub(crate) fn write_b(&self, index: u32, value: &B) {
+        // SAFETY: as in `write_a`, with the invariant's conditions for `B`.
+        unsafe { write_words(self.slot(index).cast::<B>(), value) };
+    }
+}
+
+/// Copies a `T` out of shared memory with one volatile load per word of `T`'s alignment (at most
+/// 8 bytes), each shared byte read once, into a private value.
+///
+/// Compared with `src.read_volatile()` of the whole aggregate, the private side is an ordinary
+/// value the compiler may keep in registers; only the shared accesses are volatile.
+///
+/// # Safety
+///
+/// `src` is valid for reads of a `T` and aligned for `T`.
+#[inline(always)]
+unsafe fn read_words<T: Slot>(src: *const T) -> T {
+    let align = align_of::<T>();
+    if align >= 8 {
+        // SAFETY: forwarded from the caller; `u64` words fit `T`'s alignment.
+        unsafe { read_as::<T, u64>(src) }
+    } else if align == 4 {
+        // SAFETY: as above, with `u32` words.
+        unsafe { read_as::<T, u32>(src) }
+    } else if align == 2 {
+        // SAFETY: as above, with `u16` words.
+        unsafe { read_as::<T, u16>(src) }
+    } else {
+        // SAFETY: as above, with bytes.
+        unsafe { read_as::<T, u8>(src) }
+    }
+}
+
+/// [`read_words`] with the word type `W` chosen.
+///
+/// # Safety
+///
+/// As for [`read_words`], and `align_of::<W>() <= align_of::<T>()`, so `size_of::<T>()` (a
+/// multiple of its alignment) is a whole number of `W` and every `W` is aligned.
+#[inline(always)]
+unsafe fn read_as<T: Slot, W: Slot>(src: *const T) -> T {
+    let mut out = MaybeUninit::<T>::uninit();
+    let (src, dst) = (src.cast::<W>(), out.as_mut_ptr().cast::<W>());
+    for i in 0..size_of::<T>() / size_of::<W>() {
+        // SAFETY: word `i` lies inside both `T`s (`i * size_of::<W>() < size_of::<T>()`) and is
+        // aligned (both pointers are aligned for `T`, hence for `W`). `src` is valid for reads
+        // by the caller's contract; `out` is ours.
+        unsafe { dst.add(i).write(src.add(i).read_volatile()) };
+    }
+    // SAFETY: every byte of `out` was written above, and `T: Slot` accepts every bit pattern.
+    unsafe { out.assume_init() }
+}
+
+/// Copies `value` into shared memory with one volatile store per word of `T`'s alignment (at
+/// most 8 bytes), each shared byte written once.
+///
+/// # Safety
+///
+/// `dst` is valid for writes of a `T` and aligned for `T`.
+#[inline(always)]
+unsafe fn write_words<T: Slot>(dst: *mut T, value: &T) {
+    let align = align_of::<T>();
+    if align >= 8 {
+        // SAFETY: forwarded from the caller; `u64` words fit `T`'s alignment.
+        unsafe { write_as::<T, u64>(dst, value) }
+    } else if align == 4 {
+        // SAFETY: as above, with `u32` words.
+        unsafe { write_as::<T, u32>(dst, value) }
+    } else if align == 2 {
+        // SAFETY: as above, with `u16` words.
+        unsafe { write_as::<T, u16>(dst, value) }
+    } else {
+        // SAFETY: as above, with bytes.
+        unsafe { write_as::<T, u8>(dst, value) }
+    }
+}
+
+/// [`write_words`] with the word type `W` chosen.
+///
+/// # Safety
+///
+/// As for [`write_words`], and `align_of::<W>() <= align_of::<T>()`.
+#[inline(always)]
+unsafe fn write_as<T: Slot, W: Slot>(dst: *mut T, value: &T) {
+    let (src, dst) = (core::ptr::from_ref(value).cast::<W>(), dst.cast::<W>());
+    for i in 0..size_of::<T>() / size_of::<W>() {
+        // SAFETY: word `i` lies inside both `T`s and is aligned, as in `read_as`. `T: Slot` has
+        // no padding, so every word of `value` is initialised: no uninitialised byte reaches the
+        // peer. `dst` is valid for writes by the caller's contract.
+        unsafe { dst.add(i).write_volatile(src.add(i).read()) };
     }
 }
 
@@ -414,11 +594,8 @@ mod tests {
     #[test]
     fn rejects_accesses_outside_the_region() {
         let region = Region::new(HostPages::new(1)).unwrap();
-        assert_eq!(region.read::<u64>(PAGE_SIZE - 8), Some(0));
-        assert_eq!(region.read::<u64>(PAGE_SIZE - 4), None);
-        assert_eq!(region.read::<u64>(4), None, "misaligned");
-        assert_eq!(region.read::<u8>(usize::MAX), None);
-        assert_eq!(region.write(PAGE_SIZE, &1u8), None);
+        assert_eq!(region.write_bytes(PAGE_SIZE, &[1]), None);
+        assert_eq!(region.read_bytes(PAGE_SIZE - 4, &mut [0; 8]), None);
         assert_eq!(region.write_bytes(PAGE_SIZE - 1, &[1, 2]), None);
         assert_eq!(region.read_bytes(usize::MAX, &mut [0; 2]), None);
         assert_eq!(region.zero(1, PAGE_SIZE), None);
@@ -426,5 +603,47 @@ mod tests {
         let mut back = [0; 2];
         assert_eq!(region.read_bytes(PAGE_SIZE - 2, &mut back), Some(()));
         assert_eq!(back, [1, 2]);
+    }
+
+    #[test]
+    fn slot_array_rejects_geometry_outside_the_region() {
+        let slots = |offset, size, entries| {
+            SlotArray::<_, u64, [u8; 16]>::new(
+                Region::new(HostPages::new(1)).unwrap(),
+                offset,
+                size,
+                entries,
+            )
+            .is_some()
+        };
+        assert!(slots(64, 16, 128));
+        assert!(!slots(64, 16, 127), "not a power of two");
+        assert!(!slots(64, 16, 0), "no slots");
+        assert!(!slots(64, 16, 256), "runs past the page");
+        assert!(!slots(0, 16, 1 << 31), "overflows");
+        assert!(!slots(64, 8, 4), "B larger than a slot");
+        assert!(
+            !slots(64, 20, 4),
+            "slot size not a multiple of A's alignment"
+        );
+        assert!(!slots(4, 16, 4), "offset misaligned for A");
+        assert!(!slots(usize::MAX - 8, 16, 1), "offset overflows");
+    }
+
+    #[test]
+    fn slot_array_masks_every_index_into_the_ring() {
+        let pages = HostPages::shared(1);
+        let slots =
+            SlotArray::<_, u64, u64>::new(Region::new(pages.clone()).unwrap(), 64, 8, 4).unwrap();
+        for index in [0, 1, 2, 3, 4, 7, u32::MAX] {
+            slots.write_a(index, &u64::from(index));
+        }
+        // Index 4 lands on slot 0, 7 and 2^32 - 1 on slot 3; nothing is written past slot 3.
+        assert_eq!(slots.read_b(0), 4);
+        assert_eq!(slots.read_a(3), u64::from(u32::MAX));
+        assert_eq!(slots.read_b(2), 2);
+        let mut after = [0u8; 8];
+        pages.peek_bytes(64 + 4 * 8, &mut after);
+        assert_eq!(after, [0; 8]);
     }
 }

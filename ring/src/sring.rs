@@ -2,8 +2,7 @@
 
 use crate::error::{GeometryError, Violation};
 use crate::index::RingIndex;
-use crate::mem::{Region, SharedMemory, Slot, Word, PAGE_SIZE};
-use core::marker::PhantomData;
+use crate::mem::{Region, SharedMemory, Slot, SlotArray, Word, PAGE_SIZE};
 use core::mem::{align_of, size_of};
 
 /// The front's request producer index (`req_prod`); only the front writes it.
@@ -136,11 +135,12 @@ pub(crate) const fn check_producer(
 ///
 /// # Invariants
 ///
-/// `geometry` was computed for `Req`/`Rsp` from `region.len()`.
+/// `geometry` was computed for `Req`/`Rsp` from the region's length, and `slots` is that
+/// geometry's slot array (from byte [`Geometry::HEADER_SIZE`], `entries` slots of
+/// `entry_size` bytes).
 pub(crate) struct SharedRing<M, Req, Rsp> {
-    region: Region<M>,
+    slots: SlotArray<M, Req, Rsp>,
     geometry: Geometry,
-    _slots: PhantomData<fn() -> (Req, Rsp)>,
 }
 
 impl<M: SharedMemory, Req: Slot, Rsp: Slot> SharedRing<M, Req, Rsp> {
@@ -148,12 +148,18 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> SharedRing<M, Req, Rsp> {
     pub(crate) fn new(mem: M) -> Result<Self, GeometryError> {
         let geometry = Geometry::new::<Req, Rsp>(mem.len())?;
         let region = Region::new(mem).ok_or(GeometryError::Misaligned)?;
-        // INVARIANT: computed from this very memory's length.
-        Ok(SharedRing {
+        // `Geometry::new` already guarantees what `SlotArray::new` checks again (the slots fit
+        // after the header, the slot size is a multiple of both alignments); a failure here
+        // would be a bug in `Geometry`, reported as a bad entry rather than a panic.
+        let slots = SlotArray::new(
             region,
-            geometry,
-            _slots: PhantomData,
-        })
+            Geometry::HEADER_SIZE,
+            geometry.entry_size(),
+            geometry.entries(),
+        )
+        .ok_or(GeometryError::BadEntry)?;
+        // INVARIANT: computed from this very memory's length, and the slots from the geometry.
+        Ok(SharedRing { slots, geometry })
     }
 
     pub(crate) fn geometry(&self) -> &Geometry {
@@ -161,46 +167,51 @@ impl<M: SharedMemory, Req: Slot, Rsp: Slot> SharedRing<M, Req, Rsp> {
     }
 
     pub(crate) fn memory(&self) -> &M {
-        self.region.memory()
+        self.slots.region().memory()
     }
 
     pub(crate) fn into_memory(self) -> M {
-        self.region.into_inner()
+        self.slots.into_region().into_inner()
     }
 
     /// Zeroes the header and every slot (done by the front before it shares the pages).
     pub(crate) fn zero_all(&self) -> Result<(), Violation> {
-        self.region
-            .zero(0, self.region.len())
-            .ok_or(Violation::OutOfBounds)
+        let region = self.slots.region();
+        region.zero(0, region.len()).ok_or(Violation::OutOfBounds)
     }
 
+    #[inline]
     pub(crate) fn load(&self, word: Word) -> RingIndex {
-        RingIndex::new(self.region.load_acquire(word))
+        RingIndex::new(self.slots.region().load_acquire(word))
     }
 
+    #[inline]
     pub(crate) fn store(&self, word: Word, index: RingIndex) {
-        self.region.store_release(word, index.get());
+        self.slots.region().store_release(word, index.get());
     }
 
-    pub(crate) fn read_request(&self, index: RingIndex) -> Result<Req, Violation> {
-        let offset = self.geometry.slot_offset(index);
-        self.region.read(offset).ok_or(Violation::OutOfBounds)
+    /// Copies the request in the slot `index` names out, once.
+    #[inline]
+    pub(crate) fn read_request(&self, index: RingIndex) -> Req {
+        self.slots.read_a(index.get())
     }
 
-    pub(crate) fn write_request(&self, index: RingIndex, req: &Req) -> Result<(), Violation> {
-        let offset = self.geometry.slot_offset(index);
-        self.region.write(offset, req).ok_or(Violation::OutOfBounds)
+    /// Copies `req` into the slot `index` names.
+    #[inline]
+    pub(crate) fn write_request(&self, index: RingIndex, req: &Req) {
+        self.slots.write_a(index.get(), req);
     }
 
-    pub(crate) fn read_response(&self, index: RingIndex) -> Result<Rsp, Violation> {
-        let offset = self.geometry.slot_offset(index);
-        self.region.read(offset).ok_or(Violation::OutOfBounds)
+    /// Copies the response in the slot `index` names out, once.
+    #[inline]
+    pub(crate) fn read_response(&self, index: RingIndex) -> Rsp {
+        self.slots.read_b(index.get())
     }
 
-    pub(crate) fn write_response(&self, index: RingIndex, rsp: &Rsp) -> Result<(), Violation> {
-        let offset = self.geometry.slot_offset(index);
-        self.region.write(offset, rsp).ok_or(Violation::OutOfBounds)
+    /// Copies `rsp` into the slot `index` names.
+    #[inline]
+    pub(crate) fn write_response(&self, index: RingIndex, rsp: &Rsp) {
+        self.slots.write_b(index.get(), rsp);
     }
 }
 

@@ -62,7 +62,18 @@ fn front_handler(
 
 #[test]
 fn back_is_always_woken_for_new_requests() {
-    loom::model(|| {
+    back_model(false);
+}
+
+/// The first request is only published (`publish_requests`, no barrier, no decision); the push
+/// after the second decides for both.
+#[test]
+fn back_is_woken_for_requests_published_before_the_push() {
+    back_model(true);
+}
+
+fn back_model(publish_first: bool) {
+    loom::model(move || {
         let pages = HostPages::shared(1);
         let mut front = FrontRing::<_, u64, u64>::init(pages.clone()).unwrap();
         let mut back = BackRing::<_, u64, u64>::attach(pages).unwrap();
@@ -73,7 +84,11 @@ fn back_is_always_woken_for_new_requests() {
             thread::spawn(move || {
                 for id in 0..SENT {
                     front.queue_request(&id).unwrap();
-                    kick(front.push_requests().unwrap(), &pending);
+                    if publish_first && id + 1 < SENT {
+                        front.publish_requests().unwrap();
+                    } else {
+                        kick(front.push_requests().unwrap(), &pending);
+                    }
                 }
             })
         };
@@ -101,7 +116,18 @@ fn back_is_always_woken_for_new_requests() {
 
 #[test]
 fn front_is_always_woken_for_new_responses() {
-    loom::model(|| {
+    front_model(false);
+}
+
+/// The first response is only published (`publish_responses`); the push after the second
+/// decides for both.
+#[test]
+fn front_is_woken_for_responses_published_before_the_push() {
+    front_model(true);
+}
+
+fn front_model(publish_first: bool) {
+    loom::model(move || {
         let pages = HostPages::shared(1);
         let mut front = FrontRing::<_, u64, u64>::init(pages.clone()).unwrap();
         let mut back = BackRing::<_, u64, u64>::attach(pages).unwrap();
@@ -120,7 +146,11 @@ fn front_is_always_woken_for_new_responses() {
             thread::spawn(move || {
                 for id in 0..SENT {
                     back.queue_response(&(id + 100)).unwrap();
-                    kick(back.push_responses().unwrap(), &pending);
+                    if publish_first && id + 1 < SENT {
+                        back.publish_responses().unwrap();
+                    } else {
+                        kick(back.push_responses().unwrap(), &pending);
+                    }
                 }
             })
         };

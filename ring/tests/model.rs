@@ -31,6 +31,7 @@ impl_slot!(Rsp { id, status });
 enum Op {
     Queue,
     Push,
+    Publish,
     NextResponse,
     Responses(u32),
     FinalResponses,
@@ -38,6 +39,7 @@ enum Op {
     Requests(u32),
     Answer,
     PushResponses,
+    PublishResponses,
     FinalRequests,
 }
 
@@ -45,6 +47,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         5 => Just(Op::Queue),
         2 => Just(Op::Push),
+        1 => Just(Op::Publish),
         2 => Just(Op::NextResponse),
         1 => (0..6u32).prop_map(Op::Responses),
         1 => Just(Op::FinalResponses),
@@ -52,6 +55,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..6u32).prop_map(Op::Requests),
         4 => Just(Op::Answer),
         2 => Just(Op::PushResponses),
+        1 => Just(Op::PublishResponses),
         1 => Just(Op::FinalRequests),
     ]
 }
@@ -70,8 +74,12 @@ struct Model {
     rsp_published: VecDeque<Rsp>,
     /// Requests sent whose response the front has not consumed.
     in_flight: u64,
+    /// Absolute producer positions as published in the page.
     req_pushed: u64,
     rsp_pushed: u64,
+    /// Where the last push decided on an event (`publish_*` moves the producer, not these).
+    req_checked: u64,
+    rsp_checked: u64,
     req_cons: u64,
     rsp_cons: u64,
     /// Absolute positions the consumers asked to be woken at.
@@ -91,6 +99,8 @@ impl Model {
             in_flight: 0,
             req_pushed: 0,
             rsp_pushed: 0,
+            req_checked: 0,
+            rsp_checked: 0,
             req_cons: 0,
             rsp_cons: 0,
             req_event: 1,
@@ -142,14 +152,19 @@ fn check(start: u32, pages: usize, ops: &[Op]) -> Result<(), TestCaseError> {
                     m.req_queued.push_back(r);
                 }
             }
-            Op::Push => {
-                let old = m.req_pushed;
+            Op::Push | Op::Publish => {
                 let n = m.req_queued.len() as u64;
                 m.in_flight += n;
                 m.req_pushed += n;
                 m.req_published.extend(m.req_queued.drain(..));
-                let expected = Model::notify(old, m.req_pushed, m.req_event);
-                prop_assert_eq!(front.push_requests(), Ok(expected), "step {}", step);
+                if let Op::Publish = op {
+                    prop_assert_eq!(front.publish_requests(), Ok(()), "step {}", step);
+                } else {
+                    let old = m.req_checked;
+                    m.req_checked = m.req_pushed;
+                    let expected = Model::notify(old, m.req_pushed, m.req_event);
+                    prop_assert_eq!(front.push_requests(), Ok(expected), "step {}", step);
+                }
             }
             Op::NextResponse => {
                 let expected = m.rsp_published.pop_front();
@@ -202,12 +217,17 @@ fn check(start: u32, pages: usize, ops: &[Op]) -> Result<(), TestCaseError> {
                     );
                 }
             },
-            Op::PushResponses => {
-                let old = m.rsp_pushed;
+            Op::PushResponses | Op::PublishResponses => {
                 m.rsp_pushed += m.rsp_queued.len() as u64;
                 m.rsp_published.extend(m.rsp_queued.drain(..));
-                let expected = Model::notify(old, m.rsp_pushed, m.rsp_event);
-                prop_assert_eq!(back.push_responses(), Ok(expected), "step {}", step);
+                if let Op::PublishResponses = op {
+                    prop_assert_eq!(back.publish_responses(), Ok(()), "step {}", step);
+                } else {
+                    let old = m.rsp_checked;
+                    m.rsp_checked = m.rsp_pushed;
+                    let expected = Model::notify(old, m.rsp_pushed, m.rsp_event);
+                    prop_assert_eq!(back.push_responses(), Ok(expected), "step {}", step);
+                }
             }
             Op::FinalRequests => {
                 let work = !m.req_published.is_empty();
@@ -224,7 +244,7 @@ fn check(start: u32, pages: usize, ops: &[Op]) -> Result<(), TestCaseError> {
         prop_assert_eq!(front.is_full(), used == m.entries);
         prop_assert_eq!(
             u64::from(front.unpushed_requests()),
-            m.req_queued.len() as u64
+            m.req_queued.len() as u64 + m.req_pushed - m.req_checked
         );
         prop_assert_eq!(
             u64::from(back.unanswered_requests()),
@@ -232,7 +252,7 @@ fn check(start: u32, pages: usize, ops: &[Op]) -> Result<(), TestCaseError> {
         );
         prop_assert_eq!(
             u64::from(back.unpushed_responses()),
-            m.rsp_queued.len() as u64
+            m.rsp_queued.len() as u64 + m.rsp_pushed - m.rsp_checked
         );
         prop_assert_eq!(mem.peek_u32(0), at(m.req_pushed), "req_prod");
         prop_assert_eq!(mem.peek_u32(4), at(m.req_event), "req_event");
