@@ -12,7 +12,6 @@ use xen_core::feature::netif::Offload;
 use xen_netif::{
     FrontConfig, Gso, RxChecksum, RxGso, SendError, TxChecksum, TxFrag, TxLent, TxOutcome, TxPacket,
 };
-use xen_sim::Pages;
 use xen_sys::wire::netif::{ExtraType, GsoType, NetTxFlags, NR_SLOTS_MIN};
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -525,26 +524,6 @@ fn pages_the_glue_takes_are_its_own_and_replaced() {
     rig.close();
 }
 
-/// `data` written into fresh pages of the front's domain at `offset` of the first, as an skb's
-/// memory would lie, and the pieces that lend it (one per page touched).
-fn lend(rig: &Rig, data: &[u8], offset: usize) -> (Pages, Vec<TxLent>) {
-    let pages = (offset + data.len()).div_ceil(4096);
-    let mem = rig.fe.alloc_pages(pages);
-    mem.write(offset, data);
-    let mut pieces = Vec::new();
-    let mut at = offset;
-    while at < offset + data.len() {
-        let len = (4096 - at % 4096).min(offset + data.len() - at);
-        pieces.push(TxLent {
-            gfn: mem.frame(at / 4096).unwrap(),
-            offset: (at % 4096) as u16,
-            len: len as u16,
-        });
-        at += len;
-    }
-    (mem, pieces)
-}
-
 #[test]
 fn lent_packet_goes_out_in_place_without_a_copy() {
     let mut rig = Rig::new(FrontConfig::default());
@@ -560,7 +539,7 @@ fn lent_packet_goes_out_in_place_without_a_copy() {
     let mut mem = Vec::new();
     let mut pieces = Vec::new();
     for (bytes, offset) in parts {
-        let (m, p) = lend(&rig, bytes, offset);
+        let (m, p) = rig.lend(bytes, offset);
         mem.push(m);
         pieces.extend(p);
     }
@@ -574,7 +553,7 @@ fn lent_packet_goes_out_in_place_without_a_copy() {
         .unwrap();
     // A small one in a single page.
     let small = pattern(60, 9);
-    let (small_mem, small_pieces) = lend(&rig, &small, 4000);
+    let (small_mem, small_pieces) = rig.lend(&small, 4000);
     assert_eq!(small_pieces.len(), 1);
     rig.front
         .send_lent(&small_pieces, TxChecksum::None, None, 78)
@@ -730,7 +709,7 @@ fn lent_and_copied_packets_fill_the_ring_and_drain() {
     while rig.front.tx_room() {
         let d = pattern(1000 + (token as usize * 97) % 9000, token as u8);
         if token % 2 == 0 {
-            let (mem, pieces) = lend(&rig, &d, (token as usize * 613) % 4096);
+            let (mem, pieces) = rig.lend(&d, (token as usize * 613) % 4096);
             rig.front
                 .send_lent(&pieces, TxChecksum::Partial, None, token)
                 .unwrap();

@@ -12,9 +12,7 @@ use netif_harness::{Rig, D1};
 use std::collections::VecDeque;
 use xen_evtchn::{Eoi, Nanos, Outcome, Throttle, ThrottleConfig};
 use xen_netif::rx::{MAX_RX_CHAIN, MAX_RX_DATA_SLOTS};
-use xen_netif::{
-    Error, Fault, FrontConfig, RxError, SendError, TxChecksum, TxLent, TxOutcome, TxPacket,
-};
+use xen_netif::{Error, Fault, FrontConfig, RxError, SendError, TxChecksum, TxOutcome, TxPacket};
 use xen_ring::RingError;
 use xen_sim::MapOp;
 use xen_sys::wire::netif::{
@@ -217,20 +215,8 @@ fn tx_page_still_mapped_is_deferred_never_reused() {
 /// returns the memory (kept alive by the test, as the glue keeps the skb) and what the
 /// backend read.
 fn lend(rig: &mut Rig, token: u64) -> (xen_sim::Pages, netif_harness::WirePacket) {
-    let mem = rig.fe.alloc_pages(2);
-    mem.write(3000, &data(5000));
-    let pieces = [
-        TxLent {
-            gfn: mem.frame(0).unwrap(),
-            offset: 3000,
-            len: 1096,
-        },
-        TxLent {
-            gfn: mem.frame(1).unwrap(),
-            offset: 0,
-            len: 3904,
-        },
-    ];
+    let (mem, pieces) = rig.lend(&data(5000), 3000);
+    assert_eq!(pieces.len(), 2);
     rig.front
         .send_lent(&pieces, TxChecksum::None, None, token)
         .unwrap();

@@ -144,7 +144,7 @@ type Engine = NetFront<Env<IrqTarget>, FrontRingPages, IDS, TxTable, RxTable>;
 /// `ethtool -S`: the device's totals, then each queue's packets.
 const TOTALS: usize = 25;
 const PER_QUEUE: usize = 2;
-const STAT_NAMES: [&kernel::str::CStr; TOTALS + PER_QUEUE * MAX_QUEUES as usize] = [
+static STAT_NAMES: [&kernel::str::CStr; TOTALS + PER_QUEUE * MAX_QUEUES as usize] = [
     c_str!("tx_packets"),
     c_str!("tx_bytes"),
     c_str!("tx_slots"),
@@ -188,62 +188,50 @@ const STAT_NAMES: [&kernel::str::CStr; TOTALS + PER_QUEUE * MAX_QUEUES as usize]
     c_str!("queue7_rx_packets"),
 ];
 
-/// debugfs: each queue's counters in `/sys/kernel/debug/xenpvrs-netfront-<ifname>-q<N>/`,
-/// summed over its connections.
-const DEBUG_COUNTERS: usize = 19;
-const DEBUG_NAMES: [&kernel::str::CStr; DEBUG_COUNTERS] = [
-    c_str!("tx_packets"),
-    c_str!("tx_bytes"),
-    c_str!("tx_slots"),
-    c_str!("tx_errors"),
-    c_str!("tx_dropped"),
-    c_str!("rx_packets"),
-    c_str!("rx_bytes"),
-    c_str!("rx_slots"),
-    c_str!("rx_errors"),
-    c_str!("rx_dropped"),
-    c_str!("notifications_sent"),
-    c_str!("events_received"),
-    c_str!("spurious_events"),
-    c_str!("grants"),
-    c_str!("grant_ends"),
-    c_str!("deferred_frees"),
-    c_str!("copied_bytes"),
-    c_str!("lent_bytes"),
-    c_str!("tx_still_mapped"),
-];
+/// The totals of `ethtool -S` (its first `TOTALS` names), of a queue or of all.
+fn totals(s: &FrontStats, c: &Counts) -> [u64; TOTALS] {
+    [
+        s.tx_packets,
+        s.tx_bytes,
+        s.tx_slots,
+        s.tx_errors,
+        s.tx_aborted,
+        s.tx_linearised,
+        s.tx_gso,
+        c.tx_dropped,
+        s.rx_packets,
+        s.rx_bytes,
+        s.rx_slots,
+        s.rx_errors,
+        s.rx_gso,
+        c.rx_dropped,
+        s.notifications,
+        s.events,
+        s.spurious_events,
+        s.grants,
+        s.grant_ends,
+        s.deferred_frees,
+        s.copied_bytes,
+        s.lent_bytes,
+        s.tx_still_mapped,
+        s.page_allocs,
+        c.rx_hashed,
+    ]
+}
 
-/// What debugfs shows of a queue, refreshed by each poll and at disconnect.
+/// What debugfs shows of a queue (`/sys/kernel/debug/xenpvrs-netfront-<ifname>-q<N>/`, the
+/// totals of `ethtool -S` for this queue, summed over its connections), refreshed by each
+/// poll and at disconnect.
 struct QCounters {
     index: u16,
     /// Read by debugfs (as plain u64s: `AtomicU64` has `u64`'s layout).
-    vals: [AtomicU64; DEBUG_COUNTERS],
+    vals: [AtomicU64; TOTALS],
 }
 
 impl QCounters {
     fn publish(&self, now: Option<&FrontStats>, counts: &Counts) {
         let s = now.map_or(counts.past, |n| counts.past.sum(n));
-        let vals = [
-            s.tx_packets,
-            s.tx_bytes,
-            s.tx_slots,
-            s.tx_errors,
-            counts.tx_dropped,
-            s.rx_packets,
-            s.rx_bytes,
-            s.rx_slots,
-            s.rx_errors,
-            counts.rx_dropped,
-            s.notifications,
-            s.events,
-            s.spurious_events,
-            s.grants,
-            s.grant_ends,
-            s.deferred_frees,
-            s.copied_bytes,
-            s.lent_bytes,
-            s.tx_still_mapped,
-        ];
+        let vals = totals(&s, counts);
         for (c, v) in self.vals.iter().zip(vals) {
             c.store(v, Ordering::Relaxed);
         }
@@ -953,15 +941,13 @@ impl net::Operations for Net {
 
     fn ethtool_stats(this: ArcBorrow<'_, Self>, vals: &mut [u64]) {
         let mut t = FrontStats::default();
-        let mut tx_dropped = 0u64;
-        let mut rx_dropped = 0u64;
-        let mut rx_hashed = 0u64;
+        let mut glue = Counts::default();
         for (i, q) in this.queues.iter().enumerate() {
             let (f, c) = q.stats();
             t = t.sum(&f);
-            tx_dropped += c.tx_dropped;
-            rx_dropped += c.rx_dropped;
-            rx_hashed += c.rx_hashed;
+            glue.tx_dropped += c.tx_dropped;
+            glue.rx_dropped += c.rx_dropped;
+            glue.rx_hashed += c.rx_hashed;
             if let Some(v) = vals.get_mut(TOTALS + PER_QUEUE * i) {
                 *v = f.tx_packets;
             }
@@ -969,34 +955,7 @@ impl net::Operations for Net {
                 *v = f.rx_packets;
             }
         }
-        let totals = [
-            t.tx_packets,
-            t.tx_bytes,
-            t.tx_slots,
-            t.tx_errors,
-            t.tx_aborted,
-            t.tx_linearised,
-            t.tx_gso,
-            tx_dropped,
-            t.rx_packets,
-            t.rx_bytes,
-            t.rx_slots,
-            t.rx_errors,
-            t.rx_gso,
-            rx_dropped,
-            t.notifications,
-            t.events,
-            t.spurious_events,
-            t.grants,
-            t.grant_ends,
-            t.deferred_frees,
-            t.copied_bytes,
-            t.lent_bytes,
-            t.tx_still_mapped,
-            t.page_allocs,
-            rx_hashed,
-        ];
-        for (v, t) in vals.iter_mut().zip(totals) {
+        for (v, t) in vals.iter_mut().zip(totals(&t, &glue)) {
             *v = t;
         }
     }
@@ -1301,7 +1260,7 @@ impl Dev {
         st.connections = st.connections.wrapping_add(1);
         st.debug = DebugCounters::for_queues(
             self.net.queues.iter().take(usize::from(nq)).map(|q| &q.counters),
-            &DEBUG_NAMES,
+            STAT_NAMES.first_chunk::<TOTALS>().ok_or(EINVAL)?,
             |c| &c.vals,
             |c| CString::try_from_fmt(fmt!("xenpvrs-netfront-{}-q{}", net.name(), c.index)),
         )?;
@@ -1479,7 +1438,7 @@ impl bus::Driver for Driver {
             let counters = Arc::new(
                 QCounters {
                     index: i,
-                    vals: [const { AtomicU64::new(0) }; DEBUG_COUNTERS],
+                    vals: [const { AtomicU64::new(0) }; TOTALS],
                 },
                 GFP_KERNEL,
             )?;

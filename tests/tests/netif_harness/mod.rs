@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use xen_core::platform::{self, RingMemory};
 use xen_netif::{
     FrontConfig, InlineRxTable, InlineTxTable, NetFront, RxEntry, RxMeta, TxCompletion, TxEntry,
-    RING_SLOTS,
+    TxLent, RING_SLOTS,
 };
 use xen_ring::BackRing;
 use xen_sim::{Domain, MapOp, Mapping, Pages, Sim};
@@ -149,6 +149,27 @@ where
         };
         assert_eq!(rig.front.refill_rx().unwrap(), 256);
         rig
+    }
+
+    /// `data` written into fresh pages of the front's domain at `offset` of the first, as an
+    /// skb's memory would lie, and the pieces that lend it (one per page touched); the pages
+    /// are the caller's to keep until the packet completes.
+    pub fn lend(&self, data: &[u8], offset: usize) -> (Pages, Vec<TxLent>) {
+        let pages = (offset + data.len()).div_ceil(4096);
+        let mem = self.fe.alloc_pages(pages);
+        mem.write(offset, data);
+        let mut pieces = Vec::new();
+        let mut at = offset;
+        while at < offset + data.len() {
+            let len = (4096 - at % 4096).min(offset + data.len() - at);
+            pieces.push(TxLent {
+                gfn: mem.frame(at / 4096).unwrap(),
+                offset: (at % 4096) as u16,
+                len: len as u16,
+            });
+            at += len;
+        }
+        (mem, pieces)
     }
 
     /// Grants of the frontend other than the rings'.
