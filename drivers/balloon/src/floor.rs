@@ -99,7 +99,7 @@ pub fn floor_pages(max_pages: u64, reserve_pages: u64, min_usable_pages: Option<
 
 /// How many times the zones' min watermarks the usage floor leaves free or reclaimable on top
 /// of `totalreserve_pages` (see the module doc).
-pub const HEADROOM_MIN_WMARKS: u64 = 2;
+pub const HEADROOM_MIN_WMARKS: u64 = 3;
 
 /// The kernel's memory counters the usage floor reads, all in 4 KiB pages, global (every
 /// node and zone).
@@ -219,10 +219,10 @@ mod tests {
             ..idle_guest()
         };
         assert_eq!(u.unreclaimable_pages(240 * MIB), 140 * MIB);
-        // 256 MiB held, 16 MiB of it unmanaged; reserve 1000 pages; 2 x 512 pages headroom.
+        // 256 MiB held, 16 MiB of it unmanaged; reserve 1000 pages; 3 x 512 pages headroom.
         assert_eq!(
             usage_floor_pages(256 * MIB, 240 * MIB, 1000, &u),
-            16 * MIB + 140 * MIB + 1000 + 1024
+            16 * MIB + 140 * MIB + 1000 + HEADROOM_MIN_WMARKS * 512
         );
     }
 

@@ -1,6 +1,7 @@
 //! The balloon engine against the simulated guest: steps, floor, ceiling, back-off, hostile
 //! targets, flapping, self-ballooning; page conservation checked after every call.
 
+use xen_balloon::floor::HEADROOM_MIN_WMARKS;
 use xen_balloon::sim::{collect_reports, SimGuest};
 use xen_balloon::{
     step_pages, Balloon, Config, Event, Init, Next, SelfBalloon, State, StopReason, TargetError,
@@ -151,10 +152,13 @@ fn holding(held: u64) -> (SimGuest, Balloon, u64) {
 }
 
 /// What the usage floor should be for the sim guest: everything used but page cache and
-/// swap-backed pages swap can take, plus the reserve and twice the min watermarks.
+/// swap-backed pages swap can take, plus the reserve and `HEADROOM_MIN_WMARKS` times the min
+/// watermarks.
 fn expected_usage_floor(g: &SimGuest) -> u64 {
     let file_kept = (g.file / 2).min(g.low_wmark);
-    g.kernel_used - (g.file - file_kept) - g.anon.min(g.swap_free) + g.reserve + 2 * g.min_wmark
+    g.kernel_used - (g.file - file_kept) - g.anon.min(g.swap_free)
+        + g.reserve
+        + HEADROOM_MIN_WMARKS * g.min_wmark
 }
 
 #[test]
@@ -166,7 +170,7 @@ fn floor_counts_unreclaimable_memory_above_the_formula() {
         xen_balloon::floor_pages(256 * MIB, g.reserve, None)
     );
     let usage = expected_usage_floor(&g);
-    assert_eq!(usage, 94 * MIB + 1024 + 1024);
+    assert_eq!(usage, 94 * MIB + 1024 + HEADROOM_MIN_WMARKS * 512);
     assert!(usage > formula, "the scenario's case: {usage} vs {formula}");
     b.set_target(&kib(48 * MIB), now);
     g.run(&mut b, &mut now, 0);
@@ -178,7 +182,7 @@ fn floor_counts_unreclaimable_memory_above_the_formula() {
         (usage, formula, Some(usage))
     );
     // What stays free at the floor is the headroom: nothing here is reclaimable.
-    assert_eq!(g.kernel_free, g.reserve + 2 * g.min_wmark);
+    assert_eq!(g.kernel_free, g.reserve + HEADROOM_MIN_WMARKS * g.min_wmark);
 }
 
 #[test]
@@ -306,16 +310,17 @@ fn descent_stops_on_a_fresh_floor_not_on_the_sample_before_its_last_batch() {
 fn swap_lets_the_balloon_take_anonymous_memory() {
     // Without swap, 36 MiB held puts the usage floor above the formula.
     let (g0, _, _) = holding(36);
-    assert_eq!(expected_usage_floor(&g0), 76 * MIB);
+    // (The headroom's third min watermark is the 512 pages past the round figure.)
+    assert_eq!(expected_usage_floor(&g0), 76 * MIB + 512);
     let (mut g, mut b, mut now) = holding(36);
     assert!(expected_usage_floor(&g0) > b.floor_formula());
     // With 20 MiB of free swap, 20 of those MiB are reclaimable: the formula is the floor.
     g.swap_free = 20 * MIB;
-    assert_eq!(expected_usage_floor(&g), 56 * MIB);
+    assert_eq!(expected_usage_floor(&g), 56 * MIB + 512);
     b.set_target(&kib(48 * MIB), now);
     g.run(&mut b, &mut now, 0);
     assert_eq!(b.current(), b.floor_formula());
-    assert_eq!(b.stats().floor_usage_pages, Some(56 * MIB));
+    assert_eq!(b.stats().floor_usage_pages, Some(56 * MIB + 512));
 }
 
 #[test]
@@ -324,7 +329,7 @@ fn page_cache_counts_as_reclaimable_less_what_linux_keeps() {
     // 20 of the used MiB are page cache: the floor drops by all but the low watermarks.
     g.file = 20 * MIB;
     let usage = expected_usage_floor(&g);
-    assert_eq!(usage, 94 * MIB + 2048 - (20 * MIB - 640));
+    assert_eq!(usage, 94 * MIB + 2560 - (20 * MIB - 640));
     b.set_target(&kib(48 * MIB), now);
     g.run(&mut b, &mut now, 0);
     assert_eq!(b.current(), usage.max(b.floor_formula()));
