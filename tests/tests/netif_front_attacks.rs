@@ -227,24 +227,12 @@ fn lend(rig: &mut Rig, token: u64) -> (xen_sim::Pages, netif_harness::WirePacket
     (mem, w.remove(0))
 }
 
-fn map_kept(rig: &Rig, gref: GrantRef) -> xen_sim::Mapping {
-    rig.be
-        .map_grants(&[MapOp {
-            granter: D1,
-            gref,
-            writable: false,
-        }])
-        .pop()
-        .unwrap()
-        .unwrap()
-}
-
 #[test]
 fn tx_lent_frame_still_mapped_after_its_answer_is_never_given_back() {
     let mut rig = Rig::new(FrontConfig::default());
     let (mem, w) = lend(&mut rig, 7);
     // The backend answers both slots but keeps the second frame mapped.
-    let kept = map_kept(&rig, w.grefs[1]);
+    let kept = rig.map(w.grefs[1], false);
     rig.answer_tx(&w, 0);
     rig.push_tx_responses();
     assert_eq!(
@@ -279,7 +267,7 @@ fn tx_lent_frame_mapped_when_the_queue_fails_is_reported_held() {
     let mut rig = Rig::new(FrontConfig::default());
     let (mem_a, a) = lend(&mut rig, 1);
     let (mem_b, _b) = lend(&mut rig, 2);
-    let kept = map_kept(&rig, a.grefs[0]);
+    let kept = rig.map(a.grefs[0], false);
     // A bogus answer fails the queue with both packets unanswered.
     rig.tx_raw(4000, 0);
     rig.push_tx_responses();

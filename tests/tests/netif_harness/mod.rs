@@ -218,7 +218,8 @@ where
 
     // ---- the backend's TX side ----
 
-    fn map(&self, gref: GrantRef, writable: bool) -> Mapping {
+    /// Maps one of the front's grants into the backend (a test may keep it mapped).
+    pub fn map(&self, gref: GrantRef, writable: bool) -> Mapping {
         self.be
             .map_grants(&[MapOp {
                 granter: D1,
