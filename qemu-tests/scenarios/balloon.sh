@@ -5,8 +5,10 @@
 # formula's 85 MiB floor.) dom0 runs `xl mem-set` 256 -> 160 -> 128 -> 256 -> 384 MiB (the
 # last step grows the guest past its boot size, with the frames the module claimed from the
 # kernel's built-in core); after each step `xl list`, the guest's MemTotal and Xen's free
-# memory must all have moved by the step. Then a target below the floor stops at the floor,
-# with sysfs stop_reason floor-reached, a floor above the formula's (the usage floor: what
+# memory must all have moved by the step. Then a target below the floor stops at the floor
+# while a second process holds 16 MiB more (a peak of memory use); when the peak ends the
+# balloon follows the floor down with no new target; it stays there with sysfs stop_reason
+# floor-reached, a floor above the formula's (the usage floor: what
 # nothing can reclaim plus headroom), and the guest stays there 15 s with no OOM kill while
 # its status loop forks every half second and the holder verifies; bad targets change nothing;
 # 100 targets written straight into XenStore as fast as dom0 can end at the last one; the
@@ -16,6 +18,7 @@
 TIMEOUT=300
 SYS=/sys/devices/system/xen_memory/xen_memory0
 HOLD_BYTES=33554432
+PEAK_BYTES=16777216
 # The last of the rapid targets (200 MiB), then one page more: the guest's cue to unload.
 LAST_KB=204800
 GO_KB=204804
@@ -102,34 +105,69 @@ dom0_main() {
 
     # Below the floor: stops there and says why. With the pattern and the initramfs held, the
     # floor is the usage floor, above the formula's (the module's load line gives the latter).
-    # sysfs floor_kb is evaluated when read, so it jitters around the floor the balloon stopped
-    # at (the status loop's own processes come and go, and pages they free wait on per-CPU
-    # lists, which count as used): seen between 98.1 and 101.1 MiB at rest. So the median of
-    # its readings over the stay must be within 2 MiB of where the balloon stopped.
+    # sysfs floor_kb is evaluated when read: it reads high while the per-CPU free lists are
+    # full (their pages count as used) and the engine follows it down, 1 s later, once it
+    # has fallen 4 MiB below the balloon. So at rest the median of its readings must not be
+    # more than 4 MiB below where the balloon stopped: the balloon is not stranded above it.
     _formula=$(kv "$(grep -a '^BLOAD ' "$(guest_log domu)" | head -1 | tr -d '\r')" floor_formula_kb)
     [ -n "$_formula" ] || fail "no floor_formula_kb in the module's load line"
+    # The guest holds 16 MiB more while it goes down (a peak of memory use), so the balloon
+    # first stops 16 MiB above the floor; 5 s later the peak ends, and within the engine's
+    # 1 s recheck the balloon goes on down to the floor with no new target.
+    wait_guest domu '^PEAK UP' 30 "its peak of memory use" || return
     _since=$(log_lines)
     _floor_cur=
     check mem-set-48 xl mem-set domu 48m
     if wait_bstat "$_since" "target_kb=49152 .*stop=floor-reached" 120; then
         _l=$(bstat_last)
+        log "FLOOR on the peak: $_l"
+        _peak_cur=$(kv "$_l" current_kb)
+        if wait_guest domu '^PEAK ENDED' 60 "the end of its peak"; then
+            _since=$(log_lines)
+            wait_bstat "$_since" "target_kb=49152 current_kb=[0-9]+ .*stop=floor-reached" 10 ||
+                fail "no BSTAT at the floor after the peak (last: $(bstat_last))"
+            # Settled: two status lines 3 s apart with the same size.
+            _n=0
+            _prev=
+            while [ $_n -lt 20 ]; do
+                sleep 3
+                _cur=$(kv "$(bstat_last)" current_kb)
+                [ "$_cur" = "$_prev" ] && break
+                _prev=$_cur
+                _n=$((_n + 1))
+            done
+        fi
+        _l=$(bstat_last)
         log "FLOOR: $_l (formula floor ${_formula} KiB)"
         _floor_cur=$(kv "$_l" current_kb)
+        check_eq floor-after-peak floor-reached "$(kv "$_l" stop)"
+        # The peak was 16 MiB; at least 12 of them must have been followed down.
+        check floor-followed-down [ "$_floor_cur" -le $((_peak_cur - 12288)) ]
+        _since=$(log_lines)
         check floor-above-formula [ "$_floor_cur" -gt "${_formula:-999999999}" ]
         near floor-xl-list $((_floor_cur / 1024)) "$(xl_mem)" 1
         # At the floor for 15 s: the guest keeps forking its status commands, the holder keeps
-        # verifying; nothing is killed and the balloon does not move.
+        # verifying; nothing is killed. The balloon never grows back and never goes below the
+        # lowest floor read (it may follow the floor down as the per-CPU lists drain).
         sleep 15
         _l=$(bstat_last)
         log "FLOOR +15 s: $_l"
         check_eq floor-holder alive "$(kv "$_l" holder)"
         check_eq floor-no-oom 0 "$(kv "$_l" oom)"
-        check_eq floor-stayed "$_floor_cur" "$(kv "$_l" current_kb)"
-        _fl=$(tail -n +"$((_since + 1))" "$(guest_log domu)" | grep -a '^BSTAT .*stop=floor-reached' |
-            tr -d '\r' | sed -n 's/.* floor_kb=\([0-9]*\) .*/\1/p' | sort -n |
+        _rest=$(tail -n +"$((_since + 1))" "$(guest_log domu)" | grep -a '^BSTAT .*stop=floor-reached' | tr -d '\r')
+        _fl=$(echo "$_rest" | sed -n 's/.* floor_kb=\([0-9]*\) .*/\1/p' | sort -n |
             awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)], v[1], v[NR], NR }')
         log "FLOOR floor_kb readings at rest: median min max count = $_fl"
-        near floor-current-median "${_fl%% *}" "$_floor_cur" 2048
+        _cur=$(echo "$_rest" | sed -n 's/.* current_kb=\([0-9]*\) .*/\1/p' | uniq | tr '\n' ' ')
+        log "FLOOR current_kb at rest, in order: $_cur"
+        _up=$(echo "$_floor_cur $_cur" | tr ' ' '\n' |
+            awk 'NF && p != "" && $1 > p { print "grew " p " -> " $1; exit } NF { p = $1 }')
+        [ -z "$_up" ] || log "FLOOR at rest the balloon $_up"
+        check floor-never-up [ -z "$_up" ]
+        _fl_min=$(echo "$_fl" | awk '{ print $2 }')
+        check floor-not-below [ "$(kv "$_l" current_kb)" -ge "${_fl_min:-999999999}" ]
+        check floor-not-stranded [ "${_fl%% *}" -ge $(($(kv "$_l" current_kb) - 4096)) ]
+        _floor_cur=$(kv "$_l" current_kb)
         check floor-meminfo grep -aq '^FLOORMEM ' "$(guest_log domu)"
         log "$(grep -a '^FLOORMEM ' "$(guest_log domu)" | head -1 | tr -d '\r')"
     else
@@ -143,7 +181,10 @@ dom0_main() {
     done
     sleep 3
     _l=$(bstat_last)
-    check_eq bad-target-ignored "49152 ${_floor_cur:-none}" "$(kv "$_l" target_kb) $(kv "$_l" current_kb)"
+    # Not taken: the target stays, and the balloon did not grow toward any of them (it may
+    # still follow the floor down meanwhile).
+    check_eq bad-target-ignored 49152 "$(kv "$_l" target_kb)"
+    check bad-target-no-growth [ "$(kv "$_l" current_kb)" -le "${_floor_cur:-0}" ]
     check bad-target-logged sh -c "tail -n +$((_since + 1)) $(guest_log domu) | grep -aq 'memory/target refused (not-decimal)'"
 
     # xl mem-set capped Xen's max_pages at the target; lift it so the guest may grow again.
@@ -209,10 +250,37 @@ domu_main() {
     last=
     n=0
     floormem_done=
+    peak=
+    peak_end=
     while [ $n -lt 400 ]; do
         s=$(status)
         [ "$s" != "$last" ] && echo "BSTAT $s"
-        if [ -z "$floormem_done" ] && [ "$(kv "$s" stop)" = floor-reached ]; then
+        # The last growth step reached (384 MiB): a second holder makes a 16 MiB peak of
+        # memory use for the descent to the floor; it ends 5 s (10 rounds) after the stop.
+        if [ -z "$peak" ] && [ "$(kv "$s" target_kb)" = 393216 ] &&
+            [ "$(kv "$s" stop)" = target-reached ]; then
+            rm -f /tmp/stop-peak
+            xpattern hold $PEAK_BYTES 11 /tmp/stop-peak 2> /tmp/peak.log &
+            PEAK=$!
+            peak=up
+            sleep 2
+            kill -0 "$PEAK" || fail "the peak holder died at start: $(cat /tmp/peak.log)"
+            echo "PEAK UP"
+        fi
+        if [ "$peak" = up ] && [ "$(kv "$s" stop)" = floor-reached ]; then
+            peak_end=$((n + 10))
+            peak=stopping
+        fi
+        if [ "$peak" = stopping ] && [ $n -ge "$peak_end" ]; then
+            touch /tmp/stop-peak
+            check peak-held wait "$PEAK"
+            log "peak holder: $(cat /tmp/peak.log)"
+            echo "PEAK ENDED"
+            peak=done
+        fi
+        # The figures behind the floor, 10 s after the peak ended (the balloon has followed).
+        if [ -z "$floormem_done" ] && [ "$peak" = done ] && [ $n -ge $((peak_end + 20)) ] &&
+            [ "$(kv "$s" stop)" = floor-reached ]; then
             echo "FLOORMEM $(floormem)"
             floormem_done=1
         fi

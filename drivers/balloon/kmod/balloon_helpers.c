@@ -307,11 +307,12 @@ unsigned long xpvrs_balloon_committed_pages(void)
 /*
  * The counters the engine's usage floor reads (xen_balloon::MemoryUse; the Rust side mirrors
  * this layout). All in pages, global. The vmstat arrays and nr_swap_pages are exported; the
- * watermarks are summed over node 0's populated zones (one node, see above). Free pages count
- * those on the per-CPU lists too, which NR_FREE_PAGES leaves out: they grow with the zone
- * (several MiB in a 384 MiB guest) and change with every process that exits, and counted as
- * used they inflated the floor by up to 10 MiB. Each list's count is read without its lock,
- * as show_free_areas() does: a snapshot, good to a few pages.
+ * watermarks are summed over node 0's populated zones (one node, see above). Free pages are
+ * NR_FREE_PAGES alone, as MemAvailable counts them: pages on the per-CPU lists are free only
+ * to an allocation of their CPU and migrate type, and the allocator drains the lists before
+ * the OOM killer only when reclaim made progress, which at the floor it cannot (the balloon
+ * scenario once had the OOM killer run with 1.6 MiB in the buddy lists and 7 MiB on one
+ * CPU's list).
  */
 struct xpvrs_balloon_use {
 	u64 free;
@@ -342,16 +343,8 @@ void xpvrs_balloon_memory_use(struct xpvrs_balloon_use *use)
 	for (i = 0; i < MAX_NR_ZONES; i++) {
 		struct zone *zone = &pgdat->node_zones[i];
 
-		int cpu;
-
 		if (!populated_zone(zone))
 			continue;
-		for_each_online_cpu(cpu) {
-			int count = READ_ONCE(per_cpu_ptr(zone->per_cpu_pageset, cpu)->count);
-
-			if (count > 0)
-				use->free += count;
-		}
 		use->min_wmark += min_wmark_pages(zone);
 		use->low_wmark += low_wmark_pages(zone);
 	}

@@ -46,8 +46,12 @@
 //!   follows memory use while the balloon goes down; a lower target stops at it
 //!   ([`StopReason::FloorReached`]). If the guest is already below it, the balloon does not
 //!   go down at all (and does not grow to reach it either). Once stopped at the floor, the
-//!   balloon stays there until the target (or ceiling, or self-balloon target) changes: it
-//!   does not chase the floor's jitter down.
+//!   balloon evaluates it again every [`FLOOR_RECHECK_MS`] and goes on down only when it has
+//!   fallen at least [`floor_resume_margin`] below the balloon: the stop may have come on a
+//!   transient peak of memory use (a burst of processes, reclaim in progress), which would
+//!   otherwise strand the balloon above the floor until the next target, while the floor's
+//!   swing at rest (the per-CPU free lists filling and draining) is not followed, so the balloon is not ratcheted
+//!   into the headroom by its low samples. A rising floor is never followed up.
 //! - Each decrease also takes at most the kernel's available pages (`MemAvailable`), and backs
 //!   off when that cut the batch short below the kernel's reserve, as Linux's worker does.
 //! - Steps: [`crate::step`]; one batch per [`Balloon::poll`].
@@ -76,6 +80,30 @@ use crate::step::{step, BATCH};
 /// How long a balloon that gave up waits before trying the same target again: an hour, as
 /// Linux's worker sleeps in `BP_ECANCELED`.
 pub const CANCELLED_WAIT_MS: u64 = 3_600_000;
+
+/// How often a balloon stopped at the floor, with the target below it, evaluates the floor
+/// again.
+pub const FLOOR_RECHECK_MS: u64 = 1_000;
+
+/// How far the floor must have fallen below a balloon stopped on it before the balloon goes
+/// on down, at least: 4 MiB. The floor swings at rest as the per-CPU free lists fill and
+/// drain (their pages count as used): by up to 3 MiB in the balloon scenario's 100 MiB guest.
+/// That is well below what a peak of memory use can strand (12 MiB was seen once in CI: the
+/// balloon stopped at 109.3 MiB on a floor that read 97.6 MiB at rest). The margin grows
+/// with the guest ([`floor_resume_margin`]), as the kernel's limit on those lists does.
+pub const FLOOR_RESUME_PAGES: u64 = 4 * crate::floor::PAGES_PER_MIB;
+
+/// The margin [`FLOOR_RESUME_PAGES`] for a balloon of `current_pages`: a 64th of it, at least
+/// the constant (4 MiB up to 256 MiB, 64 MiB at 4 GiB). The kernel caps the per-CPU lists,
+/// all CPUs together, at an eighth of the zone; they hold far less at rest.
+pub const fn floor_resume_margin(current_pages: u64) -> u64 {
+    let m = current_pages / 64;
+    if m > FLOOR_RESUME_PAGES {
+        m
+    } else {
+        FLOOR_RESUME_PAGES
+    }
+}
 
 /// The kernel side of a batch: pages taken from and freed to the page allocator, and the
 /// kernel's memory figures. All counts are 4 KiB pages.
@@ -812,13 +840,22 @@ impl Balloon {
             self.state = State::Idle;
             return idle(None);
         };
-        // At rest at the floor, a poll that no new target, ceiling or self-balloon target
-        // caused (a refused target, a sysfs tunable, a repeated watch event) does not follow
-        // the floor down: its estimate jitters with the guest's short-lived processes, and
-        // following every low sample would ratchet the balloon down by that jitter, into the
-        // headroom. A new target starts a new descent from the floor as it is then.
+        // At rest at the floor, the floor evaluated afresh must have fallen by
+        // floor_resume_margin() before the balloon follows it down: its estimate jitters with
+        // the guest's short-lived processes, and following every low sample would ratchet the
+        // balloon down by that jitter, into the headroom. A fall beyond the margin (the stop
+        // came on a peak of memory use that has passed) is a new descent, whose stop is
+        // reported again. A new target starts a new descent from the floor as it is then.
         if self.resting_at_floor() && target < self.current {
-            return idle(None);
+            if limit == Some(StopReason::FloorReached)
+                && target.saturating_add(floor_resume_margin(self.current)) > self.current
+            {
+                return Poll {
+                    next: Next::After(FLOOR_RECHECK_MS),
+                    report: None,
+                };
+            }
+            self.stopped_reported = false;
         }
         if target == self.current {
             return self.finish(limit.unwrap_or(StopReason::TargetReached), now);
@@ -987,10 +1024,14 @@ impl Balloon {
             };
             self.report(event, now)
         };
-        Poll {
-            next: Next::Idle,
-            report,
-        }
+        // Stopped at the floor, with the target below: the floor is evaluated again
+        // periodically, in case the stop came on a transient peak of memory use.
+        let next = if reason == StopReason::FloorReached {
+            Next::After(FLOOR_RECHECK_MS)
+        } else {
+            Next::Idle
+        };
+        Poll { next, report }
     }
 
     /// The target changed (or the ceiling, or self-ballooning): a back-off or give-up wait

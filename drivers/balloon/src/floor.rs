@@ -54,9 +54,13 @@
 //!   (anonymous memory, shmem, tmpfs and so an initramfs in it) beyond free swap, the
 //!   unevictable LRU (mlocked pages, ramfs), unreclaimable slab, kernel stacks and page
 //!   tables. The discounts of page cache and reclaimable slab are `si_mem_available()`'s:
-//!   part of each is in use. `free` includes the free pages on the per-CPU lists, which
-//!   `NR_FREE_PAGES` leaves out: counted as used, they inflated the floor by up to 10 MiB
-//!   in a 384 MiB guest and made it jitter with every process that exited.
+//!   part of each is in use. `free` is `NR_FREE_PAGES`, without the free pages on the
+//!   per-CPU lists: those serve only allocations of their CPU and migrate type, and the
+//!   allocator drains the lists before the OOM killer only when reclaim made progress, which
+//!   at the floor it cannot (counted as free, the balloon scenario once had the OOM killer
+//!   run with 1.6 MiB in the buddy lists and 7 MiB on one CPU's list). They make the floor
+//!   read high while they are full; the engine follows it down when they drain
+//!   ([`crate::engine::FLOOR_RESUME_PAGES`]).
 //! - `current - total_ram` are the pages the domain holds that the kernel never manages
 //!   (kernel image, `struct page` array, boot reservations). Converting with it makes the
 //!   usage floor blind to the balloon's own moves: a page given back lowers `current`,
@@ -105,8 +109,8 @@ pub const HEADROOM_MIN_WMARKS: u64 = 3;
 /// node and zone).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryUse {
-    /// Free pages: `NR_FREE_PAGES` (`MemFree`) plus those on the per-CPU lists, which it
-    /// leaves out.
+    /// Free pages: `NR_FREE_PAGES` (`MemFree`), which leaves out the pages on the per-CPU
+    /// lists (see the module doc).
     pub free_pages: u64,
     /// Page cache on the file LRUs (`NR_ACTIVE_FILE + NR_INACTIVE_FILE`).
     pub file_pages: u64,

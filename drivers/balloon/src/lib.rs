@@ -43,8 +43,9 @@ pub mod step;
 
 pub use backoff::{Backoff, RETRY_UNLIMITED};
 pub use engine::{
-    Balloon, Config, Event, Init, KernelMemory, Next, Poll, Report, Reservation, SelfBalloon,
-    State, Stats, StopReason,
+    floor_resume_margin, Balloon, Config, Event, Init, KernelMemory, Next, Poll, Report,
+    Reservation, SelfBalloon, State, Stats, StopReason, CANCELLED_WAIT_MS, FLOOR_RECHECK_MS,
+    FLOOR_RESUME_PAGES,
 };
 pub use floor::{floor_pages, usage_floor_pages, MemoryUse};
 pub use parse::{parse_kib, parse_kib_line, Kib, TargetError};

@@ -135,9 +135,10 @@ impl SimGuest {
         self.max_per_call.map_or(n, |m| n.min(m))
     }
 
-    /// Polls `balloon` until it is idle or waits longer than `max_wait_ms`, advancing the
-    /// clock `now` through waits; checks conservation and the engine's count after every
-    /// call. Returns the number of polls.
+    /// Polls `balloon` until it is idle (a balloon stopped at the floor, which only rechecks
+    /// it, counts as idle) or waits longer than `max_wait_ms`, advancing the clock `now`
+    /// through waits; checks conservation and the engine's count after every call. Returns
+    /// the number of polls.
     pub fn run(&mut self, balloon: &mut Balloon, now: &mut u64, max_wait_ms: u64) -> usize {
         let mut polls = 0;
         loop {
@@ -152,6 +153,7 @@ impl SimGuest {
             );
             assert!(polls < 1_000_000, "no progress: {balloon:?}");
             match p.next {
+                _ if at_rest(balloon) => return polls,
                 Next::Now => {}
                 Next::After(ms) if ms <= max_wait_ms => *now += ms,
                 Next::After(_) | Next::Idle => return polls,
@@ -263,6 +265,12 @@ impl Reservation for SimGuest {
     }
 }
 
+/// Stopped at the floor: the engine only rechecks the floor now, which is being at rest.
+fn at_rest(balloon: &Balloon) -> bool {
+    let s = balloon.stats();
+    s.state == crate::engine::State::Idle && s.last_stop == crate::engine::StopReason::FloorReached
+}
+
 /// Records the reports of a run, for tests that look at them.
 pub fn collect_reports(
     guest: &mut SimGuest,
@@ -276,6 +284,7 @@ pub fn collect_reports(
         guest.check();
         out.extend(p.report);
         match p.next {
+            _ if at_rest(balloon) => return out,
             Next::Now => {}
             Next::After(ms) if ms <= max_wait_ms => *now += ms,
             Next::After(_) | Next::Idle => return out,

@@ -4,8 +4,8 @@
 use xen_balloon::floor::HEADROOM_MIN_WMARKS;
 use xen_balloon::sim::{collect_reports, SimGuest};
 use xen_balloon::{
-    step_pages, Balloon, Config, Event, Init, Next, SelfBalloon, State, StopReason, TargetError,
-    BATCH, RETRY_UNLIMITED,
+    floor_resume_margin, step_pages, Balloon, Config, Event, Init, Next, SelfBalloon, State,
+    StopReason, TargetError, BATCH, FLOOR_RECHECK_MS, FLOOR_RESUME_PAGES, RETRY_UNLIMITED,
 };
 use xen_core::hypercall::HypercallError;
 
@@ -282,6 +282,89 @@ fn resting_at_the_floor_does_not_follow_it_down_without_a_new_target() {
     b.set_target(&kib(200 * MIB), now);
     g.run(&mut b, &mut now, 0);
     assert_eq!(b.current(), 200 * MIB);
+}
+
+#[test]
+fn resting_at_the_floor_follows_it_down_once_it_falls_past_the_margin() {
+    let (mut g, mut b, mut now) = holding(62);
+    b.set_target(&kib(48 * MIB), now);
+    g.run(&mut b, &mut now, 0);
+    let rest = b.current();
+    assert_eq!(b.stats().last_stop, StopReason::FloorReached);
+    let margin = floor_resume_margin(rest);
+    assert_eq!(
+        margin, FLOOR_RESUME_PAGES,
+        "a small guest gets the constant"
+    );
+    // A drop of one page less than the margin is the floor's swing: rechecked, not followed.
+    g.allocate(-i64::try_from(margin - 1).unwrap(), true);
+    let calls = g.hypercalls;
+    for _ in 0..5 {
+        now += FLOOR_RECHECK_MS;
+        assert_eq!(b.poll(&mut g, now).next, Next::After(FLOOR_RECHECK_MS));
+        g.check();
+    }
+    assert_eq!((b.current(), g.hypercalls), (rest, calls));
+    // One page more and the balloon goes on down, to the floor as it is now, and says so.
+    g.allocate(-1, true);
+    now += FLOOR_RECHECK_MS;
+    let reports: Vec<Event> = collect_reports(&mut g, &mut b, &mut now, 0)
+        .into_iter()
+        .map(|r| r.event)
+        .collect();
+    assert_eq!(b.current(), rest - margin);
+    assert_eq!(b.current(), expected_usage_floor(&g));
+    assert_eq!(b.stats().last_stop, StopReason::FloorReached);
+    assert!(
+        reports.iter().any(|e| matches!(
+            e,
+            Event::Stopped {
+                reason: StopReason::FloorReached,
+                current,
+                ..
+            } if *current == rest - margin
+        )),
+        "{reports:?}"
+    );
+}
+
+#[test]
+fn the_resume_margin_grows_with_the_guest() {
+    assert_eq!(floor_resume_margin(0), FLOOR_RESUME_PAGES);
+    assert_eq!(floor_resume_margin(256 * MIB), FLOOR_RESUME_PAGES);
+    assert_eq!(floor_resume_margin(4096 * MIB), 64 * MIB);
+    assert_eq!(floor_resume_margin(u64::MAX), u64::MAX / 64);
+}
+
+#[test]
+fn a_peak_of_memory_use_at_the_stop_does_not_strand_the_balloon_above_the_floor() {
+    // CI once saw the balloon stop 12 MiB above the floor it read at rest: the floor was
+    // evaluated on a peak of memory use as the descent got there.
+    let (mut g, mut b, mut now) = holding(62);
+    b.set_target(&kib(48 * MIB), now);
+    for _ in 0..20 {
+        b.poll(&mut g, now);
+        g.check();
+    }
+    let floor = b.floor();
+    assert!(b.current() > floor + 16 * MIB, "still on its way down");
+    g.allocate(i64::try_from(12 * MIB).unwrap(), true);
+    g.run(&mut b, &mut now, 0);
+    assert_eq!(b.current(), floor + 12 * MIB);
+    assert_eq!(b.stats().last_stop, StopReason::FloorReached);
+    // The peak passes; within one recheck the balloon is down on the floor.
+    g.allocate(-i64::try_from(12 * MIB).unwrap(), true);
+    now += FLOOR_RECHECK_MS;
+    g.run(&mut b, &mut now, 0);
+    assert_eq!(b.current(), floor);
+    assert_eq!(b.current(), expected_usage_floor(&g));
+    assert_eq!(b.stats().last_stop, StopReason::FloorReached);
+    // A rising floor is not followed up.
+    g.allocate(i64::try_from(8 * MIB).unwrap(), true);
+    let calls = g.hypercalls;
+    now += FLOOR_RECHECK_MS;
+    assert_eq!(b.poll(&mut g, now).next, Next::After(FLOOR_RECHECK_MS));
+    assert_eq!((b.current(), g.hypercalls), (floor, calls));
 }
 
 #[test]
