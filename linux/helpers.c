@@ -505,6 +505,7 @@ void xpvrs_bio_ctx_finish(struct xpvrs_bio_ctx *ctx)
 #include <linux/netdevice.h>
 #include <linux/rtnetlink.h>
 #include <linux/skbuff.h>
+#include <net/page_pool/helpers.h>
 #include "net_helpers.h"
 
 struct xpvrs_napi {
@@ -974,14 +975,51 @@ u8 *xpvrs_skb_put(struct sk_buff *skb, u32 len)
 	return skb_put(skb, len);
 }
 
-bool xpvrs_skb_add_page(struct sk_buff *skb, void *page_addr, u32 offset, u32 len)
+bool xpvrs_skb_add_page(struct sk_buff *skb, void *page_addr, u32 offset, u32 len, bool pool)
 {
 	int i = skb_shinfo(skb)->nr_frags;
 
 	if (i >= MAX_SKB_FRAGS || offset + len > PAGE_SIZE)
 		return false;
 	skb_add_rx_frag(skb, i, virt_to_page(page_addr), offset, len, PAGE_SIZE);
+	/* Freeing the skb returns each page-pool page to its pool (others are put as usual). */
+	if (pool)
+		skb_mark_for_recycle(skb);
 	return true;
+}
+
+struct page_pool *xpvrs_page_pool_create(u32 pool_size)
+{
+	/* No DMA mapping is asked, so no device is needed. */
+	struct page_pool_params pp = {
+		.order = 0,
+		.pool_size = pool_size,
+		.nid = NUMA_NO_NODE,
+	};
+	struct page_pool *pool = page_pool_create(&pp);
+
+	return IS_ERR(pool) ? NULL : pool;
+}
+
+void *xpvrs_page_pool_alloc(struct page_pool *pool, bool atomic)
+{
+	/* __GFP_ZERO applies to the pages the pool takes from the allocator, not to those it
+	 * recycles. */
+	gfp_t gfp = (atomic ? GFP_ATOMIC : GFP_KERNEL) | __GFP_NOWARN | __GFP_ZERO;
+	struct page *page = page_pool_alloc_pages(pool, gfp);
+
+	return page ? page_address(page) : NULL;
+}
+
+void xpvrs_page_pool_put(struct page_pool *pool, void *page_addr)
+{
+	page_pool_put_full_page(pool, virt_to_page(page_addr), false);
+}
+
+void xpvrs_page_pool_destroy(struct page_pool *pool)
+{
+	/* Pages still in skbs come back later; the pool is freed once they all have. */
+	page_pool_destroy(pool);
 }
 
 void xpvrs_skb_set_hash(struct sk_buff *skb, u32 hash, bool l4)

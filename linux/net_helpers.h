@@ -118,12 +118,21 @@ void xpvrs_skb_free(struct sk_buff *skb);
  * goes to the skb), then its metadata and delivery through GRO. */
 struct sk_buff *xpvrs_skb_rx_alloc(struct net_device *nd, u16 q, u32 head_len);
 u8 *xpvrs_skb_put(struct sk_buff *skb, u32 len);
-bool xpvrs_skb_add_page(struct sk_buff *skb, void *page_addr, u32 offset, u32 len);
+bool xpvrs_skb_add_page(struct sk_buff *skb, void *page_addr, u32 offset, u32 len, bool pool);
 void xpvrs_skb_set_hash(struct sk_buff *skb, u32 hash, bool l4);
 /* csum as above (1 partial, 2 unnecessary); gso 1 TCPv4, 2 TCPv6. Returns 0, or -errno
  * with the skb freed (a packet whose checksum cannot be set up). */
 int xpvrs_skb_rx_finish(struct net_device *nd, struct sk_buff *skb, u8 csum, u8 gso,
 			u16 gso_size);
+
+/* A receive queue's page pool: order-0 pages that come back to it when the stack frees the
+ * skbs they were attached to (pool_size pages cached); NULL when it cannot be made. Pages
+ * it allocates fresh are zeroed; a recycled page holds what its last packet left. */
+struct page_pool;
+struct page_pool *xpvrs_page_pool_create(u32 pool_size);
+void *xpvrs_page_pool_alloc(struct page_pool *pool, bool atomic);
+void xpvrs_page_pool_put(struct page_pool *pool, void *page_addr);
+void xpvrs_page_pool_destroy(struct page_pool *pool);
 
 /* Bottom halves off on this CPU (process context taking a lock NAPI also takes). */
 void xpvrs_local_bh_disable(void);

@@ -179,7 +179,17 @@ extern "C" {
     fn xpvrs_skb_free(skb: *mut c_void);
     fn xpvrs_skb_rx_alloc(nd: *mut c_void, q: u16, head_len: u32) -> *mut c_void;
     fn xpvrs_skb_put(skb: *mut c_void, len: u32) -> *mut u8;
-    fn xpvrs_skb_add_page(skb: *mut c_void, page_addr: *mut c_void, offset: u32, len: u32) -> bool;
+    fn xpvrs_skb_add_page(
+        skb: *mut c_void,
+        page_addr: *mut c_void,
+        offset: u32,
+        len: u32,
+        pool: bool,
+    ) -> bool;
+    fn xpvrs_page_pool_create(pool_size: u32) -> *mut c_void;
+    fn xpvrs_page_pool_alloc(pool: *mut c_void, atomic: bool) -> *mut c_void;
+    fn xpvrs_page_pool_put(pool: *mut c_void, page_addr: *mut c_void);
+    fn xpvrs_page_pool_destroy(pool: *mut c_void);
     fn xpvrs_skb_set_hash(skb: *mut c_void, hash: u32, l4: bool);
     fn xpvrs_skb_rx_finish(
         nd: *mut c_void,
@@ -429,10 +439,13 @@ impl RxSkb {
             _ => return Err(page),
         }
         let addr = page.kernel_addr();
+        let pool = page.from_pool();
         // SAFETY: `addr` is an order-0 page of the direct map (`GivePage`); on success the
-        // skb takes over its reference, so the page is given up (forgotten) below.
-        let ok =
-            unsafe { xpvrs_skb_add_page(self.skb.as_ptr(), addr.as_ptr().cast(), offset, len) };
+        // skb takes over its reference, so the page is given up (forgotten) below. A pool
+        // page marks the skb for recycling, which returns it to its pool when freed.
+        let ok = unsafe {
+            xpvrs_skb_add_page(self.skb.as_ptr(), addr.as_ptr().cast(), offset, len, pool)
+        };
         if !ok {
             return Err(page);
         }
@@ -445,6 +458,119 @@ impl Drop for RxSkb {
     fn drop(&mut self) {
         // SAFETY: owned (type invariant), freed once.
         unsafe { xpvrs_skb_free(self.skb.as_ptr()) };
+    }
+}
+
+/// A receive queue's page pool (`page_pool`): pages attached to skbs come back to it when
+/// the stack frees them, instead of going to the page allocator, as Linux's netfront gets
+/// its receive buffers. Pages it takes from the allocator are zeroed; a recycled page holds
+/// whatever its last packet left in it.
+///
+/// Allocation takes `&mut self`: a pool's allocation side is not safe to run from two
+/// threads at once. Dropping the pool destroys it; pages still out (in skbs, or
+/// [`PoolPage`]s) come back to it later, and the kernel frees the pool once they all have.
+///
+/// # Invariants
+///
+/// `pool` is a pool from `page_pool_create` that this value owns (destroys once).
+pub struct PagePool {
+    pool: NonNull<c_void>,
+}
+
+// SAFETY: the pool may be used from any thread, one at a time (`&mut self` for allocation);
+// its pages are returned through its lock-protected ring from anywhere.
+unsafe impl Send for PagePool {}
+
+impl PagePool {
+    /// A pool for one receive queue caching up to `pool_size` pages (the ring's size, as
+    /// Linux's netfront sizes it). Its pages are not DMA-mapped.
+    pub fn new(pool_size: u32) -> Result<PagePool> {
+        // SAFETY: no preconditions; returns a pool or NULL.
+        let pool = unsafe { xpvrs_page_pool_create(pool_size) };
+        // INVARIANT: a pool we own, or an error.
+        NonNull::new(pool)
+            .map(|pool| PagePool { pool })
+            .ok_or(ENOMEM)
+    }
+
+    /// A page from the pool (`atomic`: without sleeping), or `None` when memory is short.
+    pub fn alloc(&mut self, atomic: bool) -> Option<PoolPage> {
+        // SAFETY: the pool is live (type invariant) and `&mut self` excludes a concurrent
+        // allocation from it.
+        let addr = unsafe { xpvrs_page_pool_alloc(self.pool.as_ptr(), atomic) };
+        // INVARIANT: a page of this pool, with the reference the allocation gave us.
+        NonNull::new(addr.cast()).map(|addr| PoolPage {
+            pool: self.pool,
+            addr,
+        })
+    }
+}
+
+impl Drop for PagePool {
+    fn drop(&mut self) {
+        // SAFETY: owned (type invariant), destroyed once; pages still out come back to it
+        // later (the kernel keeps the pool until they have).
+        unsafe { xpvrs_page_pool_destroy(self.pool.as_ptr()) };
+    }
+}
+
+/// An order-0 page of a [`PagePool`], returned to it when dropped (or, given to an skb with
+/// [`RxSkb::add_page`], when the stack frees the skb).
+///
+/// # Invariants
+///
+/// `addr` is the direct-map address of a page of `pool` whose reference this value owns;
+/// `pool` stays allocated until all its pages are back (the kernel's contract for pools).
+pub struct PoolPage {
+    pool: NonNull<c_void>,
+    addr: NonNull<u8>,
+}
+
+// SAFETY: a page we own; returning it to its pool is allowed from any thread.
+unsafe impl Send for PoolPage {}
+
+impl PoolPage {
+    /// The page's kernel address; valid while `self` is borrowed.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.addr.as_ptr()
+    }
+
+    /// Gives the page up for good: it never returns to its pool (and so never to the
+    /// allocator). For a page a peer may still have mapped, which no one may reuse.
+    pub fn leak(self) {
+        core::mem::forget(self);
+    }
+}
+
+impl Drop for PoolPage {
+    fn drop(&mut self) {
+        // SAFETY: a page of `pool` with our reference (type invariant); returned once.
+        unsafe { xpvrs_page_pool_put(self.pool.as_ptr(), self.addr.as_ptr().cast()) };
+    }
+}
+
+// SAFETY: an order-0 page of the direct map with the one reference we own (type invariant);
+// `give_up` forgets it, so it is not returned here; `from_pool` is true, so the skb that
+// takes it is marked for recycling.
+unsafe impl GivePage for PoolPage {
+    fn kernel_addr(&self) -> NonNull<u8> {
+        self.addr
+    }
+
+    fn give_up(self) {
+        core::mem::forget(self);
+    }
+
+    fn from_pool(&self) -> bool {
+        true
+    }
+}
+
+// SAFETY: `PAGE_SIZE` bytes of the direct map that we own until dropped, which a borrow of
+// `self` excludes.
+unsafe impl crate::page::KernelPage for PoolPage {
+    fn kernel_addr(&self) -> NonNull<u8> {
+        self.addr
     }
 }
 

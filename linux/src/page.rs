@@ -69,4 +69,10 @@ pub unsafe trait GivePage: Sized {
     fn kernel_addr(&self) -> NonNull<u8>;
     /// Gives the page's reference away: the page is no longer this value's to free.
     fn give_up(self);
+
+    /// Whether the page belongs to a page pool (`linux::net::PagePool`): an skb given it is
+    /// marked for recycling, so the page goes back to its pool when the skb is freed.
+    fn from_pool(&self) -> bool {
+        false
+    }
 }

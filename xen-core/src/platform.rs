@@ -43,6 +43,14 @@ pub trait PageAlloc {
     /// A new page (contents unspecified: the engine zeroes it before granting it), or `None`
     /// when memory is short.
     fn alloc_page(&self) -> Option<Self::Page>;
+
+    /// A page for a receive buffer (which the peer writes), and whether it may be granted
+    /// without clearing: `true` when it holds zeros, or only what an earlier packet from this
+    /// device's peer left in it (a receive buffer recycled through the stack, as a page pool
+    /// gives them back). By default a page from [`PageAlloc::alloc_page`], to be cleared.
+    fn alloc_rx_page(&mut self) -> Option<(Self::Page, bool)> {
+        self.alloc_page().map(|p| (p, false))
+    }
 }
 
 /// Rings of 1 to 16 pages: the front's side (allocate, grant, revoke) and the back's (map).

@@ -634,6 +634,7 @@ impl Queue {
             chan: Channel::new(self.dev.clone(), self.clone(), c_str!("xenpvrs-blkback")),
             rx_chan: None,
             atomic_pages: false,
+            rx_pool: None,
         };
         let port = env.bind_interdomain(front, ring.port).map_err(|_| EIO)?;
         let storage = KStorage::new(bdev.clone(), self)?;

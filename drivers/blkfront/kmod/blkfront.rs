@@ -33,7 +33,7 @@ use linux::block::mq::{self as blk, Disk, DiscardParams, HwQueue, Op, QueueRqErr
 use linux::debugfs::DebugCounters;
 use xen_kernel::bus::{self, peer_state, DevPath, Device, DeviceHandle, HandshakeError, Side};
 use xen_kernel::evtchn::Channel;
-use xen_kernel::grant::{Grants, LocalPage};
+use xen_kernel::grant::Grants;
 use xen_kernel::platform::{Env, Page};
 use xen_kernel::ring::FrontRingPages;
 use xen_kernel::store::KernelStore;
@@ -221,6 +221,7 @@ impl Queue {
             chan: Channel::new(dev.clone(), self.clone(), c_str!("xenpvrs-blkfront")),
             rx_chan: None,
             atomic_pages: false,
+            rx_pool: None,
         };
         let port = env.alloc_unbound(backend).map_err(|_| EIO)?;
         let mut table = KVec::with_capacity(SLOTS, GFP_KERNEL)?;
@@ -299,8 +300,8 @@ fn take_request(inflight: &mut KVec<Option<Request>>, c: &Completion) -> Option<
     inflight.get_mut(slot)?.take()
 }
 
-fn pages_of<'a>(data: &'a DataPages<'_, Page>) -> impl Iterator<Item = &'a LocalPage> + 'a {
-    (0..data.page_count()).filter_map(move |i| data.page(i).map(|p| &p.0))
+fn pages_of<'a>(data: &'a DataPages<'_, Page>) -> impl Iterator<Item = &'a Page> + 'a {
+    (0..data.page_count()).filter_map(move |i| data.page(i))
 }
 
 /// Longest wait for the backend to unmap after we wrote Closed.

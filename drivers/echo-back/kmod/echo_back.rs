@@ -173,6 +173,7 @@ impl bus::Driver for Driver {
             chan: Channel::new(handle, this.clone(), c_str!("xenpvrs-echo-back")),
             rx_chan: None,
             atomic_pages: false,
+            rx_pool: None,
         };
         let engine = KBox::new(EchoBack::new(env, dir, BackConfig::default()), GFP_KERNEL)?;
         let mut guard = this.state.lock();

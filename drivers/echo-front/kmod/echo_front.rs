@@ -362,6 +362,7 @@ fn connect(this: &Arc<FrontDev>, dev: &Device) -> Result<(), xen_echo::Error> {
         chan: Channel::new(handle, this.clone(), c_str!("xenpvrs-echo-front")),
         rx_chan: None,
         atomic_pages: false,
+        rx_pool: None,
     };
     let config = FrontConfig::default();
     // The engine is large (a slot table): built in place on the heap, not on the stack.

@@ -26,8 +26,8 @@ use kernel::sync::{Arc, ArcBorrow, Mutex, SpinLock};
 use kernel::workqueue::{self, impl_has_work, new_work, Work, WorkItem};
 use kernel::{c_str, fmt, new_mutex, new_spinlock};
 use linux::net::{
-    self, BhOff, Checksum, Features, NapiScheduler, NetDevice, NetParams, NetRef, NetStats, RxSkb,
-    TxSkb,
+    self, BhOff, Checksum, Features, NapiScheduler, NetDevice, NetParams, NetRef, NetStats,
+    PagePool, RxSkb, TxSkb,
 };
 use linux::debugfs::DebugCounters;
 use linux::timer::{Tick, Ticker};
@@ -37,6 +37,7 @@ use xen_core::feature::netif::{
     FrontLimits, FrontRequest, MacAddr, Offload, QueueRings, MAX_MTU, MIN_MTU,
 };
 use xen_core::feature::{read_u32, FeatureError, StoreDir};
+use xen_core::platform::PageBytes;
 use xen_core::xenbus::{Action, Event, Input, Machine, Perform};
 use xen_core::xs::{with_transaction, TxId};
 use xen_evtchn::EvtchnOps;
@@ -399,6 +400,9 @@ impl Queue {
                 .as_ref()
                 .map(|t| Channel::new(dev.clone(), t.clone(), c_str!("xenpvrs-netfront-rx"))),
             atomic_pages: true,
+            // Receive buffers come back from the stack to the queue's pool, as Linux's
+            // netfront gets them, instead of a fresh zeroed page per buffer.
+            rx_pool: Some(PagePool::new(IDS as u32)?),
         };
         let port = env.chan.alloc_unbound(backend).map_err(|_| EIO)?;
         let rx_port = match env.rx_chan.as_ref() {
@@ -771,9 +775,7 @@ fn build_skb(
         }
         let (page, off, len) = pkt.frag(i)?;
         let take = usize::from(len).min(copy - copied);
-        if !page?
-            .0
-            .read_bytes(usize::from(off), head.get_mut(copied..copied + take)?)
+        if !page?.read_bytes(usize::from(off), head.get_mut(copied..copied + take)?)
         {
             return None;
         }
@@ -792,7 +794,7 @@ fn build_skb(
         let (page, off, len) = pkt.take_page(i)?;
         let start = u32::from(off) + u32::from(*u);
         let rest = u32::from(len).checked_sub(u32::from(*u))?;
-        if skb.add_page(page.0, start, rest).is_err() {
+        if skb.add_page(page, start, rest).is_err() {
             return None;
         }
     }
@@ -1158,6 +1160,7 @@ impl Dev {
             ),
             rx_chan: None,
             atomic_pages: false,
+            rx_pool: None,
         };
         let port = env.chan.alloc_unbound(backend).map_err(|_| EIO)?;
         let engine = CtrlFront::new(env, ring, backend, port, HashConfig::new(queues))

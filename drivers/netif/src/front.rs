@@ -100,7 +100,7 @@ pub struct FrontStats {
     /// Packets of lent memory the backend still mapped when they ended: their memory must
     /// never be freed ([`TxCompletion::still_mapped`]).
     pub tx_still_mapped: u64,
-    /// Fresh pages allocated (and zeroed).
+    /// Pages allocated (zeroed, or recycled received buffers for RX).
     pub page_allocs: u64,
 }
 
@@ -1076,7 +1076,8 @@ where
         self.count_spurious(Ok(p))
     }
 
-    /// Posts RX buffers (zeroed pages, granted read-write) for every free id while the ring
+    /// Posts RX buffers (granted read-write; zeroed pages, or pages the platform recycled
+    /// from earlier received packets, [`PageAlloc::alloc_rx_page`]) for every free id while the ring
     /// has room, and publishes them. Returns how many were posted; fewer than wanted when
     /// memory or grants run short (the glue retries later, as Linux's refill timer does).
     pub fn refill_rx(&mut self) -> Result<usize, Error> {
@@ -1096,10 +1097,12 @@ where
             let page = match e.page.take() {
                 Some(p) => p,
                 None => {
-                    let Some(mut p) = self.env.alloc_page() else {
+                    let Some((mut p, clean)) = self.env.alloc_rx_page() else {
                         break;
                     };
-                    self.env.zero_page(&mut p);
+                    if !clean {
+                        self.env.zero_page(&mut p);
+                    }
                     self.stats.page_allocs = self.stats.page_allocs.wrapping_add(1);
                     p
                 }

@@ -56,7 +56,7 @@ const WORD: usize = core::mem::size_of::<u64>();
 /// # Safety
 ///
 /// `base` must point to a page (`PAGE_SIZE` bytes, page-aligned) valid for reads.
-unsafe fn copy_out(base: *const u8, offset: usize, dst: &mut [u8]) -> bool {
+pub(crate) unsafe fn copy_out(base: *const u8, offset: usize, dst: &mut [u8]) -> bool {
     match offset.checked_add(dst.len()) {
         Some(end) if end <= PAGE_SIZE => {}
         _ => return false,
@@ -93,7 +93,7 @@ unsafe fn copy_out(base: *const u8, offset: usize, dst: &mut [u8]) -> bool {
 /// # Safety
 ///
 /// `base` must point to a page (`PAGE_SIZE` bytes, page-aligned) valid for writes.
-unsafe fn copy_in(base: *mut u8, offset: usize, src: &[u8]) -> bool {
+pub(crate) unsafe fn copy_in(base: *mut u8, offset: usize, src: &[u8]) -> bool {
     match offset.checked_add(src.len()) {
         Some(end) if end <= PAGE_SIZE => {}
         _ => return false,
@@ -485,6 +485,43 @@ impl LendOps for Grants {
     }
 }
 
+impl Grants {
+    /// Grants `domid` access to the page of ours at `addr`.
+    ///
+    /// # Safety
+    ///
+    /// `addr` is a whole page of the direct map that the caller owns and keeps, neither
+    /// freed nor reused, until the grant is revoked (`end_access` says ended) or handed to
+    /// [`Grants::end_access_later`] or `defer_free`.
+    pub(crate) unsafe fn grant_owned(
+        &self,
+        domid: DomId,
+        addr: NonNull<u8>,
+        access: Access,
+    ) -> Result<GrantRef, AccessError> {
+        // SAFETY: a live page of the direct map (caller).
+        let gfn = unsafe { b::xpvrs_virt_to_gfn(addr.as_ptr().cast()) };
+        let readonly = i32::from(access == Access::ReadOnly);
+        // SAFETY: grants a page we own; the grant is revoked before the page is freed
+        // (caller).
+        let r = unsafe { b::gnttab_grant_foreign_access(domid.raw(), gfn, readonly) };
+        let gref = u32::try_from(r).map_err(|_| AccessError::NoFreeRefs)?;
+        stats::inc(&stats::GRANTS);
+        Ok(GrantRef::new(gref))
+    }
+
+    /// Ends `gref` once the peer no longer maps it, with no page to free then: for a page
+    /// the caller leaks (one that belongs to someone else's allocator, e.g. a page pool,
+    /// whose owner must never get it back while the peer may map it).
+    pub(crate) fn end_access_later(&self, gref: GrantRef) {
+        // SAFETY: a grant this implementation made; with no page, the kernel only retries
+        // ending it (and frees the reference) until the peer lets go.
+        unsafe { b::gnttab_end_foreign_access(gref.raw(), core::ptr::null_mut()) };
+        stats::dec(&stats::GRANTS);
+        stats::inc(&stats::DEFERRED);
+    }
+}
+
 impl GrantOps for Grants {
     type Page = LocalPage;
     type Mapping = Mapping;
@@ -501,15 +538,9 @@ impl GrantOps for Grants {
         page: &LocalPage,
         access: Access,
     ) -> Result<GrantRef, AccessError> {
-        // SAFETY: `page` is a live page of the direct map.
-        let gfn = unsafe { b::xpvrs_virt_to_gfn(page.addr.as_ptr().cast()) };
-        let readonly = i32::from(access == Access::ReadOnly);
-        // SAFETY: grants a page we own; the grant is revoked before the page is freed
-        // (`end_access`) or the page is handed to the kernel (`defer_free`).
-        let r = unsafe { b::gnttab_grant_foreign_access(domid.raw(), gfn, readonly) };
-        let gref = u32::try_from(r).map_err(|_| AccessError::NoFreeRefs)?;
-        stats::inc(&stats::GRANTS);
-        Ok(GrantRef::new(gref))
+        // SAFETY: `page` is a page of ours (type invariant) that the caller keeps until the
+        // grant is revoked or the page is given to `defer_free` (the `GrantOps` contract).
+        unsafe { self.grant_owned(domid, page.addr, access) }
     }
 
     fn end_access(&self, gref: GrantRef) -> EndAccess {

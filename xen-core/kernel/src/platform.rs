@@ -10,7 +10,7 @@
 //!
 //! Only delegation lives here: the grant, event-channel and ring work is done by
 //! [`crate::grant`], [`crate::evtchn`] and [`crate::ring`]. [`Page`] and [`Mapped`], the page
-//! types the engines see, wrap [`LocalPage`] and [`Mapping`].
+//! types the engines see, wrap [`LocalPage`] (or a page pool's [`PoolPage`]) and [`Mapping`].
 
 use xen_core::platform::{PageAlloc, PageBytes, RingMemory};
 use xen_evtchn::{EvtchnError, EvtchnOps};
@@ -20,13 +20,57 @@ use xen_grant::{
 };
 use crate::bus::DeviceHandle;
 use crate::evtchn::Channel;
-use crate::grant::{Grants, LocalPage, Mapping};
+use crate::grant::{copy_in, copy_out, Grants, LocalPage, Mapping, PAGE_SIZE};
+use core::ptr::NonNull;
+use linux::net::{PagePool, PoolPage};
+use linux::page::{GivePage, KernelPage};
 use crate::ring::{BackRingPages, FrontRingPages};
 use crate::Kick;
 use xen_sys::{DomId, Gfn, GrantRef, Port};
 
-/// A page of ours the front grants.
-pub struct Page(pub LocalPage);
+/// A page of ours the front grants: from the page allocator, or from a receive queue's page
+/// pool ([`Env::rx_pool`]), which gets it back when the skb it goes up in is freed.
+pub enum Page {
+    /// From the page allocator.
+    Local(LocalPage),
+    /// From a page pool.
+    Pool(PoolPage),
+}
+
+impl Page {
+    fn addr(&self) -> NonNull<u8> {
+        match self {
+            Page::Local(p) => KernelPage::kernel_addr(p),
+            Page::Pool(p) => KernelPage::kernel_addr(p),
+        }
+    }
+}
+
+// SAFETY: both kinds are a whole page of the direct map that `self` owns until dropped.
+unsafe impl KernelPage for Page {
+    fn kernel_addr(&self) -> NonNull<u8> {
+        self.addr()
+    }
+}
+
+// SAFETY: both kinds are order-0 direct-map pages with a reference `self` owns, given away
+// (not freed) by `give_up`; a pool page says so, so its skb returns it to its pool.
+unsafe impl GivePage for Page {
+    fn kernel_addr(&self) -> NonNull<u8> {
+        self.addr()
+    }
+
+    fn give_up(self) {
+        match self {
+            Page::Local(p) => p.give_up(),
+            Page::Pool(p) => p.give_up(),
+        }
+    }
+
+    fn from_pool(&self) -> bool {
+        matches!(self, Page::Pool(_))
+    }
+}
 
 /// A front's page mapped by the back.
 pub struct Mapped(Mapping);
@@ -40,10 +84,12 @@ impl Mapped {
 
 impl PageBytes for Page {
     fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> bool {
-        self.0.read_bytes(offset, dst)
+        // SAFETY: a page of the direct map we own, readable while `self` is borrowed.
+        unsafe { copy_out(self.addr().as_ptr(), offset, dst) }
     }
     fn write_bytes(&self, offset: usize, src: &[u8]) -> bool {
-        self.0.write_bytes(offset, src)
+        // SAFETY: as above, and writable.
+        unsafe { copy_in(self.addr().as_ptr(), offset, src) }
     }
 }
 
@@ -70,6 +116,9 @@ pub struct Env<K: Kick> {
     /// Pages are allocated without sleeping (an engine that allocates from `start_xmit` or a
     /// NAPI poll); otherwise with `GFP_KERNEL`.
     pub atomic_pages: bool,
+    /// Where receive buffers come from ([`PageAlloc::alloc_rx_page`]): a page pool that the
+    /// stack returns them to (netfront), or `None` for the page allocator.
+    pub rx_pool: Option<PagePool>,
 }
 
 impl<K: Kick> Env<K> {
@@ -97,7 +146,9 @@ impl<K: Kick> GrantOps for Env<K> {
     type Mapping = Mapped;
 
     fn zero_page(&self, page: &mut Page) {
-        self.grants.zero_page(&mut page.0)
+        // SAFETY: we own the page, and the contract of `zero_page` is that no peer can see it
+        // (never granted, or every grant ended): plain stores race with no one.
+        unsafe { core::ptr::write_bytes(page.addr().as_ptr(), 0, PAGE_SIZE) };
     }
 
     fn grant_access(
@@ -106,7 +157,9 @@ impl<K: Kick> GrantOps for Env<K> {
         page: &Page,
         access: Access,
     ) -> Result<GrantRef, AccessError> {
-        self.grants.grant_access(domid, &page.0, access)
+        // SAFETY: a page we own; the engine keeps it until the grant is revoked or hands it
+        // to `defer_free` (the `GrantOps` contract).
+        unsafe { self.grants.grant_owned(domid, page.addr(), access) }
     }
 
     fn end_access(&self, gref: GrantRef) -> EndAccess {
@@ -114,7 +167,15 @@ impl<K: Kick> GrantOps for Env<K> {
     }
 
     fn defer_free(&self, gref: GrantRef, page: Page) {
-        self.grants.defer_free(gref, page.0)
+        match page {
+            Page::Local(p) => self.grants.defer_free(gref, p),
+            // A pool page cannot be handed to the grant table to free (its pool counts it):
+            // it is leaked, and the grant ended once the peer lets go.
+            Page::Pool(p) => {
+                self.grants.end_access_later(gref);
+                p.leak();
+            }
+        }
     }
 
     fn map_batch(
@@ -212,7 +273,19 @@ impl<K: Kick> PageAlloc for Env<K> {
     fn alloc_page(&self) -> Option<Page> {
         // The engines zero every page before they grant it (`PageAlloc`'s contract): one
         // clearing per page, not two.
-        LocalPage::new_unzeroed(self.atomic_pages).map(Page)
+        LocalPage::new_unzeroed(self.atomic_pages).map(Page::Local)
+    }
+
+    /// From the receive pool when there is one: a page it took from the allocator is zeroed,
+    /// and a recycled one holds only what a packet this queue received left in it, bytes
+    /// this backend wrote (the stack reads received data, it does not write the pages back),
+    /// so neither needs clearing. Linux's netfront posts its pool's pages the same way.
+    fn alloc_rx_page(&mut self) -> Option<(Page, bool)> {
+        let atomic = self.atomic_pages;
+        match self.rx_pool.as_mut() {
+            Some(pool) => pool.alloc(atomic).map(|p| (Page::Pool(p), true)),
+            None => self.alloc_page().map(|p| (p, false)),
+        }
     }
 }
 
