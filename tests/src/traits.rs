@@ -36,6 +36,17 @@ pub(crate) struct GuestState {
     /// Rings with the grants still to revoke.
     rings: Vec<(Pages, Vec<GrantRef>)>,
     memory: Reservation,
+    /// Receive buffers come back recycled ([`Domain::recycle_rx_pages`]).
+    rx_recycle: Option<RxRecycle>,
+}
+
+/// How [`PageAlloc::alloc_rx_page`] hands out pages in a domain set up to recycle them.
+#[derive(Clone, Copy, Debug)]
+pub struct RxRecycle {
+    /// Every byte of the page: what an earlier packet left in it.
+    pub fill: u8,
+    /// Whether the page is reported as needing no clearing (what a page pool says).
+    pub clean: bool,
 }
 
 /// Default memory of a domain, in pages (256 MiB).
@@ -92,6 +103,14 @@ impl Domain {
                 Ok(()) | Err(gnttab::GrantError::BadRef) => EndAccess::Ended,
                 Err(_) => EndAccess::StillMapped,
             })
+    }
+
+    /// From now on, [`PageAlloc::alloc_rx_page`] gives pages full of `r.fill` and says
+    /// `r.clean` of them, as a platform that recycles receive buffers would (`None`: fresh
+    /// zeroed pages to be cleared, the default).
+    pub fn recycle_rx_pages(&self, r: Option<RxRecycle>) {
+        let mut guests = self.hv.guests.lock().unwrap();
+        guests.entry(self.id).or_default().rx_recycle = r;
     }
 
     /// Pages waiting for a deferred free.
@@ -424,6 +443,21 @@ impl PageAlloc for Domain {
 
     fn alloc_page(&self) -> Option<Pages> {
         Some(self.alloc_pages(1))
+    }
+
+    fn alloc_rx_page(&mut self) -> Option<(Pages, bool)> {
+        let r = {
+            let guests = self.hv.guests.lock().unwrap();
+            guests.get(&self.id).and_then(|s| s.rx_recycle)
+        };
+        let p = self.alloc_pages(1);
+        match r {
+            Some(r) => {
+                p.write(0, &[r.fill; xen_ring::PAGE_SIZE]);
+                Some((p, r.clean))
+            }
+            None => Some((p, false)),
+        }
     }
 }
 
