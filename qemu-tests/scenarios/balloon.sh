@@ -107,8 +107,8 @@ dom0_main() {
     # floor is the usage floor, above the formula's (the module's load line gives the latter).
     # sysfs floor_kb is evaluated when read: it reads high while the per-CPU free lists are
     # full (their pages count as used) and the engine follows it down, 1 s later, once it
-    # has fallen 4 MiB below the balloon. So at rest the median of its readings must not be
-    # more than 4 MiB below where the balloon stopped: the balloon is not stranded above it.
+    # has fallen 8 MiB below the balloon. So at rest the median of its readings must not be
+    # more than 8 MiB below where the balloon stopped: the balloon is not stranded above it.
     _formula=$(kv "$(grep -a '^BLOAD ' "$(guest_log domu)" | head -1 | tr -d '\r')" floor_formula_kb)
     [ -n "$_formula" ] || fail "no floor_formula_kb in the module's load line"
     # The guest holds 16 MiB more while it goes down (a peak of memory use), so the balloon
@@ -166,7 +166,7 @@ dom0_main() {
         check floor-never-up [ -z "$_up" ]
         _fl_min=$(echo "$_fl" | awk '{ print $2 }')
         check floor-not-below [ "$(kv "$_l" current_kb)" -ge "${_fl_min:-999999999}" ]
-        check floor-not-stranded [ "${_fl%% *}" -ge $(($(kv "$_l" current_kb) - 4096)) ]
+        check floor-not-stranded [ "${_fl%% *}" -ge $(($(kv "$_l" current_kb) - 8192)) ]
         _floor_cur=$(kv "$_l" current_kb)
         check floor-meminfo grep -aq '^FLOORMEM ' "$(guest_log domu)"
         log "$(grep -a '^FLOORMEM ' "$(guest_log domu)" | head -1 | tr -d '\r')"

@@ -86,15 +86,17 @@ pub const CANCELLED_WAIT_MS: u64 = 3_600_000;
 pub const FLOOR_RECHECK_MS: u64 = 1_000;
 
 /// How far the floor must have fallen below a balloon stopped on it before the balloon goes
-/// on down, at least: 4 MiB. The floor swings at rest as the per-CPU free lists fill and
-/// drain (their pages count as used): by up to 3 MiB in the balloon scenario's 100 MiB guest.
-/// That is well below what a peak of memory use can strand (12 MiB was seen once in CI: the
-/// balloon stopped at 109.3 MiB on a floor that read 97.6 MiB at rest). The margin grows
-/// with the guest ([`floor_resume_margin`]), as the kernel's limit on those lists does.
-pub const FLOOR_RESUME_PAGES: u64 = 4 * crate::floor::PAGES_PER_MIB;
+/// on down, at least: 8 MiB. The floor swings at rest as the per-CPU free lists fill and
+/// drain (their pages count as used): by up to 5 MiB in the balloon scenario's 100 MiB guest.
+/// Following that swing down would leave the guest at rest with its headroom less what the
+/// lists take back when they refill, so only a larger fall is followed: a peak of memory use
+/// that has passed (12 MiB was seen once in CI: the balloon stopped at 109.3 MiB on a floor
+/// that read 97.6 MiB at rest). The margin grows with the guest ([`floor_resume_margin`]),
+/// as the kernel's limit on those lists does.
+pub const FLOOR_RESUME_PAGES: u64 = 8 * crate::floor::PAGES_PER_MIB;
 
 /// The margin [`FLOOR_RESUME_PAGES`] for a balloon of `current_pages`: a 64th of it, at least
-/// the constant (4 MiB up to 256 MiB, 64 MiB at 4 GiB). The kernel caps the per-CPU lists,
+/// the constant (8 MiB up to 512 MiB, 64 MiB at 4 GiB). The kernel caps the per-CPU lists,
 /// all CPUs together, at an eighth of the zone; they hold far less at rest.
 pub const fn floor_resume_margin(current_pages: u64) -> u64 {
     let m = current_pages / 64;

@@ -331,7 +331,7 @@ fn resting_at_the_floor_follows_it_down_once_it_falls_past_the_margin() {
 #[test]
 fn the_resume_margin_grows_with_the_guest() {
     assert_eq!(floor_resume_margin(0), FLOOR_RESUME_PAGES);
-    assert_eq!(floor_resume_margin(256 * MIB), FLOOR_RESUME_PAGES);
+    assert_eq!(floor_resume_margin(512 * MIB), FLOOR_RESUME_PAGES);
     assert_eq!(floor_resume_margin(4096 * MIB), 64 * MIB);
     assert_eq!(floor_resume_margin(u64::MAX), u64::MAX / 64);
 }
