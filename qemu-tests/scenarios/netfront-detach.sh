@@ -52,6 +52,10 @@ up_and_ping() {
         fail "cycle $1: dom0 unreachable"
         return 1
     fi
+    # Cycles 6 to 10 copy every packet (trusted=0); the earlier ones lend the skbs' pages.
+    # The parameter is read at each connection, so it changes while cycle 5 is connected,
+    # before dom0 (waiting for the line below) detaches it.
+    [ "$1" -eq 5 ] && echo 0 > /sys/module/xenpvrs_netfront/parameters/trusted
     echo "NET-CYCLE $1 UP"
 }
 
@@ -76,8 +80,6 @@ domu_main() {
         done
         [ $n -gt 0 ] || { fail "cycle $i: no new eth0"; return; }
         last=$cur
-        # Cycles 6 to 10 copy every packet (trusted=0); the earlier ones lend the skbs' pages.
-        [ "$i" -eq 5 ] && echo 0 > /sys/module/xenpvrs_netfront/parameters/trusted
         up_and_ping "$i" || return
         i=$((i + 1))
     done

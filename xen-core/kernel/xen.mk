@@ -97,6 +97,9 @@ xen_bindgen_items := \
 	--allowlist-function '(un)?register_xenbus_watch' \
 	--allowlist-function 'gnttab_(grant_foreign_access|end_foreign_access|try_end_foreign_access)' \
 	--allowlist-function 'gnttab_(free_grant_reference|alloc_pages|free_pages)' \
+	--allowlist-function 'gnttab_(alloc|free)_grant_references' \
+	--allowlist-function 'gnttab_(claim|release)_grant_reference' \
+	--allowlist-function 'gnttab_(grant_foreign_access_ref|end_foreign_access_ref)' \
 	--allowlist-function 'bind_(interdomain_)?evtchn_to_irqhandler_lateeoi' \
 	--allowlist-function 'unbind_from_irqhandler|xen_irq_lateeoi|notify_remote_via_irq|get_device|put_device' \
 	--allowlist-function 'xpvrs_.*|kfree' \

@@ -635,6 +635,7 @@ impl Queue {
             rx_chan: None,
             atomic_pages: false,
             rx_pool: None,
+            refs: None,
         };
         let port = env.bind_interdomain(front, ring.port).map_err(|_| EIO)?;
         let storage = KStorage::new(bdev.clone(), self)?;

@@ -222,6 +222,7 @@ impl Queue {
             rx_chan: None,
             atomic_pages: false,
             rx_pool: None,
+            refs: None,
         };
         let port = env.alloc_unbound(backend).map_err(|_| EIO)?;
         let mut table = KVec::with_capacity(SLOTS, GFP_KERNEL)?;

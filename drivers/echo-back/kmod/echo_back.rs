@@ -174,6 +174,7 @@ impl bus::Driver for Driver {
             rx_chan: None,
             atomic_pages: false,
             rx_pool: None,
+            refs: None,
         };
         let engine = KBox::new(EchoBack::new(env, dir, BackConfig::default()), GFP_KERNEL)?;
         let mut guard = this.state.lock();

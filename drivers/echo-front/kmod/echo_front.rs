@@ -363,6 +363,7 @@ fn connect(this: &Arc<FrontDev>, dev: &Device) -> Result<(), xen_echo::Error> {
         rx_chan: None,
         atomic_pages: false,
         rx_pool: None,
+        refs: None,
     };
     let config = FrontConfig::default();
     // The engine is large (a slot table): built in place on the heap, not on the stack.

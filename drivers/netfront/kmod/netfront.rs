@@ -43,7 +43,7 @@ use xen_core::xs::{with_transaction, TxId};
 use xen_evtchn::EvtchnOps;
 use xen_kernel::bus::{self, peer_state, Device, DeviceHandle, HandshakeError, Side};
 use xen_kernel::evtchn::Channel;
-use xen_kernel::grant::Grants;
+use xen_kernel::grant::{Grants, RefPool};
 use xen_kernel::platform::{Env, Page};
 use xen_kernel::ring::FrontRingPages;
 use xen_kernel::store::KernelStore;
@@ -403,6 +403,9 @@ impl Queue {
             // Receive buffers come back from the stack to the queue's pool, as Linux's
             // netfront gets them, instead of a fresh zeroed page per buffer.
             rx_pool: Some(PagePool::new(IDS as u32)?),
+            // One reference per TX and per RX slot, claimed without the grant table's
+            // lock, as Linux's netfront reserves them.
+            refs: Some(RefPool::new(2 * IDS as u16)?),
         };
         let port = env.chan.alloc_unbound(backend).map_err(|_| EIO)?;
         let rx_port = match env.rx_chan.as_ref() {
@@ -1161,6 +1164,7 @@ impl Dev {
             rx_chan: None,
             atomic_pages: false,
             rx_pool: None,
+            refs: None,
         };
         let port = env.chan.alloc_unbound(backend).map_err(|_| EIO)?;
         let engine = CtrlFront::new(env, ring, backend, port, HashConfig::new(queues))

@@ -472,6 +472,96 @@ pub fn direct_map_gfn(addr: *const u8) -> Option<Gfn> {
     ok.then(|| Gfn::new(gfn as u64))
 }
 
+/// A private pool of grant references (`gnttab_alloc_grant_references`), claimed and
+/// released without the grant table's lock, as Linux's netfront keeps one per ring: for an
+/// engine that grants and ends a page per packet. A reference it cannot claim (the pool ran
+/// dry: a reference still mapped at its end goes to the kernel's deferred list, not back
+/// here) comes from the global allocator instead; every reference ended here joins the pool.
+///
+/// Not `Sync`: claiming and releasing touch the pool's head unlocked, so one thread at a
+/// time uses it (the owning engine's lock serializes its users).
+///
+/// # Invariants
+///
+/// `head` is the head of a private reference list from `gnttab_alloc_grant_references`
+/// that this value owns.
+pub struct RefPool {
+    head: core::cell::UnsafeCell<b::grant_ref_t>,
+}
+
+// SAFETY: the list is plain data owned by this value; moving it between threads is fine.
+unsafe impl Send for RefPool {}
+
+impl RefPool {
+    /// A pool of `count` references.
+    pub fn new(count: u16) -> Result<RefPool> {
+        let mut head: b::grant_ref_t = 0;
+        // SAFETY: `head` is a valid place for the list's head.
+        let r = unsafe { b::gnttab_alloc_grant_references(count, &mut head) };
+        if r < 0 {
+            return Err(ENOSPC);
+        }
+        // INVARIANT: a list we own.
+        Ok(RefPool {
+            head: core::cell::UnsafeCell::new(head),
+        })
+    }
+
+    /// Grants `domid` access to `frame`, with a reference from the pool if it has one.
+    ///
+    /// # Safety
+    ///
+    /// The frame stays the caller's (neither freed nor reused) until the grant ends: the
+    /// contract of `GrantOps::grant_access` or `LendOps::grant_frame`.
+    pub(crate) unsafe fn grant(
+        &self,
+        domid: DomId,
+        frame: usize,
+        access: Access,
+    ) -> Result<GrantRef, AccessError> {
+        let readonly = i32::from(access == Access::ReadOnly);
+        // SAFETY: the head is ours (type invariant) and `!Sync` keeps other threads out.
+        let r = unsafe { b::gnttab_claim_grant_reference(self.head.get()) };
+        let gref = match u32::try_from(r) {
+            Ok(gref) => {
+                // SAFETY: `gref` is a free reference we just claimed; it grants the frame
+                // under the caller's contract.
+                unsafe { b::gnttab_grant_foreign_access_ref(gref, domid.raw(), frame, readonly) };
+                gref
+            }
+            Err(_) => {
+                // SAFETY: as for `Grants::grant_owned`, from the global allocator.
+                let r = unsafe { b::gnttab_grant_foreign_access(domid.raw(), frame, readonly) };
+                u32::try_from(r).map_err(|_| AccessError::NoFreeRefs)?
+            }
+        };
+        stats::inc(&stats::GRANTS);
+        Ok(GrantRef::new(gref))
+    }
+
+    /// Ends `gref` (made by [`RefPool::grant`]) and puts the reference in the pool, unless
+    /// the peer still maps it.
+    pub(crate) fn end(&self, gref: GrantRef) -> EndAccess {
+        // SAFETY: ends a grant we made; the reference stays ours either way.
+        if unsafe { b::gnttab_end_foreign_access_ref(gref.raw()) } == 0 {
+            return EndAccess::StillMapped;
+        }
+        // SAFETY: an ended reference of ours, released into our list (type invariant; `!Sync`
+        // keeps other threads out).
+        unsafe { b::gnttab_release_grant_reference(self.head.get(), gref.raw()) };
+        stats::dec(&stats::GRANTS);
+        EndAccess::Ended
+    }
+}
+
+impl Drop for RefPool {
+    fn drop(&mut self) {
+        // SAFETY: our list (type invariant), freed once; references claimed from it and not
+        // released are not on it (they end through the kernel's deferred list).
+        unsafe { b::gnttab_free_grant_references(*self.head.get_mut()) };
+    }
+}
+
 impl LendOps for Grants {
     fn grant_frame(&self, domid: DomId, gfn: Gfn, access: Access) -> Result<GrantRef, AccessError> {
         let frame = usize::try_from(gfn.raw()).map_err(|_| AccessError::FrameTooLarge)?;

@@ -20,7 +20,8 @@ use xen_grant::{
 };
 use crate::bus::DeviceHandle;
 use crate::evtchn::Channel;
-use crate::grant::{copy_in, copy_out, Grants, LocalPage, Mapping, PAGE_SIZE};
+use crate::grant::{copy_in, copy_out, Grants, LocalPage, Mapping, RefPool, PAGE_SIZE};
+use xen_kbindings as b;
 use core::ptr::NonNull;
 use linux::net::{PagePool, PoolPage};
 use linux::page::{GivePage, KernelPage};
@@ -119,6 +120,9 @@ pub struct Env<K: Kick> {
     /// Where receive buffers come from ([`PageAlloc::alloc_rx_page`]): a page pool that the
     /// stack returns them to (netfront), or `None` for the page allocator.
     pub rx_pool: Option<PagePool>,
+    /// A private pool of grant references for the engine's grants (netfront, which grants
+    /// and ends pages per packet), or `None` for the global allocator.
+    pub refs: Option<RefPool>,
 }
 
 impl<K: Kick> Env<K> {
@@ -137,7 +141,15 @@ impl<K: Kick> Env<K> {
 
 impl<K: Kick> LendOps for Env<K> {
     fn grant_frame(&self, domid: DomId, gfn: Gfn, access: Access) -> Result<GrantRef, AccessError> {
-        self.grants.grant_frame(domid, gfn, access)
+        match self.refs.as_ref() {
+            Some(refs) => {
+                let frame = usize::try_from(gfn.raw()).map_err(|_| AccessError::FrameTooLarge)?;
+                // SAFETY: the caller lends the frame under `LendOps`' contract (kept until
+                // `end_access` says ended, leaked otherwise).
+                unsafe { refs.grant(domid, frame, access) }
+            }
+            None => self.grants.grant_frame(domid, gfn, access),
+        }
     }
 }
 
@@ -157,13 +169,25 @@ impl<K: Kick> GrantOps for Env<K> {
         page: &Page,
         access: Access,
     ) -> Result<GrantRef, AccessError> {
-        // SAFETY: a page we own; the engine keeps it until the grant is revoked or hands it
-        // to `defer_free` (the `GrantOps` contract).
-        unsafe { self.grants.grant_owned(domid, page.addr(), access) }
+        match self.refs.as_ref() {
+            Some(refs) => {
+                // SAFETY: `addr` is a live page of the direct map that we own.
+                let gfn = unsafe { b::xpvrs_virt_to_gfn(page.addr().as_ptr().cast()) };
+                let gfn = usize::try_from(gfn).map_err(|_| AccessError::FrameTooLarge)?;
+                // SAFETY: a page we own; the engine keeps it until the grant is revoked or
+                // hands it to `defer_free` (the `GrantOps` contract).
+                unsafe { refs.grant(domid, gfn, access) }
+            }
+            // SAFETY: as above.
+            None => unsafe { self.grants.grant_owned(domid, page.addr(), access) },
+        }
     }
 
     fn end_access(&self, gref: GrantRef) -> EndAccess {
-        self.grants.end_access(gref)
+        match self.refs.as_ref() {
+            Some(refs) => refs.end(gref),
+            None => self.grants.end_access(gref),
+        }
     }
 
     fn defer_free(&self, gref: GrantRef, page: Page) {
