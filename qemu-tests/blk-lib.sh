@@ -281,6 +281,9 @@ blk_integrity_domu() {
         log "xvdb $KLAST"
         check_eq xvdb-queues 2 "$(kv "$KLAST" queues)"
         check_eq xvdb-ring-pages 4 "$(kv "$KLAST" ring-pages)"
+        # The queue depth is the ring's slots (32 a page), as Linux's blkfront sizes it.
+        check_eq xvdb-depth 128 "$(kv "$KLAST" depth)"
+        check_eq xvdb-nr-tags 128 "$(cat /sys/block/xvdb/mq/0/nr_tags)"
         check_eq xvdb-persistent 1 "$(kv "$KLAST" persistent)"
         check_eq xvdb-flush 1 "$(kv "$KLAST" flush)"
     fi

@@ -686,3 +686,52 @@ fn threaded_front_and_back_never_stall_on_notifications() {
         eprintln!("{submitted} requests, {sent} front notifications, {events} back events");
     });
 }
+
+/// A table shorter than `N` is the queue depth: no more requests are outstanding than it has
+/// slots; an empty table or one longer than `N` is refused.
+#[test]
+fn the_slot_table_sets_the_queue_depth() {
+    use xen_blkif::front::SlotEntry;
+    let sim = Sim::new();
+    let fe = sim.create_domain(1);
+    let table =
+        |n: usize| -> Vec<SlotEntry<Pages, 11>> { (0..n).map(|_| SlotEntry::new()).collect() };
+    let make = |n: usize| {
+        let ring = fe.alloc_ring(1).unwrap();
+        let port = fe.alloc_unbound(D0).unwrap();
+        BlkFront::<Domain, Pages, 32, 11, Vec<SlotEntry<Pages, 11>>>::with_table(
+            fe.clone(),
+            ring,
+            D0,
+            port,
+            FrontConfig::default(),
+            table(n),
+        )
+    };
+    assert!(make(0).is_err(), "an empty table");
+    assert!(make(33).is_err(), "more slots than N");
+    for depth in [1, 8, 32] {
+        let mut front = make(depth).unwrap();
+        let mut n = 0;
+        loop {
+            match front.submit_read(Sector(n as u64 * 8), 8) {
+                Ok(_) => n += 1,
+                Err(SubmitError::Busy) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+            assert!(n <= depth, "more outstanding than the table holds");
+        }
+        assert_eq!((n, front.outstanding()), (depth, depth));
+    }
+}
+
+#[test]
+fn ring_slots_are_32_a_page() {
+    use xen_blkif::front::ring_slots;
+    for (pages, slots) in [(1, 32), (2, 64), (4, 128), (8, 256), (16, 512)] {
+        assert_eq!(ring_slots(pages), Some(slots));
+    }
+    for pages in [0, 3, 32, usize::MAX] {
+        assert_eq!(ring_slots(pages), None);
+    }
+}

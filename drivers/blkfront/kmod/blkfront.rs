@@ -19,7 +19,7 @@ use kernel::str::CString;
 use kernel::sync::{Arc, ArcBorrow, Mutex};
 use kernel::workqueue::{self, impl_has_work, new_work, Work, WorkItem};
 use kernel::{c_str, fmt, new_mutex};
-use xen_blkif::front::{Completion, DataPages, FrontConfig, SlotEntry, SubmitError};
+use xen_blkif::front::{ring_slots, Completion, DataPages, FrontConfig, SlotEntry, SubmitError};
 use xen_blkif::vdev::{self, DiskName};
 use xen_blkif::{BlkFront, Sector};
 use xen_core::feature::blkif::{
@@ -66,13 +66,19 @@ extern "C" {
 /// A device directory path. XenStore allows 3072 bytes, but a path lives on the stack here
 /// (kernel stacks are 16 KiB) and device paths are short: a longer one fails cleanly.
 
-/// Request slots per queue (also the blk-mq queue depth, capped by the ring's size).
-const SLOTS: usize = 64;
+/// The most request slots a queue can have: those of a 4-page ring (32 slots a page). Each
+/// queue's table has as many slots as its ring ([`ring_slots`]), up to this, which is also
+/// its blk-mq queue depth, as Linux's blkfront sizes it. Not 512 (a 16-page ring): the
+/// engine's id bookkeeping (`Slots<N>`, about 7 bytes a slot) is inline and the engine is
+/// built on the stack before it is boxed; with 512 that overflowed the 16 KiB kernel stack
+/// at connection (a guest crash in the blkfront scenario).
+const SLOTS: usize = 128;
 /// Most segments (pages) per request: 11 direct, up to this many with indirect descriptors.
 const SEGS: usize = 64;
 
-/// The slot table, on the heap: one slot is ~2 KiB, too large for a stack as a whole.
-struct Table(KVec<SlotEntry<Page, SEGS>>);
+/// The slot table, on the heap: one slot is ~2 KiB, too large for a stack as a whole (and,
+/// at up to 1 MiB for a 16-page ring, allocated with `kvmalloc`).
+struct Table(KVVec<SlotEntry<Page, SEGS>>);
 
 impl AsRef<[SlotEntry<Page, SEGS>]> for Table {
     fn as_ref(&self) -> &[SlotEntry<Page, SEGS>] {
@@ -225,8 +231,10 @@ impl Queue {
             refs: None,
         };
         let port = env.alloc_unbound(backend).map_err(|_| EIO)?;
-        let mut table = KVec::with_capacity(SLOTS, GFP_KERNEL)?;
-        for _ in 0..SLOTS {
+        // As many slots as the ring has: the queue depth.
+        let depth = ring_slots(pages).ok_or(EINVAL)?.min(SLOTS);
+        let mut table = KVVec::with_capacity(depth, GFP_KERNEL)?;
+        for _ in 0..depth {
             table.push(SlotEntry::new(), GFP_KERNEL)?;
         }
         // Indirect segments and persistent grants are set at connection (`configure`).
@@ -707,7 +715,7 @@ impl Dev {
             physical_block_size: info.physical_sector_size,
             max_hw_sectors: max_sectors,
             nr_queues: req.num_queues,
-            queue_depth: depth.min(SLOTS as u32),
+            queue_depth: depth,
             write_cache: params.write_cache(),
             fua: false,
             discard,

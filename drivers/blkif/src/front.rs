@@ -251,6 +251,14 @@ impl<Pg, const S: usize> Default for SlotEntry<Pg, S> {
 
 type Entry<Pg, const S: usize> = SlotEntry<Pg, S>;
 
+/// The slots of a frontend's ring of `pages` pages (32 a page), or `None` for a size rings
+/// cannot have (1, 2, 4, 8 or 16 pages): the queue depth a glue sizes its table to.
+pub fn ring_slots(pages: usize) -> Option<usize> {
+    let bytes = pages.checked_mul(xen_ring::PAGE_SIZE)?;
+    let g = xen_ring::Geometry::new::<NativeSlot, NativeResponse>(bytes).ok()?;
+    usize::try_from(g.entries()).ok()
+}
+
 /// A table of `N` slots held inline, the default storage.
 pub type InlineTable<Pg, const N: usize, const S: usize> = [SlotEntry<Pg, S>; N];
 
@@ -265,8 +273,9 @@ pub type InlineTable<Pg, const N: usize, const S: usize> = [SlotEntry<Pg, S>; N]
 /// completes with `Error`, every grant is revoked (pages the backend still maps are deferred,
 /// never freed), and every later call returns [`Error::Disconnected`].
 ///
-/// The slot table is `T`: inline by default, or any slice storage of exactly `N` slots (e.g. a
-/// kernel vector, filled slot by slot, when the table is too large to build on a stack).
+/// The slot table is `T`: inline by default (`N` slots), or any slice storage of 1 to `N`
+/// slots (e.g. a kernel vector sized to the ring, filled slot by slot, when the table is too
+/// large to build on a stack); its length is the queue depth.
 pub struct BlkFront<
     P: GrantOps,
     M,
@@ -327,9 +336,10 @@ where
     M: SharedMemory,
     T: AsRef<[Entry<Pg<P>, S>]> + AsMut<[Entry<Pg<P>, S>]>,
 {
-    /// As [`new`](BlkFront::new), with the slot table in `table`, which must hold exactly
-    /// `N` empty slots ([`SlotEntry::new`]); otherwise
-    /// `RingError::Geometry(BadLength(len))`.
+    /// As [`new`](BlkFront::new), with the slot table in `table`: 1 to `N` empty slots
+    /// ([`SlotEntry::new`]), otherwise `RingError::Geometry(BadLength(len))`. The table's
+    /// length is the queue depth: a glue sizes it to the ring it negotiated (32 slots a
+    /// page), as Linux's blkfront sizes its depth, with `N` the most any ring may have.
     pub fn with_table(
         env: P,
         ring: M,
@@ -344,13 +354,14 @@ where
                 && e.spare.iter().all(Option::is_none)
                 && e.spare_indirect.iter().all(Option::is_none)
         });
-        if len != N || !empty {
+        if len == 0 || len > N || !empty {
             return Err(RingError::Geometry(GeometryError::BadLength(len)));
         }
         let ring = FrontRing::init(ring)?;
-        // Every slot is free, low slots handed out first.
+        // Every slot of the table is free, low slots handed out first; ids beyond it are
+        // never handed out (a response naming one is out of range for this queue).
         let mut ids = Slots::new();
-        ids.open_all(N);
+        ids.open_all(len);
         Ok(BlkFront {
             env,
             ring,
