@@ -123,16 +123,20 @@ dom0_main() {
         log "FLOOR on the peak: $_l"
         _peak_cur=$(kv "$_l" current_kb)
         if wait_guest domu '^PEAK ENDED' 60 "the end of its peak"; then
-            _since=$(log_lines)
-            wait_bstat "$_since" "target_kb=49152 current_kb=[0-9]+ .*stop=floor-reached" 10 ||
+            # From the PEAK ENDED line on: the status lines of the follow-down may already be
+            # there (the guest prints one only when something changed).
+            _since=$(grep -an '^PEAK ENDED' "$(guest_log domu)" | head -1 | cut -d: -f1)
+            wait_bstat "$_since" "target_kb=49152 current_kb=[0-9]+ .*stop=floor-reached" 30 ||
                 fail "no BSTAT at the floor after the peak (last: $(bstat_last))"
-            # Settled: two status lines 3 s apart with the same size.
+            # Settled: 12 MiB or more below the stop on the peak, and the same size 3 s apart.
+            # It may take two steps: the peak's freed pages wait on the per-CPU lists (counted
+            # as used) until the kernel drains them, a few seconds later.
             _n=0
             _prev=
             while [ $_n -lt 20 ]; do
                 sleep 3
                 _cur=$(kv "$(bstat_last)" current_kb)
-                [ "$_cur" = "$_prev" ] && break
+                [ "$_cur" = "$_prev" ] && [ "$_cur" -le $((_peak_cur - 12288)) ] && break
                 _prev=$_cur
                 _n=$((_n + 1))
             done
