@@ -529,11 +529,8 @@ impl RefPool {
                 unsafe { b::gnttab_grant_foreign_access_ref(gref, domid.raw(), frame, readonly) };
                 gref
             }
-            Err(_) => {
-                // SAFETY: as for `Grants::grant_owned`, from the global allocator.
-                let r = unsafe { b::gnttab_grant_foreign_access(domid.raw(), frame, readonly) };
-                u32::try_from(r).map_err(|_| AccessError::NoFreeRefs)?
-            }
+            // SAFETY: the caller's contract, from the global allocator (the pool is dry).
+            Err(_) => return unsafe { grant_global(domid, frame, access) },
         };
         stats::inc(&stats::GRANTS);
         Ok(GrantRef::new(gref))
@@ -565,14 +562,39 @@ impl Drop for RefPool {
 impl LendOps for Grants {
     fn grant_frame(&self, domid: DomId, gfn: Gfn, access: Access) -> Result<GrantRef, AccessError> {
         let frame = usize::try_from(gfn.raw()).map_err(|_| AccessError::FrameTooLarge)?;
-        let readonly = i32::from(access == Access::ReadOnly);
         // SAFETY: grants a frame the caller lends under `LendOps`' contract: it keeps the
         // memory until `end_access` says the grant ended, and leaks it otherwise.
-        let r = unsafe { b::gnttab_grant_foreign_access(domid.raw(), frame, readonly) };
-        let gref = u32::try_from(r).map_err(|_| AccessError::NoFreeRefs)?;
-        stats::inc(&stats::GRANTS);
-        Ok(GrantRef::new(gref))
+        unsafe { grant_global(domid, frame, access) }
     }
+}
+
+/// The frame of the direct-map page at `addr`.
+///
+/// # Safety
+///
+/// `addr` is a live page of the direct map.
+pub(crate) unsafe fn frame_of(addr: NonNull<u8>) -> usize {
+    // SAFETY: a live page of the direct map (caller).
+    unsafe { b::xpvrs_virt_to_gfn(addr.as_ptr().cast()) }
+}
+
+/// Grants `domid` access to `frame` with a reference from the grant table's global allocator.
+///
+/// # Safety
+///
+/// The frame stays the caller's, neither freed nor reused, until the grant is revoked (the
+/// contract of `GrantOps::grant_access` and `LendOps::grant_frame`).
+unsafe fn grant_global(
+    domid: DomId,
+    frame: usize,
+    access: Access,
+) -> Result<GrantRef, AccessError> {
+    let readonly = i32::from(access == Access::ReadOnly);
+    // SAFETY: grants a frame the caller keeps until the grant is revoked (caller).
+    let r = unsafe { b::gnttab_grant_foreign_access(domid.raw(), frame, readonly) };
+    let gref = u32::try_from(r).map_err(|_| AccessError::NoFreeRefs)?;
+    stats::inc(&stats::GRANTS);
+    Ok(GrantRef::new(gref))
 }
 
 impl Grants {
@@ -589,15 +611,9 @@ impl Grants {
         addr: NonNull<u8>,
         access: Access,
     ) -> Result<GrantRef, AccessError> {
-        // SAFETY: a live page of the direct map (caller).
-        let gfn = unsafe { b::xpvrs_virt_to_gfn(addr.as_ptr().cast()) };
-        let readonly = i32::from(access == Access::ReadOnly);
-        // SAFETY: grants a page we own; the grant is revoked before the page is freed
+        // SAFETY: a live page of the direct map we own, kept until the grant is revoked
         // (caller).
-        let r = unsafe { b::gnttab_grant_foreign_access(domid.raw(), gfn, readonly) };
-        let gref = u32::try_from(r).map_err(|_| AccessError::NoFreeRefs)?;
-        stats::inc(&stats::GRANTS);
-        Ok(GrantRef::new(gref))
+        unsafe { grant_global(domid, frame_of(addr), access) }
     }
 
     /// Ends `gref` once the peer no longer maps it, with no page to free then: for a page

@@ -20,8 +20,7 @@ use xen_grant::{
 };
 use crate::bus::DeviceHandle;
 use crate::evtchn::Channel;
-use crate::grant::{copy_in, copy_out, Grants, LocalPage, Mapping, RefPool, PAGE_SIZE};
-use xen_kbindings as b;
+use crate::grant::{copy_in, copy_out, frame_of, Grants, LocalPage, Mapping, RefPool, PAGE_SIZE};
 use core::ptr::NonNull;
 use linux::net::{PagePool, PoolPage};
 use linux::page::{GivePage, KernelPage};
@@ -171,12 +170,9 @@ impl<K: Kick> GrantOps for Env<K> {
     ) -> Result<GrantRef, AccessError> {
         match self.refs.as_ref() {
             Some(refs) => {
-                // SAFETY: `addr` is a live page of the direct map that we own.
-                let gfn = unsafe { b::xpvrs_virt_to_gfn(page.addr().as_ptr().cast()) };
-                let gfn = usize::try_from(gfn).map_err(|_| AccessError::FrameTooLarge)?;
-                // SAFETY: a page we own; the engine keeps it until the grant is revoked or
-                // hands it to `defer_free` (the `GrantOps` contract).
-                unsafe { refs.grant(domid, gfn, access) }
+                // SAFETY: a live page of the direct map that we own; the engine keeps it until
+                // the grant is revoked or hands it to `defer_free` (the `GrantOps` contract).
+                unsafe { refs.grant(domid, frame_of(page.addr()), access) }
             }
             // SAFETY: as above.
             None => unsafe { self.grants.grant_owned(domid, page.addr(), access) },
